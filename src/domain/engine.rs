@@ -1,0 +1,400 @@
+//! The job state machine: `(job, event, now) → decision`, with no I/O.
+//!
+//! The shell loads a job, asks [`apply`] what an event does to it, writes the new job with a
+//! compare-and-set on `version`, and only then carries out the effects.
+
+use serde_json::Value;
+
+use super::ids::{StageId, TaskId};
+use super::job::{Job, JobStatus, StageRecord, TaskRecord, TaskStatus};
+use super::mapping::{merge_configs, plan_inputs};
+use super::time::Timestamp;
+
+/// Something that happened to a job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// Dispatch the first stage of a pending job.
+    Start,
+    /// A worker reported on a task.
+    Result(TaskResult),
+    /// A client asked to abort.
+    Abort,
+    /// The task's deadline passed without a result.
+    Timeout { task_id: TaskId },
+}
+
+/// A worker's report on one task attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskResult {
+    pub task_id: TaskId,
+    /// Already normalised: every entry is an object or `null`.
+    pub outputs: Vec<Value>,
+    pub log: Option<String>,
+    pub error: Option<String>,
+}
+
+/// What the shell must do after the new job is durable.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Publish the current attempt of these tasks of the stage in flight.
+    Dispatch {
+        stage_id: StageId,
+        task_ids: Vec<TaskId>,
+    },
+    /// Publish a notice on the events exchange.
+    Notify(Notice),
+    /// Move the ended job to history.
+    Archive,
+}
+
+/// A notice for the events exchange.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notice {
+    /// `job.<status>`.
+    Job(JobStatus),
+    /// `stage.completed`.
+    StageCompleted(StageId),
+}
+
+/// Why an event changed nothing. All are normal under at-least-once delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ignored {
+    /// The job already ended (or has not started, for a result).
+    JobNotActive(JobStatus),
+    /// The task already has its result.
+    Duplicate,
+    /// No task with this id was issued for this job.
+    UnknownTask,
+    /// An error or timeout for an attempt that has been superseded.
+    StaleAttempt,
+    /// The job was started already.
+    AlreadyStarted,
+}
+
+impl Ignored {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::JobNotActive(_) => "job not active",
+            Self::Duplicate => "duplicate result",
+            Self::UnknownTask => "unknown task",
+            Self::StaleAttempt => "stale attempt",
+            Self::AlreadyStarted => "already started",
+        }
+    }
+}
+
+/// What an event does to a job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Write `job` (its version already bumped), then carry out `effects` in order.
+    Apply { job: Box<Job>, effects: Vec<Effect> },
+    /// Nothing changes.
+    Ignore(Ignored),
+}
+
+/// Applies `event` to `job` at `now`.
+pub fn apply(job: &Job, event: &Event, now: Timestamp) -> Decision {
+    if !job.status.is_active() {
+        return Decision::Ignore(Ignored::JobNotActive(job.status));
+    }
+    let mut next = job.clone();
+    let mut effects = Vec::new();
+    let outcome = match event {
+        Event::Start => start(&mut next, now, &mut effects),
+        Event::Result(result) => on_result(&mut next, result, now, &mut effects),
+        Event::Abort => {
+            end(
+                &mut next,
+                JobStatus::Aborted,
+                Some("aborted by request".into()),
+                now,
+                &mut effects,
+            );
+            Ok(())
+        }
+        Event::Timeout { task_id } => on_timeout(&mut next, task_id, now, &mut effects),
+    };
+    match outcome {
+        Ok(()) => {
+            next.version += 1;
+            Decision::Apply {
+                job: Box::new(next),
+                effects,
+            }
+        }
+        Err(ignored) => Decision::Ignore(ignored),
+    }
+}
+
+fn start(job: &mut Job, now: Timestamp, effects: &mut Vec<Effect>) -> Result<(), Ignored> {
+    if job.status != JobStatus::Pending {
+        return Err(Ignored::AlreadyStarted);
+    }
+    job.status = JobStatus::Running;
+    job.started = Some(now);
+    effects.push(Effect::Notify(Notice::Job(JobStatus::Running)));
+    advance(job, now, effects);
+    Ok(())
+}
+
+/// Where a task id was found.
+enum Found {
+    Current { index: usize, is_latest: bool },
+    Ended,
+    Nowhere,
+}
+
+fn find_task(job: &Job, task_id: &TaskId) -> Found {
+    let issued = |t: &TaskRecord| &t.task_id == task_id || t.previous_ids.contains(task_id);
+    if let Some(stage) = &job.current_stage {
+        if let Some(index) = stage.tasks.iter().position(issued) {
+            return Found::Current {
+                index,
+                is_latest: &stage.tasks[index].task_id == task_id,
+            };
+        }
+    }
+    if job.stages.iter().any(|s| s.tasks.iter().any(issued)) {
+        Found::Ended
+    } else {
+        Found::Nowhere
+    }
+}
+
+fn on_result(
+    job: &mut Job,
+    result: &TaskResult,
+    now: Timestamp,
+    effects: &mut Vec<Effect>,
+) -> Result<(), Ignored> {
+    if job.status != JobStatus::Running {
+        return Err(Ignored::JobNotActive(job.status));
+    }
+    let (index, is_latest) = match find_task(job, &result.task_id) {
+        Found::Current { index, is_latest } => (index, is_latest),
+        Found::Ended => return Err(Ignored::Duplicate),
+        Found::Nowhere => return Err(Ignored::UnknownTask),
+    };
+    let Some(stage) = job.current_stage.as_mut() else {
+        return Err(Ignored::UnknownTask);
+    };
+    let task = &mut stage.tasks[index];
+    if task.status != TaskStatus::Pending {
+        return Err(Ignored::Duplicate);
+    }
+    match &result.error {
+        Some(error) => {
+            // A late error from a superseded attempt says nothing about the current one.
+            if !is_latest {
+                return Err(Ignored::StaleAttempt);
+            }
+            failed_attempt(job, index, format!("worker error: {error}"), now, effects);
+        }
+        None => {
+            // A late success from an earlier attempt is still a valid result for the task.
+            task.status = TaskStatus::Done;
+            task.outputs = Some(result.outputs.clone());
+            task.log = result.log.clone();
+            task.error = None;
+            task.completed = Some(now);
+            if stage.tasks.iter().all(|t| t.status == TaskStatus::Done) {
+                complete_stage(job, now, effects);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn on_timeout(
+    job: &mut Job,
+    task_id: &TaskId,
+    now: Timestamp,
+    effects: &mut Vec<Effect>,
+) -> Result<(), Ignored> {
+    let index = match find_task(job, task_id) {
+        Found::Current {
+            index,
+            is_latest: true,
+        } => index,
+        Found::Current { .. } => return Err(Ignored::StaleAttempt),
+        Found::Ended => return Err(Ignored::Duplicate),
+        Found::Nowhere => return Err(Ignored::UnknownTask),
+    };
+    let Some(stage) = job.current_stage.as_ref() else {
+        return Err(Ignored::UnknownTask);
+    };
+    let task = &stage.tasks[index];
+    if task.status != TaskStatus::Pending {
+        return Err(Ignored::Duplicate);
+    }
+    if task.deadline > now {
+        return Err(Ignored::StaleAttempt);
+    }
+    let timeout_s = stage_spec_timeout(job, &stage.id);
+    failed_attempt(
+        job,
+        index,
+        format!("timed out: no result within {timeout_s} s"),
+        now,
+        effects,
+    );
+    Ok(())
+}
+
+fn stage_spec_timeout(job: &Job, stage_id: &StageId) -> u64 {
+    stage_id
+        .index()
+        .and_then(|i| job.pipeline.get(i))
+        .map_or(super::pipeline::DEFAULT_TIMEOUT_S, |s| s.timeout_s())
+}
+
+/// Retries the task at `index` of the stage in flight, or fails the job after its last attempt.
+fn failed_attempt(
+    job: &mut Job,
+    index: usize,
+    reason: String,
+    now: Timestamp,
+    effects: &mut Vec<Effect>,
+) {
+    let Some(stage) = job.current_stage.as_mut() else {
+        return;
+    };
+    let spec = stage.id.index().and_then(|i| job.pipeline.get(i));
+    let max_attempts = spec.map_or(super::pipeline::DEFAULT_MAX_ATTEMPTS, |s| s.max_attempts());
+    let timeout_s = spec.map_or(super::pipeline::DEFAULT_TIMEOUT_S, |s| s.timeout_s());
+    let stage_id = stage.id.clone();
+    let task = &mut stage.tasks[index];
+    if task.attempt < max_attempts {
+        task.previous_ids.push(task.task_id.clone());
+        task.attempt += 1;
+        task.task_id = super::ids::TaskId::derive(&job.run_id, &stage_id, index, task.attempt);
+        task.deadline = now.plus_seconds(timeout_s);
+        task.dispatched = None;
+        task.error = Some(reason);
+        effects.push(Effect::Dispatch {
+            stage_id,
+            task_ids: vec![task.task_id.clone()],
+        });
+    } else {
+        let attempts = task.attempt;
+        task.status = TaskStatus::Failed;
+        task.error = Some(reason.clone());
+        task.completed = Some(now);
+        let message = format!(
+            "task {} of stage '{stage_id}' failed after {attempts} attempt(s): {reason}",
+            index + 1
+        );
+        stage.error = Some(message.clone());
+        end(job, JobStatus::Failed, Some(message), now, effects);
+    }
+}
+
+/// Ends the stage in flight and moves on.
+fn complete_stage(job: &mut Job, now: Timestamp, effects: &mut Vec<Effect>) {
+    let Some(mut stage) = job.current_stage.take() else {
+        return;
+    };
+    stage.outputs = stage
+        .tasks
+        .iter()
+        .flat_map(|t| t.outputs.iter().flatten().cloned())
+        .collect();
+    let logs: Vec<&str> = stage.tasks.iter().filter_map(|t| t.log.as_deref()).collect();
+    if !logs.is_empty() {
+        stage.log = Some(logs.join("\n"));
+    }
+    stage.completed = Some(now);
+    effects.push(Effect::Notify(Notice::StageCompleted(stage.id.clone())));
+    job.stages.push(stage);
+    advance(job, now, effects);
+}
+
+/// Plans the next stage; skips stages with no tasks; finishes the job after the last stage.
+fn advance(job: &mut Job, now: Timestamp, effects: &mut Vec<Effect>) {
+    loop {
+        // `stages` holds `init` and every ended pipeline stage, so its length is the next index + 1.
+        let index = job.stages.len() - 1;
+        let Some(spec) = job.pipeline.get(index).cloned() else {
+            end(job, JobStatus::Finished, None, now, effects);
+            return;
+        };
+        let stage_id = StageId::for_index(index);
+        let mut record = StageRecord {
+            id: stage_id.clone(),
+            outputs: Vec::new(),
+            worker_id: Some(spec.worker.id.clone()),
+            tasks: Vec::new(),
+            started: Some(now),
+            completed: None,
+            log: None,
+            error: None,
+        };
+        match plan_inputs(job, index, &spec) {
+            Err(reason) => {
+                let message = format!("stage '{stage_id}' cannot start: {reason}");
+                record.error = Some(message.clone());
+                record.completed = Some(now);
+                job.stages.push(record);
+                end(job, JobStatus::Failed, Some(message), now, effects);
+                return;
+            }
+            Ok(inputs) if inputs.is_empty() => {
+                record.completed = Some(now);
+                job.stages.push(record);
+                effects.push(Effect::Notify(Notice::StageCompleted(stage_id)));
+            }
+            Ok(inputs) => {
+                let configs = merge_configs(&spec.worker.configs, &job.machine_configs);
+                let deadline = now.plus_seconds(spec.timeout_s());
+                record.tasks = inputs
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, inputs)| TaskRecord {
+                        task_id: TaskId::derive(&job.run_id, &stage_id, i, 1),
+                        previous_ids: Vec::new(),
+                        status: TaskStatus::Pending,
+                        attempt: 1,
+                        inputs,
+                        configs: configs.clone(),
+                        deadline,
+                        dispatched: None,
+                        outputs: None,
+                        log: None,
+                        error: None,
+                        completed: None,
+                    })
+                    .collect();
+                let task_ids = record.tasks.iter().map(|t| t.task_id.clone()).collect();
+                job.current_stage = Some(record);
+                effects.push(Effect::Dispatch { stage_id, task_ids });
+                return;
+            }
+        }
+    }
+}
+
+/// Ends the job with `status`; a stage still in flight is closed with the reason.
+fn end(
+    job: &mut Job,
+    status: JobStatus,
+    error: Option<String>,
+    now: Timestamp,
+    effects: &mut Vec<Effect>,
+) {
+    if let Some(mut stage) = job.current_stage.take() {
+        stage.completed = Some(now);
+        if stage.error.is_none() {
+            stage.error = error.clone();
+        }
+        job.stages.push(stage);
+    }
+    job.status = status;
+    job.completed = Some(now);
+    job.error = error;
+    effects.push(Effect::Notify(Notice::Job(status)));
+    effects.push(Effect::Archive);
+}
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

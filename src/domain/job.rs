@@ -1,0 +1,229 @@
+//! The job document: what a run of a pipeline has done so far.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::ids::{JobId, StageId, TaskId};
+use super::pipeline::StageSpec;
+use super::time::Timestamp;
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    /// Created; nothing dispatched yet.
+    Pending,
+    Running,
+    Finished,
+    Failed,
+    Aborted,
+}
+
+impl JobStatus {
+    pub fn is_active(self) -> bool {
+        matches!(self, Self::Pending | Self::Running)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Finished => "finished",
+            Self::Failed => "failed",
+            Self::Aborted => "aborted",
+        }
+    }
+}
+
+/// Where one task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    /// Recorded and (about to be) published; waiting for a result.
+    Pending,
+    /// A result arrived.
+    Done,
+    /// The last attempt failed.
+    Failed,
+}
+
+/// One task of a stage: one input set for the stage's worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TaskRecord {
+    /// The id of the current attempt.
+    pub task_id: TaskId,
+    /// Ids of earlier attempts, so late results for them are recognised.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous_ids: Vec<TaskId>,
+    pub status: TaskStatus,
+    pub attempt: u32,
+    pub inputs: Map<String, Value>,
+    pub configs: Map<String, Value>,
+    /// When the current attempt must have answered by.
+    pub deadline: Timestamp,
+    /// Set once the dispatch of the current attempt is confirmed by the broker (the outbox mark).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispatched: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<Vec<Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed: Option<Timestamp>,
+}
+
+/// One stage of a job: `init`, a stage in flight, or a stage that has ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct StageRecord {
+    pub id: StageId,
+    /// Each entry is an object or `null`.
+    pub outputs: Vec<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<TaskRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl StageRecord {
+    /// The `init` stage: the input file as the single output `init_source`.
+    pub fn init(file_name: &str, now: Timestamp) -> Self {
+        let mut output = Map::new();
+        output.insert("init_source".into(), Value::String(file_name.to_owned()));
+        Self {
+            id: StageId::init(),
+            outputs: vec![Value::Object(output)],
+            worker_id: None,
+            tasks: Vec::new(),
+            started: None,
+            completed: Some(now),
+            log: None,
+            error: None,
+        }
+    }
+}
+
+/// A job: the full record kept while it runs and archived when it ends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Job {
+    pub id: JobId,
+    /// Random per run; task ids derive from it.
+    pub run_id: String,
+    pub machine_id: String,
+    pub pipeline_id: String,
+    pub hash: String,
+    pub file_name: String,
+    pub status: JobStatus,
+    /// `init` and the stages that have ended.
+    pub stages: Vec<StageRecord>,
+    /// The stage in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_stage: Option<StageRecord>,
+    pub created: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed: Option<Timestamp>,
+    /// Why the job failed or was aborted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The pipeline's stages as they were when the job started, so edits do not disturb it.
+    pub pipeline: Vec<StageSpec>,
+    /// The machine's configs as they were when the job started.
+    #[serde(default)]
+    pub machine_configs: Map<String, Value>,
+    /// Compare-and-set counter: every write requires the version it read and bumps it.
+    pub version: i64,
+}
+
+impl Job {
+    /// A new pending job for `file_name` on a machine running `pipeline`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        machine_id: &str,
+        hash: &str,
+        file_name: &str,
+        pipeline_id: &str,
+        pipeline: Vec<StageSpec>,
+        machine_configs: Map<String, Value>,
+        run_id: String,
+        now: Timestamp,
+    ) -> Self {
+        Self {
+            id: JobId::derive(machine_id, hash),
+            run_id,
+            machine_id: machine_id.to_owned(),
+            pipeline_id: pipeline_id.to_owned(),
+            hash: hash.to_owned(),
+            file_name: file_name.to_owned(),
+            status: JobStatus::Pending,
+            stages: vec![StageRecord::init(file_name, now)],
+            current_stage: None,
+            created: now,
+            started: None,
+            completed: None,
+            error: None,
+            pipeline,
+            machine_configs,
+            version: 0,
+        }
+    }
+
+    /// Finds the stage record (ended or in flight) with `id`.
+    pub fn stage(&self, id: &StageId) -> Option<&StageRecord> {
+        self.stages
+            .iter()
+            .chain(self.current_stage.iter())
+            .find(|s| &s.id == id)
+    }
+}
+
+/// The job as the REST API shows it: the seed's keys plus extensions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct JobView {
+    pub id: JobId,
+    pub machine_id: String,
+    pub status: JobStatus,
+    pub stages: Vec<StageRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_stage: Option<StageRecord>,
+    pub pipeline_id: String,
+    pub created: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub hash: String,
+    pub file_name: String,
+}
+
+impl From<&Job> for JobView {
+    fn from(job: &Job) -> Self {
+        Self {
+            id: job.id.clone(),
+            machine_id: job.machine_id.clone(),
+            status: job.status,
+            stages: job.stages.clone(),
+            current_stage: job.current_stage.clone(),
+            pipeline_id: job.pipeline_id.clone(),
+            created: job.created,
+            started: job.started,
+            completed: job.completed,
+            error: job.error.clone(),
+            hash: job.hash.clone(),
+            file_name: job.file_name.clone(),
+        }
+    }
+}

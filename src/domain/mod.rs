@@ -1,0 +1,14 @@
+//! The pure core: pipelines, jobs, input mapping and the job state machine. No I/O, no async.
+
+pub mod engine;
+pub mod ids;
+pub mod job;
+pub mod mapping;
+pub mod pipeline;
+pub mod time;
+
+pub use engine::{Decision, Effect, Event, Ignored, Notice, TaskResult, apply};
+pub use ids::{IdError, JobId, StageId, TaskId};
+pub use job::{Job, JobStatus, JobView, StageRecord, TaskRecord, TaskStatus};
+pub use pipeline::{Machine, MachineBody, Pipeline, PipelineBody, StageSpec, ValidationError};
+pub use time::Timestamp;
