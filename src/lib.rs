@@ -9,8 +9,19 @@
 //! - [`http`]: the REST API, one router per resource.
 //! - [`worker`]: a helper for writing workers in Rust.
 //! - [`demo`]: the bundled demo pipeline and its workers.
+//! - [`sweep`]: the periodic sweep for timeouts, unconfirmed dispatches and interrupted archives.
 //! - [`config`], [`telemetry`]: settings and logging.
 //! - [`app`]: wires everything into a running service.
 
+pub mod amqp;
+pub mod app;
+pub mod config;
+pub mod coordinator;
+pub mod demo;
 pub mod domain;
+pub mod http;
 pub mod messages;
+pub mod store;
+pub mod sweep;
+pub mod telemetry;
+pub mod worker;

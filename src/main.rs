@@ -1,1 +1,60 @@
-fn main(){}
+//! The `job-manager` binary: parse the command line, set up logging, run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use job_manager::config::Config;
+use job_manager::{app, demo, telemetry};
+use tokio::net::TcpListener;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "job-manager",
+    version,
+    about = "Coordinator for multi-stage file-processing pipelines"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the REST API and the result consumer.
+    Serve(Config),
+    /// Run the service, demo workers and one job of the seed-shaped pipeline on a bundled CSV.
+    Demo {
+        #[command(flatten)]
+        config: Config,
+        /// Where the demo keeps its files.
+        #[arg(long, default_value = "target/demo-data")]
+        data_dir: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(config) => {
+            telemetry::init(config.log_format);
+            match TcpListener::bind(config.listen).await {
+                Ok(listener) => app::run(config, listener, app::shutdown_signal()).await,
+                Err(error) => Err(anyhow::Error::new(error)
+                    .context(format!("cannot listen on {}", config.listen))),
+            }
+        }
+        Command::Demo { config, data_dir } => {
+            telemetry::init(config.log_format);
+            demo::run(config, data_dir).await
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -87,7 +87,9 @@ pub fn normalize_outputs(outputs: Value) -> Result<Vec<Value>, String> {
     for (i, item) in list.iter().enumerate() {
         match item {
             Value::Null => {}
-            Value::Object(map) => check_keys(map, 1).map_err(|e| format!("output {}: {e}", i + 1))?,
+            Value::Object(map) => {
+                check_keys(map, 1).map_err(|e| format!("output {}: {e}", i + 1))?
+            }
             other => {
                 return Err(format!(
                     "output {} must be an object or null, not {}",
@@ -162,7 +164,10 @@ mod tests {
 
     #[test]
     fn outputs_normalise_object_list_and_null() {
-        assert_eq!(normalize_outputs(json!({"a": 1})), Ok(vec![json!({"a": 1})]));
+        assert_eq!(
+            normalize_outputs(json!({"a": 1})),
+            Ok(vec![json!({"a": 1})])
+        );
         assert_eq!(normalize_outputs(Value::Null), Ok(vec![Value::Null]));
         assert_eq!(
             normalize_outputs(json!([{"a": 1}, null])),

@@ -146,13 +146,13 @@ enum Found {
 
 fn find_task(job: &Job, task_id: &TaskId) -> Found {
     let issued = |t: &TaskRecord| &t.task_id == task_id || t.previous_ids.contains(task_id);
-    if let Some(stage) = &job.current_stage {
-        if let Some(index) = stage.tasks.iter().position(issued) {
-            return Found::Current {
-                index,
-                is_latest: &stage.tasks[index].task_id == task_id,
-            };
-        }
+    if let Some(stage) = &job.current_stage
+        && let Some(index) = stage.tasks.iter().position(issued)
+    {
+        return Found::Current {
+            index,
+            is_latest: &stage.tasks[index].task_id == task_id,
+        };
     }
     if job.stages.iter().any(|s| s.tasks.iter().any(issued)) {
         Found::Ended
@@ -268,6 +268,7 @@ fn failed_attempt(
         task.previous_ids.push(task.task_id.clone());
         task.attempt += 1;
         task.task_id = super::ids::TaskId::derive(&job.run_id, &stage_id, index, task.attempt);
+        task.issued = now;
         task.deadline = now.plus_seconds(timeout_s);
         task.dispatched = None;
         task.error = Some(reason);
@@ -299,7 +300,11 @@ fn complete_stage(job: &mut Job, now: Timestamp, effects: &mut Vec<Effect>) {
         .iter()
         .flat_map(|t| t.outputs.iter().flatten().cloned())
         .collect();
-    let logs: Vec<&str> = stage.tasks.iter().filter_map(|t| t.log.as_deref()).collect();
+    let logs: Vec<&str> = stage
+        .tasks
+        .iter()
+        .filter_map(|t| t.log.as_deref())
+        .collect();
     if !logs.is_empty() {
         stage.log = Some(logs.join("\n"));
     }
@@ -356,6 +361,7 @@ fn advance(job: &mut Job, now: Timestamp, effects: &mut Vec<Effect>) {
                         attempt: 1,
                         inputs,
                         configs: configs.clone(),
+                        issued: now,
                         deadline,
                         dispatched: None,
                         outputs: None,

@@ -78,9 +78,21 @@ fn started() -> Job {
 /// Runs the seed's example through the engine, answering each dispatch the way the seed's workers did.
 fn run_seed() -> Job {
     let mut job = started();
-    let (j, _) = applied(&job, ok(&current_ids(&job)[0], vec![json!({"csv_file": "49423bf25a104ce0929adb519926bfcd"})]));
+    let (j, _) = applied(
+        &job,
+        ok(
+            &current_ids(&job)[0],
+            vec![json!({"csv_file": "49423bf25a104ce0929adb519926bfcd"})],
+        ),
+    );
     job = j;
-    let (j, _) = applied(&job, ok(&current_ids(&job)[0], vec![json!({"output_csv": "94c17cc51749447fa19db494120b9232"})]));
+    let (j, _) = applied(
+        &job,
+        ok(
+            &current_ids(&job)[0],
+            vec![json!({"output_csv": "94c17cc51749447fa19db494120b9232"})],
+        ),
+    );
     job = j;
     let tables: Vec<Value> = SENSORS
         .iter()
@@ -134,13 +146,20 @@ fn fan_out_tasks_get_their_table_and_the_copied_fields() {
     for outputs in [
         vec![json!({"csv_file": "c"})],
         vec![json!({"output_csv": "o"})],
-        vec![json!({"unique_id": "a", "result_table": "ta"}), json!({"unique_id": "b", "result_table": "tb"})],
+        vec![
+            json!({"unique_id": "a", "result_table": "ta"}),
+            json!({"unique_id": "b", "result_table": "tb"}),
+        ],
     ] {
         job = applied(&job, ok(&current_ids(&job)[0], outputs)).0;
     }
     let stage = job.current_stage.as_ref().expect("stage 04 in flight");
     assert_eq!(stage.id.as_str(), "04");
-    let inputs: Vec<Value> = stage.tasks.iter().map(|t| Value::Object(t.inputs.clone())).collect();
+    let inputs: Vec<Value> = stage
+        .tasks
+        .iter()
+        .map(|t| Value::Object(t.inputs.clone()))
+        .collect();
     assert_eq!(
         inputs,
         vec![
@@ -161,12 +180,21 @@ fn start_dispatches_stage_one_and_announces_running() {
         effects,
         vec![
             Effect::Notify(Notice::Job(JobStatus::Running)),
-            Effect::Dispatch { stage_id: StageId::for_index(0), task_ids: ids.clone() },
+            Effect::Dispatch {
+                stage_id: StageId::for_index(0),
+                task_ids: ids.clone()
+            },
         ]
     );
     let task = &job.current_stage.as_ref().expect("in flight").tasks[0];
-    assert_eq!(task.inputs.get("source_file"), Some(&json!("5bb6e7a9fbf14e619956f76d7bbfcf17")));
-    assert_eq!(apply(&job, &Event::Start, now()), Decision::Ignore(Ignored::AlreadyStarted));
+    assert_eq!(
+        task.inputs.get("source_file"),
+        Some(&json!("5bb6e7a9fbf14e619956f76d7bbfcf17"))
+    );
+    assert_eq!(
+        apply(&job, &Event::Start, now()),
+        Decision::Ignore(Ignored::AlreadyStarted)
+    );
 }
 
 #[test]
@@ -198,7 +226,10 @@ fn duplicate_result_is_ignored() {
     let id = current_ids(&job)[0].clone();
     let (after, _) = applied(&job, ok(&id, vec![json!({"csv_file": "c"})]));
     // Same result again: stage 01 has ended, so the id is found among ended stages.
-    assert_eq!(apply(&after, &ok(&id, vec![json!({"csv_file": "x"})]), now()), Decision::Ignore(Ignored::Duplicate));
+    assert_eq!(
+        apply(&after, &ok(&id, vec![json!({"csv_file": "x"})]), now()),
+        Decision::Ignore(Ignored::Duplicate)
+    );
 }
 
 #[test]
@@ -207,20 +238,29 @@ fn duplicate_result_within_a_stage_in_flight_is_ignored() {
     for outputs in [
         vec![json!({"csv_file": "c"})],
         vec![json!({"output_csv": "o"})],
-        vec![json!({"unique_id": "a", "result_table": "ta"}), json!({"unique_id": "b", "result_table": "tb"})],
+        vec![
+            json!({"unique_id": "a", "result_table": "ta"}),
+            json!({"unique_id": "b", "result_table": "tb"}),
+        ],
     ] {
         job = applied(&job, ok(&current_ids(&job)[0], outputs)).0;
     }
     let first = current_ids(&job)[0].clone();
     let (after, _) = applied(&job, ok(&first, vec![Value::Null]));
-    assert_eq!(apply(&after, &ok(&first, vec![Value::Null]), now()), Decision::Ignore(Ignored::Duplicate));
+    assert_eq!(
+        apply(&after, &ok(&first, vec![Value::Null]), now()),
+        Decision::Ignore(Ignored::Duplicate)
+    );
 }
 
 #[test]
 fn result_for_unknown_task_is_ignored() {
     let job = started();
     let stranger = TaskId::derive("another-run", &StageId::for_index(0), 0, 1);
-    assert_eq!(apply(&job, &ok(&stranger, vec![]), now()), Decision::Ignore(Ignored::UnknownTask));
+    assert_eq!(
+        apply(&job, &ok(&stranger, vec![]), now()),
+        Decision::Ignore(Ignored::UnknownTask)
+    );
     // A pending job has issued no tasks at all.
     assert_eq!(
         apply(&new_job(), &ok(&stranger, vec![]), now()),
@@ -240,13 +280,19 @@ fn abort_ends_the_job_and_later_results_change_nothing() {
     assert!(last.error.as_deref().is_some_and(|e| e.contains("aborted")));
     assert_eq!(
         effects,
-        vec![Effect::Notify(Notice::Job(JobStatus::Aborted)), Effect::Archive]
+        vec![
+            Effect::Notify(Notice::Job(JobStatus::Aborted)),
+            Effect::Archive
+        ]
     );
     assert_eq!(
         apply(&aborted, &ok(&id, vec![json!({"csv_file": "c"})]), now()),
         Decision::Ignore(Ignored::JobNotActive(JobStatus::Aborted))
     );
-    assert_eq!(apply(&aborted, &Event::Abort, now()), Decision::Ignore(Ignored::JobNotActive(JobStatus::Aborted)));
+    assert_eq!(
+        apply(&aborted, &Event::Abort, now()),
+        Decision::Ignore(Ignored::JobNotActive(JobStatus::Aborted))
+    );
 }
 
 #[test]
@@ -258,7 +304,10 @@ fn null_mapped_output_fails_the_job_with_a_clear_reason() {
     let last = failed.stages.last().expect("stage 02 recorded");
     assert_eq!(last.id.as_str(), "02");
     let reason = last.error.clone().expect("reason");
-    assert!(reason.contains("output 1 of stage '01' is null"), "{reason}");
+    assert!(
+        reason.contains("output 1 of stage '01' is null"),
+        "{reason}"
+    );
     assert_eq!(failed.error.as_deref(), Some(reason.as_str()));
     assert!(effects.contains(&Effect::Archive));
 }
@@ -268,7 +317,12 @@ fn missing_mapped_field_fails_the_job() {
     let job = started();
     let (failed, _) = applied(&job, ok(&current_ids(&job)[0], vec![json!({"wrong": "x"})]));
     assert_eq!(failed.status, JobStatus::Failed);
-    assert!(failed.error.as_deref().is_some_and(|e| e.contains("lacks the field 'csv_file'")));
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("lacks the field 'csv_file'"))
+    );
 }
 
 #[test]
@@ -278,17 +332,36 @@ fn worker_error_is_retried_with_a_new_attempt_then_fails_the_job() {
     let (retried, effects) = applied(&job, failure(&first, "disk full"));
     let second = current_ids(&retried)[0].clone();
     assert_ne!(first, second);
-    assert_eq!(retried.current_stage.as_ref().expect("in flight").tasks[0].attempt, 2);
-    assert_eq!(effects, vec![Effect::Dispatch { stage_id: StageId::for_index(0), task_ids: vec![second.clone()] }]);
+    assert_eq!(
+        retried.current_stage.as_ref().expect("in flight").tasks[0].attempt,
+        2
+    );
+    assert_eq!(
+        effects,
+        vec![Effect::Dispatch {
+            stage_id: StageId::for_index(0),
+            task_ids: vec![second.clone()]
+        }]
+    );
     // The late error of the first attempt is stale.
-    assert_eq!(apply(&retried, &failure(&first, "again"), now()), Decision::Ignore(Ignored::StaleAttempt));
+    assert_eq!(
+        apply(&retried, &failure(&first, "again"), now()),
+        Decision::Ignore(Ignored::StaleAttempt)
+    );
     job = retried;
     job = applied(&job, failure(&second, "disk full")).0;
     let third = current_ids(&job)[0].clone();
     let (failed, _) = applied(&job, failure(&third, "disk still full"));
     assert_eq!(failed.status, JobStatus::Failed);
-    let error = failed.stages.last().and_then(|s| s.error.clone()).expect("stage error");
-    assert!(error.contains("after 3 attempt(s)") && error.contains("disk still full"), "{error}");
+    let error = failed
+        .stages
+        .last()
+        .and_then(|s| s.error.clone())
+        .expect("stage error");
+    assert!(
+        error.contains("after 3 attempt(s)") && error.contains("disk still full"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -305,7 +378,13 @@ fn timeout_before_the_deadline_is_ignored_and_after_it_retries() {
     let job = started();
     let id = current_ids(&job)[0].clone();
     assert_eq!(
-        apply(&job, &Event::Timeout { task_id: id.clone() }, now()),
+        apply(
+            &job,
+            &Event::Timeout {
+                task_id: id.clone()
+            },
+            now()
+        ),
         Decision::Ignore(Ignored::StaleAttempt)
     );
     let late = now().plus_seconds(3601);
@@ -313,7 +392,11 @@ fn timeout_before_the_deadline_is_ignored_and_after_it_retries() {
         Decision::Apply { job, .. } => {
             let task = &job.current_stage.as_ref().expect("in flight").tasks[0];
             assert_eq!(task.attempt, 2);
-            assert!(task.error.as_deref().is_some_and(|e| e.contains("timed out")));
+            assert!(
+                task.error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("timed out"))
+            );
         }
         other => panic!("expected a retry, got {other:?}"),
     }
@@ -322,6 +405,9 @@ fn timeout_before_the_deadline_is_ignored_and_after_it_retries() {
 #[test]
 fn every_applied_event_bumps_the_version_once() {
     let job = started();
-    let (next, _) = applied(&job, ok(&current_ids(&job)[0], vec![json!({"csv_file": "c"})]));
+    let (next, _) = applied(
+        &job,
+        ok(&current_ids(&job)[0], vec![json!({"csv_file": "c"})]),
+    );
     assert_eq!(next.version, job.version + 1);
 }

@@ -208,7 +208,11 @@ string_id!(
     "^[A-Za-z0-9_-]{22}$",
     "URL-safe base64 without padding of MD5(machine_id + hash)"
 );
-string_id!(TaskId, "^[0-9a-f]{32}$", "32 lowercase hexadecimal characters");
+string_id!(
+    TaskId,
+    "^[0-9a-f]{32}$",
+    "32 lowercase hexadecimal characters"
+);
 string_id!(
     StageId,
     "^(init|[0-9]{2,})$",

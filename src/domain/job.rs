@@ -60,6 +60,8 @@ pub struct TaskRecord {
     pub attempt: u32,
     pub inputs: Map<String, Value>,
     pub configs: Map<String, Value>,
+    /// When the current attempt was recorded (the outbox time).
+    pub issued: Timestamp,
     /// When the current attempt must have answered by.
     pub deadline: Timestamp,
     /// Set once the dispatch of the current attempt is confirmed by the broker (the outbox mark).

@@ -136,7 +136,10 @@ pub fn plan_inputs(job: &Job, index: usize, spec: &StageSpec) -> Result<TaskInpu
 }
 
 /// A task's configs: the worker's, overlaid key by key by the machine's.
-pub fn merge_configs(worker: &Map<String, Value>, machine: &Map<String, Value>) -> Map<String, Value> {
+pub fn merge_configs(
+    worker: &Map<String, Value>,
+    machine: &Map<String, Value>,
+) -> Map<String, Value> {
     let mut configs = worker.clone();
     for (key, value) in machine {
         configs.insert(key.clone(), value.clone());
@@ -174,7 +177,10 @@ mod tests {
     fn fan_out_makes_one_task_per_output_and_copies_single_fields() {
         let job = job_with(vec![
             ("01", vec![json!({"csv": "c1"})]),
-            ("02", vec![json!({"t": "a"}), json!({"t": "b"}), json!({"t": "c"})]),
+            (
+                "02",
+                vec![json!({"t": "a"}), json!({"t": "b"}), json!({"t": "c"})],
+            ),
         ]);
         let spec = stage(
             "w",
@@ -219,7 +225,10 @@ mod tests {
     fn zero_outputs_give_no_fan_out_tasks_and_one_fan_in_task() {
         let job = job_with(vec![("01", vec![json!({"csv": "c1"})]), ("02", vec![])]);
         let out = stage("w", (Single, &["f"]), (Single, &[]), &[("f", "02:f")]);
-        assert_eq!(plan_inputs(&job, 2, &out).expect("plans"), Vec::<Map<String, Value>>::new());
+        assert_eq!(
+            plan_inputs(&job, 2, &out).expect("plans"),
+            Vec::<Map<String, Value>>::new()
+        );
         let fan_in = stage(
             "w",
             (Multiple, &["f", "csv"]),
@@ -260,7 +269,11 @@ mod tests {
             (Single, &[]),
             &[("a", "01:a"), ("b", "02:b")],
         );
-        assert!(plan_inputs(&job, 2, &spec).expect_err("fails").contains("several"));
+        assert!(
+            plan_inputs(&job, 2, &spec)
+                .expect_err("fails")
+                .contains("several")
+        );
     }
 
     #[test]

@@ -202,7 +202,10 @@ fn check_fields(path: &str, io: &IoSpec) -> Result<(), ValidationError> {
         let field_path = format!("{path}.fields[{i}].name");
         check_name(&field_path, &field.name)?;
         if field.name.starts_with('$') || field.name.contains('.') {
-            return Err(invalid(field_path, "must not start with '$' or contain '.'"));
+            return Err(invalid(
+                field_path,
+                "must not start with '$' or contain '.'",
+            ));
         }
         if !seen.insert(field.name.as_str()) {
             return Err(invalid(field_path, "is declared twice"));
@@ -218,10 +221,7 @@ pub fn validate_stages(stages: &[StageSpec]) -> Result<(), ValidationError> {
         return Err(invalid("$.stages", "a pipeline needs at least one stage"));
     }
     if stages.len() > MAX_STAGES {
-        return Err(invalid(
-            "$.stages",
-            format!("at most {MAX_STAGES} stages"),
-        ));
+        return Err(invalid("$.stages", format!("at most {MAX_STAGES} stages")));
     }
     for (index, stage) in stages.iter().enumerate() {
         let path = format!("$.stages[{index}]");
@@ -250,7 +250,10 @@ pub fn validate_stages(stages: &[StageSpec]) -> Result<(), ValidationError> {
             if !worker.input.fields.iter().any(|f| &f.name == input) {
                 return Err(invalid(
                     map_path,
-                    format!("input field '{input}' is not declared by worker '{}'", worker.id),
+                    format!(
+                        "input field '{input}' is not declared by worker '{}'",
+                        worker.id
+                    ),
                 ));
             }
             let source = parse_source(index, source).map_err(|m| invalid(&map_path, m))?;

@@ -1,0 +1,95 @@
+//! Publishing JSON messages with publisher confirms.
+
+use lapin::Confirmation;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Channel, Connection};
+use serde::Serialize;
+
+/// Why a publish did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("amqp: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("the broker refused the message (nack)")]
+    Nacked,
+    #[error("cannot encode message: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// One message to publish.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub exchange: String,
+    pub routing_key: String,
+    pub body: Vec<u8>,
+    pub properties: BasicProperties,
+}
+
+impl Outgoing {
+    /// A persistent JSON message with the given AMQP `type`.
+    pub fn json<T: Serialize>(
+        exchange: impl Into<String>,
+        routing_key: impl Into<String>,
+        kind: &str,
+        body: &T,
+    ) -> Result<Self, serde_json::Error> {
+        Ok(Self {
+            exchange: exchange.into(),
+            routing_key: routing_key.into(),
+            body: serde_json::to_vec(body)?,
+            properties: BasicProperties::default()
+                .with_content_type("application/json".into())
+                .with_delivery_mode(2)
+                .with_type(kind.into()),
+        })
+    }
+}
+
+/// A channel in confirm mode. Cheap to clone; clones share the channel.
+#[derive(Clone)]
+pub struct Publisher {
+    channel: Channel,
+}
+
+impl Publisher {
+    pub async fn open(connection: &Connection) -> Result<Self, lapin::Error> {
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(Self { channel })
+    }
+
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    /// Publishes every message, then waits for all their confirms: one round trip, not one each.
+    pub async fn publish_all(&self, messages: Vec<Outgoing>) -> Result<(), PublishError> {
+        let mut pending = Vec::with_capacity(messages.len());
+        for message in messages {
+            let confirm = self
+                .channel
+                .basic_publish(
+                    message.exchange.into(),
+                    message.routing_key.into(),
+                    BasicPublishOptions::default(),
+                    &message.body,
+                    message.properties,
+                )
+                .await?;
+            pending.push(confirm);
+        }
+        for confirm in pending {
+            match confirm.await? {
+                Confirmation::Nack(_) => return Err(PublishError::Nacked),
+                Confirmation::Ack(_) | Confirmation::NotRequested => {}
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn publish(&self, message: Outgoing) -> Result<(), PublishError> {
+        self.publish_all(vec![message]).await
+    }
+}

@@ -1,0 +1,264 @@
+//! The shell: loads a job, applies an event with the pure engine, writes the result with a
+//! compare-and-set, then carries out the effects (dispatch, notify, archive).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tracing::{debug, info, instrument, warn};
+
+use crate::amqp::publisher::{Outgoing, PublishError};
+use crate::amqp::{Names, Publisher, topology};
+use crate::domain::{
+    Decision, Effect, Event, Ignored, Job, JobId, Notice, StageId, TaskId, Timestamp, apply,
+};
+use crate::messages::{DISPATCH_TYPE, EVENT_TYPE, JobEvent, StageDispatch, WorkerRef};
+use crate::store::{Inserted, Store, StoreError};
+
+/// How often a lost compare-and-set is retried before giving up.
+pub const MAX_CAS_ATTEMPTS: u32 = 32;
+
+/// Why the shell could not finish handling an event. All of these may succeed on a retry.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("publish failed: {0}")]
+    Publish(#[from] PublishError),
+    #[error("gave up after {0} lost compare-and-set races")]
+    Contention(u32),
+}
+
+/// What handling an event came to.
+#[derive(Debug)]
+pub enum Handled {
+    /// The job changed and the effects were carried out.
+    Applied(Box<Job>),
+    /// Nothing changed.
+    Ignored(Ignored),
+    /// No active job has this id.
+    UnknownJob,
+}
+
+/// A request to start a job.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub hash: String,
+    pub machine_id: String,
+    pub file_name: String,
+}
+
+/// What starting a job came to.
+#[derive(Debug)]
+pub enum Created {
+    Started(JobId),
+    AlreadyActive(JobId),
+    UnknownMachine,
+    UnknownPipeline(String),
+}
+
+/// Joins the store, the publisher and the engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Coordinator {
+    store: Store,
+    publisher: Publisher,
+    names: Names,
+    /// Worker queues this process has declared; std mutex, never held across `.await`.
+    declared: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Coordinator {
+    pub fn new(store: Store, publisher: Publisher, names: Names) -> Self {
+        Self {
+            store,
+            publisher,
+            names,
+            declared: Arc::new(Mutex::new(HashSet::new())),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn names(&self) -> &Names {
+        &self.names
+    }
+
+    /// Records a new job and dispatches its first stage.
+    #[instrument(skip_all, fields(machine_id = %request.machine_id))]
+    pub async fn create_job(&self, request: NewJob) -> Result<Created, CoordinatorError> {
+        let Some(machine) = self.store.get_machine(&request.machine_id).await? else {
+            return Ok(Created::UnknownMachine);
+        };
+        let Some(pipeline) = self.store.get_pipeline(&machine.pipeline_id).await? else {
+            return Ok(Created::UnknownPipeline(machine.pipeline_id));
+        };
+        let job = Job::new(
+            &request.machine_id,
+            &request.hash,
+            &request.file_name,
+            &pipeline.id,
+            pipeline.stages,
+            machine.configs,
+            uuid::Uuid::new_v4().simple().to_string(),
+            Timestamp::now(),
+        );
+        let id = job.id.clone();
+        if self.store.insert_job(&job).await? == Inserted::AlreadyExists {
+            return Ok(Created::AlreadyActive(id));
+        }
+        info!(job_id = %id, "job created");
+        // The job is durable now; if starting fails, the sweep starts it later.
+        if let Err(error) = self.handle(&id, Event::Start).await {
+            warn!(job_id = %id, %error, "job created but not started yet; the sweep will retry");
+        }
+        Ok(Created::Started(id))
+    }
+
+    /// Applies `event` to the job with `id`, retrying lost compare-and-set races.
+    #[instrument(skip_all, fields(job_id = %id))]
+    pub async fn handle(&self, id: &JobId, event: Event) -> Result<Handled, CoordinatorError> {
+        for attempt in 0..MAX_CAS_ATTEMPTS {
+            let Some(job) = self.store.load_job(id).await? else {
+                return Ok(Handled::UnknownJob);
+            };
+            match apply(&job, &event, Timestamp::now()) {
+                Decision::Ignore(reason) => return Ok(Handled::Ignored(reason)),
+                Decision::Apply { job, effects } => {
+                    if self.store.compare_and_set(&job).await? {
+                        self.execute(&job, effects).await?;
+                        return Ok(Handled::Applied(job));
+                    }
+                    debug!(attempt, "lost a compare-and-set race; reloading");
+                    // Spread out competing writers a little.
+                    let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 8);
+                    tokio::time::sleep(Duration::from_millis(
+                        u64::from(attempt.min(5)) * 2 + jitter,
+                    ))
+                    .await;
+                }
+            }
+        }
+        Err(CoordinatorError::Contention(MAX_CAS_ATTEMPTS))
+    }
+
+    async fn execute(&self, job: &Job, effects: Vec<Effect>) -> Result<(), CoordinatorError> {
+        for effect in effects {
+            match effect {
+                Effect::Dispatch { stage_id, task_ids } => {
+                    self.dispatch(job, &stage_id, &task_ids).await?;
+                }
+                Effect::Notify(notice) => self.notify(job, notice).await,
+                Effect::Archive => {
+                    self.store.archive(job).await?;
+                    info!(job_id = %job.id, status = job.status.as_str(), "job archived");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes the current attempt of `task_ids` and marks them dispatched.
+    pub async fn dispatch(
+        &self,
+        job: &Job,
+        stage_id: &StageId,
+        task_ids: &[TaskId],
+    ) -> Result<(), CoordinatorError> {
+        let Some(stage) = job.current_stage.as_ref().filter(|s| &s.id == stage_id) else {
+            return Ok(());
+        };
+        let Some(spec) = stage_id.index().and_then(|i| job.pipeline.get(i)) else {
+            return Ok(());
+        };
+        self.ensure_worker_queue(&spec.worker.id).await?;
+        let worker = WorkerRef {
+            id: spec.worker.id.clone(),
+            name: spec.worker.name.clone(),
+        };
+        let mut messages = Vec::with_capacity(task_ids.len());
+        for task in stage.tasks.iter().filter(|t| task_ids.contains(&t.task_id)) {
+            let dispatch = StageDispatch {
+                task_id: task.task_id.clone(),
+                job_id: job.id.clone(),
+                machine_id: job.machine_id.clone(),
+                pipeline_id: job.pipeline_id.clone(),
+                stage_id: stage_id.clone(),
+                worker: worker.clone(),
+                inputs: task.inputs.clone(),
+                configs: task.configs.clone(),
+                attempt: task.attempt,
+                deadline: task.deadline,
+            };
+            let mut message = Outgoing::json(
+                self.names.dispatch_exchange(),
+                spec.worker.id.clone(),
+                DISPATCH_TYPE,
+                &dispatch,
+            )
+            .map_err(PublishError::from)?;
+            message.properties = message
+                .properties
+                .with_message_id(task.task_id.as_str().into())
+                .with_correlation_id(task.task_id.as_str().into())
+                .with_reply_to(self.names.results_queue().into());
+            messages.push(message);
+        }
+        let count = messages.len();
+        self.publisher.publish_all(messages).await?;
+        self.store
+            .mark_dispatched(&job.id, stage_id, task_ids, Timestamp::now())
+            .await?;
+        debug!(job_id = %job.id, stage_id = %stage_id, tasks = count, "tasks dispatched");
+        Ok(())
+    }
+
+    async fn ensure_worker_queue(&self, worker_id: &str) -> Result<(), CoordinatorError> {
+        let known = self
+            .declared
+            .lock()
+            .map(|set| set.contains(worker_id))
+            .unwrap_or(false);
+        if known {
+            return Ok(());
+        }
+        topology::declare_worker_queue(self.publisher.channel(), &self.names, worker_id)
+            .await
+            .map_err(PublishError::from)?;
+        if let Ok(mut set) = self.declared.lock() {
+            set.insert(worker_id.to_owned());
+        }
+        Ok(())
+    }
+
+    /// Publishes a notice on the events exchange. Best effort: the job change is already durable,
+    /// and a lost event must not undo it, so a failure is logged and not returned.
+    async fn notify(&self, job: &Job, notice: Notice) {
+        let (routing_key, stage_id) = match &notice {
+            Notice::Job(status) => (format!("job.{}", status.as_str()), None),
+            Notice::StageCompleted(stage) => ("stage.completed".to_owned(), Some(stage.clone())),
+        };
+        let event = JobEvent {
+            job_id: job.id.clone(),
+            status: job.status,
+            stage_id,
+            at: Timestamp::now(),
+        };
+        let message = match Outgoing::json(
+            self.names.events_exchange(),
+            routing_key,
+            EVENT_TYPE,
+            &event,
+        ) {
+            Ok(message) => message,
+            Err(error) => {
+                warn!(job_id = %job.id, %error, "cannot encode job event");
+                return;
+            }
+        };
+        if let Err(error) = self.publisher.publish(message).await {
+            warn!(job_id = %job.id, %error, "job event not published");
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! The one error type of the API: a status and a JSON body `{"error": {"code", "message"}}`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tracing::error;
+
+use crate::coordinator::CoordinatorError;
+use crate::store::StoreError;
+
+/// An error answered to a client. 5xx bodies never carry internal detail; it is logged instead.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// Well-formed but not acceptable; `path` is the JSON path of the problem when known.
+    #[error("{message}")]
+    Unprocessable {
+        message: String,
+        path: Option<String>,
+    },
+    /// A dependency (MongoDB, RabbitMQ) is unavailable; the request may succeed later.
+    #[error("service unavailable")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    pub fn not_found(what: &str, id: &str) -> Self {
+        let id: String = id.chars().take(100).collect();
+        Self::NotFound(format!("{what} '{id}' not found"))
+    }
+
+    pub fn unprocessable(message: impl Into<String>) -> Self {
+        Self::Unprocessable {
+            message: message.into(),
+            path: None,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad_request",
+            Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::Conflict(_) => "conflict",
+            Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::Unprocessable { .. } => "unprocessable",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = match &self {
+            Self::Unavailable(detail) => {
+                error!(detail = %detail, "dependency unavailable");
+                json!({"error": {"code": self.code(), "message": "a dependency is unavailable; retry later"}})
+            }
+            Self::Unprocessable {
+                message,
+                path: Some(path),
+            } => json!({"error": {"code": self.code(), "message": message, "path": path}}),
+            other => json!({"error": {"code": other.code(), "message": other.to_string()}}),
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        Self::Unavailable(error.to_string())
+    }
+}
+
+impl From<CoordinatorError> for ApiError {
+    fn from(error: CoordinatorError) -> Self {
+        Self::Unavailable(error.to_string())
+    }
+}

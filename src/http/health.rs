@@ -1,0 +1,44 @@
+//! `/health/live` and `/health/ready`.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use super::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+}
+
+/// The process is up and serving.
+async fn live() -> impl IntoResponse {
+    Json(json!({"status": "live"}))
+}
+
+/// MongoDB answers a ping and the RabbitMQ connection is open.
+async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    let mongodb = matches!(
+        tokio::time::timeout(Duration::from_secs(3), state.coordinator.store().ping()).await,
+        Ok(Ok(()))
+    );
+    let rabbitmq = state.amqp.status().connected();
+    let verdict = |ok: bool| if ok { "ok" } else { "unavailable" };
+    let ready = mongodb && rabbitmq;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "checks": {"mongodb": verdict(mongodb), "rabbitmq": verdict(rabbitmq)},
+    });
+    (status, Json(body))
+}

@@ -1,0 +1,247 @@
+//! `/jobs` and `/jobs/{job}`: start, list, inspect, advance and abort jobs.
+
+use axum::extract::{Path, State};
+use axum::http::header::{ACCEPT, CONTENT_TYPE};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::JsonBody;
+use crate::amqp::consumer::result_event;
+use crate::coordinator::{Created, Handled, NewJob};
+use crate::domain::engine::Ignored;
+use crate::domain::{Event, JobId, JobView, TaskId};
+use crate::messages::StageResult;
+
+/// Longest accepted `hash`, `machine_id` or `file_name`, in bytes.
+pub const MAX_FIELD_LEN: usize = 1024;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/jobs", get(list).post(create))
+        .route("/jobs/{job}", get(show).post(update))
+}
+
+/// Body of `POST /jobs`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct NewJobBody {
+    pub hash: String,
+    pub machine_id: String,
+    pub file_name: String,
+}
+
+fn check_field(name: &str, value: &str) -> Result<(), ApiError> {
+    if value.trim().is_empty() {
+        return Err(ApiError::Unprocessable {
+            message: format!("'{name}' must not be empty"),
+            path: Some(format!("$.{name}")),
+        });
+    }
+    if value.len() > MAX_FIELD_LEN {
+        return Err(ApiError::Unprocessable {
+            message: format!("'{name}' must be at most {MAX_FIELD_LEN} bytes"),
+            path: Some(format!("$.{name}")),
+        });
+    }
+    Ok(())
+}
+
+/// Whether the client wants the id as JSON: `Accept` names `application/json` but not `text/plain`.
+fn wants_json(headers: &HeaderMap) -> bool {
+    let accept = headers
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",")
+        .to_ascii_lowercase();
+    accept.contains("application/json") && !accept.contains("text/plain")
+}
+
+fn id_response(status: StatusCode, id: &JobId, json: bool) -> Response {
+    if json {
+        (status, Json(json!({"id": id}))).into_response()
+    } else {
+        (
+            status,
+            [(CONTENT_TYPE, "text/plain; charset=utf-8")],
+            id.to_string(),
+        )
+            .into_response()
+    }
+}
+
+async fn list(State(state): State<AppState>) -> Result<Json<Vec<String>>, ApiError> {
+    Ok(Json(state.coordinator.store().active_job_ids().await?))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<NewJobBody>,
+) -> Result<Response, ApiError> {
+    check_field("hash", &body.hash)?;
+    check_field("machine_id", &body.machine_id)?;
+    check_field("file_name", &body.file_name)?;
+    let json = wants_json(&headers);
+    let request = NewJob {
+        hash: body.hash,
+        machine_id: body.machine_id,
+        file_name: body.file_name,
+    };
+    let machine_id = request.machine_id.clone();
+    match state.coordinator.create_job(request).await? {
+        Created::Started(id) => Ok(id_response(StatusCode::CREATED, &id, json)),
+        Created::AlreadyActive(id) => Ok(id_response(StatusCode::CONFLICT, &id, json)),
+        Created::UnknownMachine => Err(ApiError::Unprocessable {
+            message: format!(
+                "machine '{}' is not registered",
+                machine_id.chars().take(100).collect::<String>()
+            ),
+            path: Some("$.machine_id".into()),
+        }),
+        Created::UnknownPipeline(pipeline) => Err(ApiError::Unprocessable {
+            message: format!("machine's pipeline '{pipeline}' is not registered"),
+            path: Some("$.machine_id".into()),
+        }),
+    }
+}
+
+fn parse_job_id(job: &str) -> Result<JobId, ApiError> {
+    JobId::parse(job).map_err(|_| ApiError::not_found("job", job))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    Path(job): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let id = parse_job_id(&job)?;
+    let record = state
+        .coordinator
+        .store()
+        .load_job(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("job", &job))?;
+    Ok(Json(JobView::from(&record)))
+}
+
+/// `{"status": "aborted"}` aborts; `{"<task_id>": <outputs>, …}` records results.
+async fn update(
+    State(state): State<AppState>,
+    Path(job): Path<String>,
+    JsonBody(body): JsonBody<Map<String, Value>>,
+) -> Result<Response, ApiError> {
+    let id = parse_job_id(&job)?;
+    if let Some(status) = body.get("status") {
+        if body.len() != 1 || status != "aborted" {
+            return Err(ApiError::Unprocessable {
+                message: "the only status a client may set is {\"status\": \"aborted\"}".into(),
+                path: Some("$.status".into()),
+            });
+        }
+        return abort(&state, &id).await;
+    }
+    if body.is_empty() {
+        return Err(ApiError::unprocessable(
+            "expected {\"status\": \"aborted\"} or {\"<task_id>\": <outputs>}",
+        ));
+    }
+    record_results(&state, &id, body).await
+}
+
+async fn ended_or_missing(state: &AppState, id: &JobId) -> Result<ApiError, ApiError> {
+    Ok(match state.coordinator.store().load_history(id).await? {
+        Some(record) => ApiError::Conflict(format!(
+            "job '{id}' already ended as {}",
+            record.job.status.as_str()
+        )),
+        None => ApiError::not_found("job", id.as_str()),
+    })
+}
+
+async fn abort(state: &AppState, id: &JobId) -> Result<Response, ApiError> {
+    match state.coordinator.handle(id, Event::Abort).await? {
+        Handled::Applied(job) => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"id": job.id, "status": job.status})),
+        )
+            .into_response()),
+        Handled::Ignored(Ignored::JobNotActive(status)) => Err(ApiError::Conflict(format!(
+            "job '{id}' already ended as {}",
+            status.as_str()
+        ))),
+        Handled::Ignored(other) => Err(ApiError::Conflict(format!(
+            "abort of job '{id}' changed nothing: {}",
+            other.as_str()
+        ))),
+        Handled::UnknownJob => Err(ended_or_missing(state, id).await?),
+    }
+}
+
+async fn record_results(
+    state: &AppState,
+    id: &JobId,
+    body: Map<String, Value>,
+) -> Result<Response, ApiError> {
+    let mut results = Vec::with_capacity(body.len());
+    for (key, outputs) in body {
+        let task_id = TaskId::parse(&key).map_err(|e| ApiError::Unprocessable {
+            message: e.to_string(),
+            path: Some(format!("$.{}", key.chars().take(64).collect::<String>())),
+        })?;
+        results.push(StageResult {
+            task_id,
+            job_id: id.clone(),
+            outputs,
+            log: None,
+            error: None,
+        });
+    }
+    let Some(job) = state.coordinator.store().load_job(id).await? else {
+        return match ended_or_missing(state, id).await? {
+            // A result for an ended job is accepted and ignored, as over AMQP.
+            ApiError::Conflict(_) => Ok(accepted(id, "ignored", "job already ended")),
+            missing => Err(missing),
+        };
+    };
+    // Refuse the whole body if any task id was never issued for this job.
+    for result in &results {
+        let issued = job
+            .stages
+            .iter()
+            .chain(job.current_stage.iter())
+            .flat_map(|s| s.tasks.iter())
+            .any(|t| t.task_id == result.task_id || t.previous_ids.contains(&result.task_id));
+        if !issued {
+            return Err(ApiError::Unprocessable {
+                message: format!("task '{}' was not issued for job '{id}'", result.task_id),
+                path: Some(format!("$.{}", result.task_id)),
+            });
+        }
+    }
+    let mut outcome = ("recorded", String::new());
+    for result in results {
+        match state.coordinator.handle(id, result_event(result)).await? {
+            Handled::Applied(_) => {}
+            Handled::Ignored(Ignored::Duplicate) => {
+                outcome = ("duplicate", "already recorded".into())
+            }
+            Handled::Ignored(reason) => outcome = ("ignored", reason.as_str().into()),
+            Handled::UnknownJob => outcome = ("ignored", "job already ended".into()),
+        }
+    }
+    Ok(accepted(id, outcome.0, &outcome.1))
+}
+
+fn accepted(id: &JobId, outcome: &str, reason: &str) -> Response {
+    let mut body = json!({"id": id, "outcome": outcome});
+    if !reason.is_empty() {
+        body["reason"] = Value::String(reason.to_owned());
+    }
+    (StatusCode::ACCEPTED, Json(body)).into_response()
+}

@@ -1,0 +1,89 @@
+//! `/machines/{machine_id}`: which pipeline a machine's jobs run.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::put;
+use axum::{Json, Router};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::JsonBody;
+use crate::domain::{Machine, MachineBody};
+use crate::messages::check_keys;
+use crate::store::Inserted;
+
+/// Longest machine id, in bytes.
+pub const MAX_MACHINE_ID_LEN: usize = 200;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route(
+        "/machines/{machine_id}",
+        put(upsert).get(show).delete(remove),
+    )
+}
+
+async fn upsert(
+    State(state): State<AppState>,
+    Path(machine_id): Path<String>,
+    JsonBody(body): JsonBody<MachineBody>,
+) -> Result<Response, ApiError> {
+    if machine_id.trim().is_empty() || machine_id.len() > MAX_MACHINE_ID_LEN {
+        return Err(ApiError::unprocessable(format!(
+            "a machine id must be 1-{MAX_MACHINE_ID_LEN} bytes"
+        )));
+    }
+    check_keys(&body.configs, 1).map_err(|message| ApiError::Unprocessable {
+        message,
+        path: Some("$.configs".into()),
+    })?;
+    let store = state.coordinator.store();
+    if store.get_pipeline(&body.pipeline_id).await?.is_none() {
+        return Err(ApiError::Unprocessable {
+            message: format!(
+                "pipeline '{}' is not registered",
+                body.pipeline_id.chars().take(100).collect::<String>()
+            ),
+            path: Some("$.pipeline_id".into()),
+        });
+    }
+    let machine = Machine {
+        machine_id,
+        pipeline_id: body.pipeline_id,
+        configs: body.configs,
+    };
+    let status = match store.put_machine(&machine).await? {
+        Inserted::Created => StatusCode::CREATED,
+        Inserted::AlreadyExists => StatusCode::OK,
+    };
+    Ok((status, Json(machine)).into_response())
+}
+
+async fn show(
+    State(state): State<AppState>,
+    Path(machine_id): Path<String>,
+) -> Result<Json<Machine>, ApiError> {
+    state
+        .coordinator
+        .store()
+        .get_machine(&machine_id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("machine", &machine_id))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    Path(machine_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if state
+        .coordinator
+        .store()
+        .delete_machine(&machine_id)
+        .await?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("machine", &machine_id))
+    }
+}

@@ -1,0 +1,127 @@
+//! `/pipelines`: register, list, inspect, replace and delete pipelines.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::JsonBody;
+use crate::domain::pipeline::ValidationError;
+use crate::domain::{Pipeline, PipelineBody, StageId};
+use crate::messages::check_keys;
+use crate::store::Inserted;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/pipelines", get(list).post(create))
+        .route("/pipelines/{id}", get(show).put(replace).delete(remove))
+}
+
+fn invalid(error: ValidationError) -> ApiError {
+    ApiError::Unprocessable {
+        message: error.message,
+        path: Some(error.path),
+    }
+}
+
+fn validate(body: PipelineBody, id: String) -> Result<Pipeline, ApiError> {
+    for (index, stage) in body.stages.iter().enumerate() {
+        check_keys(&stage.worker.configs, 1).map_err(|message| ApiError::Unprocessable {
+            message,
+            path: Some(format!("$.stages[{index}].worker.configs")),
+        })?;
+    }
+    body.into_pipeline(id).map_err(invalid)
+}
+
+/// The pipeline with each stage's id (`01`, `02`, …) shown.
+fn view(pipeline: &Pipeline) -> Value {
+    let mut value = serde_json::to_value(pipeline).unwrap_or(Value::Null);
+    if let Some(stages) = value.get_mut("stages").and_then(Value::as_array_mut) {
+        for (index, stage) in stages.iter_mut().enumerate() {
+            if let Some(object) = stage.as_object_mut() {
+                object.insert("id".into(), json!(StageId::for_index(index)));
+            }
+        }
+    }
+    value
+}
+
+async fn list(State(state): State<AppState>) -> Result<Json<Vec<String>>, ApiError> {
+    Ok(Json(state.coordinator.store().pipeline_ids().await?))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<PipelineBody>,
+) -> Result<Response, ApiError> {
+    let id = body
+        .id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().hyphenated().to_string());
+    let pipeline = validate(body, id)?;
+    match state.coordinator.store().insert_pipeline(&pipeline).await? {
+        Inserted::Created => {
+            Ok((StatusCode::CREATED, Json(json!({"id": pipeline.id}))).into_response())
+        }
+        Inserted::AlreadyExists => Err(ApiError::Conflict(format!(
+            "pipeline '{}' already exists; use PUT to replace it",
+            pipeline.id
+        ))),
+    }
+}
+
+async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let pipeline = state
+        .coordinator
+        .store()
+        .get_pipeline(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("pipeline", &id))?;
+    Ok(Json(view(&pipeline)))
+}
+
+async fn replace(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<PipelineBody>,
+) -> Result<Response, ApiError> {
+    if body.id.as_deref().is_some_and(|given| given != id) {
+        return Err(ApiError::Unprocessable {
+            message: "the body's id differs from the path's".into(),
+            path: Some("$.id".into()),
+        });
+    }
+    let pipeline = validate(body, id)?;
+    let status = match state.coordinator.store().put_pipeline(&pipeline).await? {
+        Inserted::Created => StatusCode::CREATED,
+        Inserted::AlreadyExists => StatusCode::OK,
+    };
+    Ok((status, Json(json!({"id": pipeline.id}))).into_response())
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let store = state.coordinator.store();
+    let users = store.machines_using(&id, 10).await?;
+    if !users.is_empty() {
+        return Err(ApiError::Conflict(format!(
+            "pipeline '{id}' is used by machine(s) {}",
+            users.join(", ")
+        )));
+    }
+    if store.delete_pipeline(&id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("pipeline", &id))
+    }
+}

@@ -1,0 +1,438 @@
+//! MongoDB: collections `jobs`, `history`, `pipelines` and `machines`.
+//!
+//! Every job write is a compare-and-set on `version`. Archiving upserts into `history`, then
+//! deletes from `jobs` with the version filter, so a crash between the two leaves a job that the
+//! archive sweep can finish moving.
+
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use mongodb::bson::{self, Bson, Document, doc};
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::{ClientOptions, IndexOptions};
+use mongodb::{Client, Collection, Database, IndexModel};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::domain::{Job, JobId, JobStatus, Machine, Pipeline, StageId, TaskId, Timestamp};
+
+/// How many earlier runs of the same file a history record keeps.
+pub const MAX_PREVIOUS_RUNS: usize = 20;
+
+/// What went wrong talking to MongoDB.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The server is unreachable or refused the operation; a retry may help.
+    #[error("mongodb: {0}")]
+    Mongo(#[from] mongodb::error::Error),
+    /// A stored document does not have the shape the code expects.
+    #[error("stored document is malformed: {0}")]
+    Malformed(String),
+    /// A value could not be converted to BSON.
+    #[error("cannot encode document: {0}")]
+    Encode(String),
+}
+
+/// Result of inserting a document with a chosen `_id`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Inserted {
+    Created,
+    AlreadyExists,
+}
+
+/// A history record: the archived job plus the runs it replaced.
+#[derive(Debug, Clone)]
+pub struct HistoryRecord {
+    pub job: Job,
+    pub previous_runs: Vec<Job>,
+}
+
+/// Handle to the four collections. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: Database,
+    jobs: Collection<Document>,
+    history: Collection<Document>,
+    pipelines: Collection<Document>,
+    machines: Collection<Document>,
+}
+
+fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
+    matches!(
+        error.kind.as_ref(),
+        ErrorKind::Write(WriteFailure::WriteError(e)) if e.code == 11000
+    )
+}
+
+/// Serialises `value` and moves its `id_field` to `_id`.
+fn to_doc<T: Serialize>(value: &T, id_field: &str) -> Result<Document, StoreError> {
+    let mut document = bson::to_document(value).map_err(|e| StoreError::Encode(e.to_string()))?;
+    if let Some(id) = document.remove(id_field) {
+        document.insert("_id", id);
+    }
+    Ok(document)
+}
+
+/// Moves `_id` back to `id_field` and deserialises.
+fn from_doc<T: DeserializeOwned>(mut document: Document, id_field: &str) -> Result<T, StoreError> {
+    if let Some(id) = document.remove("_id") {
+        document.insert(id_field, id);
+    }
+    bson::from_document(document).map_err(|e| StoreError::Malformed(e.to_string()))
+}
+
+impl Store {
+    /// Connects lazily: the driver only talks to the server on the first operation.
+    pub async fn connect(uri: &str, database: &str) -> Result<Self, StoreError> {
+        let mut options = ClientOptions::parse(uri).await?;
+        options.app_name = Some("job-manager".into());
+        // Fail fast so an unreachable server turns into backoff and a failing readiness check
+        // instead of requests that hang for the driver's 30 s default.
+        options.server_selection_timeout = Some(Duration::from_secs(5));
+        options.connect_timeout = Some(Duration::from_secs(5));
+        let client = Client::with_options(options)?;
+        Ok(Self::new(client.database(database)))
+    }
+
+    pub fn new(db: Database) -> Self {
+        Self {
+            jobs: db.collection("jobs"),
+            history: db.collection("history"),
+            pipelines: db.collection("pipelines"),
+            machines: db.collection("machines"),
+            db,
+        }
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// Creates the indexes the queries use. Safe to run on every start and on every replica.
+    pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
+        let by_status_created = IndexModel::builder()
+            .keys(doc! {"status": 1, "created": -1})
+            .options(
+                IndexOptions::builder()
+                    .name("status_created".to_owned())
+                    .build(),
+            )
+            .build();
+        let by_machine = IndexModel::builder()
+            .keys(doc! {"machine_id": 1, "created": -1})
+            .options(
+                IndexOptions::builder()
+                    .name("machine_created".to_owned())
+                    .build(),
+            )
+            .build();
+        let by_created = IndexModel::builder()
+            .keys(doc! {"created": -1})
+            .options(IndexOptions::builder().name("created".to_owned()).build())
+            .build();
+        let by_deadline = IndexModel::builder()
+            .keys(doc! {"current_stage.tasks.deadline": 1})
+            .options(
+                IndexOptions::builder()
+                    .name("task_deadline".to_owned())
+                    .build(),
+            )
+            .build();
+        self.jobs
+            .create_indexes([by_status_created.clone(), by_machine.clone(), by_deadline])
+            .await?;
+        self.history
+            .create_indexes([by_status_created, by_machine, by_created])
+            .await?;
+        let machines_by_pipeline = IndexModel::builder()
+            .keys(doc! {"pipeline_id": 1})
+            .options(IndexOptions::builder().name("pipeline".to_owned()).build())
+            .build();
+        self.machines.create_index(machines_by_pipeline).await?;
+        Ok(())
+    }
+
+    /// Round-trips to the server.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.db.run_command(doc! {"ping": 1}).await?;
+        Ok(())
+    }
+
+    // ---- jobs ----
+
+    /// Inserts a new job; `AlreadyExists` when a job with its id is active.
+    pub async fn insert_job(&self, job: &Job) -> Result<Inserted, StoreError> {
+        let document = to_doc(job, "id")?;
+        match self.jobs.insert_one(document).await {
+            Ok(_) => Ok(Inserted::Created),
+            Err(e) if is_duplicate_key(&e) => Ok(Inserted::AlreadyExists),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn load_job(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
+        match self.jobs.find_one(doc! {"_id": id.as_str()}).await? {
+            Some(document) => from_doc(document, "id").map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes `job` if the stored version is still `job.version - 1`. Returns whether it won.
+    pub async fn compare_and_set(&self, job: &Job) -> Result<bool, StoreError> {
+        let document = to_doc(job, "id")?;
+        let result = self
+            .jobs
+            .replace_one(
+                doc! {"_id": job.id.as_str(), "version": job.version - 1},
+                document,
+            )
+            .await?;
+        Ok(result.matched_count == 1)
+    }
+
+    /// Records that the broker confirmed the dispatch of these task attempts (the outbox mark).
+    /// It changes no version: it races with nothing that matters, and a lost mark only causes a
+    /// harmless re-publish by the relay.
+    pub async fn mark_dispatched(
+        &self,
+        id: &JobId,
+        stage_id: &StageId,
+        task_ids: &[TaskId],
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let ids: Vec<&str> = task_ids.iter().map(TaskId::as_str).collect();
+        self.jobs
+            .update_one(
+                doc! {"_id": id.as_str(), "current_stage.id": stage_id.as_str()},
+                doc! {"$set": {"current_stage.tasks.$[t].dispatched": at.to_string()}},
+            )
+            .array_filters(vec![doc! {"t.task_id": {"$in": ids}}])
+            .await?;
+        Ok(())
+    }
+
+    /// Ids of pending and running jobs, newest first.
+    pub async fn active_job_ids(&self) -> Result<Vec<String>, StoreError> {
+        let filter =
+            doc! {"status": {"$in": [JobStatus::Pending.as_str(), JobStatus::Running.as_str()]}};
+        ids(&self.jobs, filter).await
+    }
+
+    /// Jobs that ended but are still in `jobs`: a move to history that did not complete.
+    pub async fn ended_jobs(&self, limit: i64) -> Result<Vec<Job>, StoreError> {
+        let filter =
+            doc! {"status": {"$nin": [JobStatus::Pending.as_str(), JobStatus::Running.as_str()]}};
+        let documents: Vec<Document> = self
+            .jobs
+            .find(filter)
+            .limit(limit)
+            .await?
+            .try_collect()
+            .await?;
+        documents.into_iter().map(|d| from_doc(d, "id")).collect()
+    }
+
+    /// Active jobs the sweep should look at: pending since before `cutoff`, or running with a
+    /// task that is overdue at `now` or was recorded before `cutoff` and never confirmed.
+    pub async fn jobs_needing_attention(
+        &self,
+        now: Timestamp,
+        cutoff: Timestamp,
+        limit: i64,
+    ) -> Result<Vec<Job>, StoreError> {
+        let filter = doc! {"$or": [
+            {"status": JobStatus::Pending.as_str(), "created": {"$lt": cutoff.to_string()}},
+            {"status": JobStatus::Running.as_str(), "current_stage.tasks": {"$elemMatch": {
+                "status": "pending", "deadline": {"$lt": now.to_string()}}}},
+            {"status": JobStatus::Running.as_str(), "current_stage.tasks": {"$elemMatch": {
+                "status": "pending", "dispatched": {"$exists": false}, "issued": {"$lt": cutoff.to_string()}}}},
+        ]};
+        let documents: Vec<Document> = self
+            .jobs
+            .find(filter)
+            .limit(limit)
+            .await?
+            .try_collect()
+            .await?;
+        documents.into_iter().map(|d| from_doc(d, "id")).collect()
+    }
+
+    // ---- history ----
+
+    /// Moves an ended job to history: upsert there, then delete from `jobs` if unchanged.
+    pub async fn archive(&self, job: &Job) -> Result<(), StoreError> {
+        let mut document = to_doc(job, "id")?;
+        let id = job.id.as_str();
+        let mut previous: Vec<Bson> = Vec::new();
+        if let Some(mut existing) = self.history.find_one(doc! {"_id": id}).await? {
+            if let Some(Bson::Array(runs)) = existing.remove("previous_runs") {
+                previous = runs;
+            }
+            // A repeated archive of the same run replaces it; a new run pushes the old one down.
+            if existing.get_str("run_id").ok() != Some(job.run_id.as_str()) {
+                if let Some(id) = existing.remove("_id") {
+                    existing.insert("id", id);
+                }
+                previous.push(Bson::Document(existing));
+            }
+        }
+        if previous.len() > MAX_PREVIOUS_RUNS {
+            previous.drain(..previous.len() - MAX_PREVIOUS_RUNS);
+        }
+        if !previous.is_empty() {
+            document.insert("previous_runs", previous);
+        }
+        self.history
+            .replace_one(doc! {"_id": id}, document)
+            .upsert(true)
+            .await?;
+        self.jobs
+            .delete_one(doc! {"_id": id, "version": job.version})
+            .await?;
+        Ok(())
+    }
+
+    pub async fn history_ids(&self) -> Result<Vec<String>, StoreError> {
+        ids(&self.history, doc! {}).await
+    }
+
+    pub async fn load_history(&self, id: &JobId) -> Result<Option<HistoryRecord>, StoreError> {
+        let Some(mut document) = self.history.find_one(doc! {"_id": id.as_str()}).await? else {
+            return Ok(None);
+        };
+        let previous_runs = match document.remove("previous_runs") {
+            Some(Bson::Array(runs)) => runs
+                .into_iter()
+                .filter_map(|run| match run {
+                    Bson::Document(d) => from_doc(d, "id").ok(),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok(Some(HistoryRecord {
+            job: from_doc(document, "id")?,
+            previous_runs,
+        }))
+    }
+
+    // ---- pipelines ----
+
+    pub async fn insert_pipeline(&self, pipeline: &Pipeline) -> Result<Inserted, StoreError> {
+        match self.pipelines.insert_one(to_doc(pipeline, "id")?).await {
+            Ok(_) => Ok(Inserted::Created),
+            Err(e) if is_duplicate_key(&e) => Ok(Inserted::AlreadyExists),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Creates or replaces; returns whether it created.
+    pub async fn put_pipeline(&self, pipeline: &Pipeline) -> Result<Inserted, StoreError> {
+        let result = self
+            .pipelines
+            .replace_one(doc! {"_id": &pipeline.id}, to_doc(pipeline, "id")?)
+            .upsert(true)
+            .await?;
+        Ok(if result.upserted_id.is_some() {
+            Inserted::Created
+        } else {
+            Inserted::AlreadyExists
+        })
+    }
+
+    pub async fn get_pipeline(&self, id: &str) -> Result<Option<Pipeline>, StoreError> {
+        match self.pipelines.find_one(doc! {"_id": id}).await? {
+            Some(document) => from_doc(document, "id").map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn pipeline_ids(&self) -> Result<Vec<String>, StoreError> {
+        ids(&self.pipelines, doc! {}).await
+    }
+
+    /// Deletes; returns whether it existed.
+    pub async fn delete_pipeline(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .pipelines
+            .delete_one(doc! {"_id": id})
+            .await?
+            .deleted_count
+            == 1)
+    }
+
+    /// Machines that run the pipeline, at most `limit`.
+    pub async fn machines_using(
+        &self,
+        pipeline_id: &str,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let documents: Vec<Document> = self
+            .machines
+            .find(doc! {"pipeline_id": pipeline_id})
+            .projection(doc! {"_id": 1})
+            .limit(limit)
+            .await?
+            .try_collect()
+            .await?;
+        Ok(documents
+            .into_iter()
+            .filter_map(|d| d.get_str("_id").ok().map(str::to_owned))
+            .collect())
+    }
+
+    // ---- machines ----
+
+    /// Creates or replaces; returns whether it created.
+    pub async fn put_machine(&self, machine: &Machine) -> Result<Inserted, StoreError> {
+        let result = self
+            .machines
+            .replace_one(
+                doc! {"_id": &machine.machine_id},
+                to_doc(machine, "machine_id")?,
+            )
+            .upsert(true)
+            .await?;
+        Ok(if result.upserted_id.is_some() {
+            Inserted::Created
+        } else {
+            Inserted::AlreadyExists
+        })
+    }
+
+    pub async fn get_machine(&self, id: &str) -> Result<Option<Machine>, StoreError> {
+        match self.machines.find_one(doc! {"_id": id}).await? {
+            Some(document) => from_doc(document, "machine_id").map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn delete_machine(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .machines
+            .delete_one(doc! {"_id": id})
+            .await?
+            .deleted_count
+            == 1)
+    }
+}
+
+/// The `_id`s matching `filter`, newest `created` first.
+async fn ids(
+    collection: &Collection<Document>,
+    filter: Document,
+) -> Result<Vec<String>, StoreError> {
+    let mut cursor = collection
+        .find(filter)
+        .projection(doc! {"_id": 1})
+        .sort(doc! {"created": -1, "_id": 1})
+        .await?;
+    let mut out = Vec::new();
+    while let Some(document) = cursor.try_next().await? {
+        match document.get("_id") {
+            Some(Bson::String(id)) => out.push(id.clone()),
+            other => return Err(StoreError::Malformed(format!("unexpected _id {other:?}"))),
+        }
+    }
+    Ok(out)
+}
