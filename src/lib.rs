@@ -10,6 +10,7 @@
 //! - [`worker`]: a helper for writing workers in Rust.
 //! - [`demo`]: the bundled demo pipeline and its workers.
 //! - [`sweep`]: the periodic sweep for timeouts, unconfirmed dispatches and interrupted archives.
+//! - [`schemas`]: JSON Schemas of every message and body, generated from the types.
 //! - [`config`], [`telemetry`]: settings and logging.
 //! - [`app`]: wires everything into a running service.
 
@@ -21,6 +22,7 @@ pub mod demo;
 pub mod domain;
 pub mod http;
 pub mod messages;
+pub mod schemas;
 pub mod store;
 pub mod sweep;
 pub mod telemetry;

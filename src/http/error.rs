@@ -9,6 +9,23 @@ use tracing::error;
 use crate::coordinator::CoordinatorError;
 use crate::store::StoreError;
 
+/// The body of every error response.
+#[derive(Debug, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct ErrorDetail {
+    /// A stable machine-readable code such as `not_found` or `unprocessable`.
+    pub code: String,
+    pub message: String,
+    /// The JSON path of the offending value, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
 /// An error answered to a client. 5xx bodies never carry internal detail; it is logged instead.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

@@ -28,7 +28,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Body of `POST /jobs`.
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, serde::Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NewJobBody {
     pub hash: String,
     pub machine_id: String,

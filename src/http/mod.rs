@@ -4,7 +4,7 @@ pub mod error;
 pub mod extract;
 mod health;
 mod history;
-mod jobs;
+pub mod jobs;
 mod machines;
 mod pipelines;
 

@@ -1,0 +1,78 @@
+//! JSON Schemas (draft 2020-12) of every message and body, generated from the Rust types.
+//! `schemas/` holds the committed copies; a test fails when they drift from the code.
+
+use schemars::JsonSchema;
+use serde_json::Value;
+
+use crate::domain::{JobView, MachineBody, PipelineBody};
+use crate::http::error::ErrorBody;
+use crate::http::jobs::NewJobBody;
+use crate::messages::{JobEvent, StageDispatch, StageResult};
+
+fn schema<T: JsonSchema>() -> Value {
+    schemars::schema_for!(T).to_value()
+}
+
+/// Every schema, as `(file name, schema)`.
+pub fn all() -> Vec<(&'static str, Value)> {
+    vec![
+        ("new-job.schema.json", schema::<NewJobBody>()),
+        ("job.schema.json", schema::<JobView>()),
+        ("id-list.schema.json", schema::<Vec<String>>()),
+        ("pipeline.schema.json", schema::<PipelineBody>()),
+        ("machine.schema.json", schema::<MachineBody>()),
+        ("error.schema.json", schema::<ErrorBody>()),
+        ("stage-dispatch.schema.json", schema::<StageDispatch>()),
+        ("stage-result.schema.json", schema::<StageResult>()),
+        ("job-event.schema.json", schema::<JobEvent>()),
+    ]
+}
+
+/// The text written to `schemas/<name>`.
+pub fn render(schema: &Value) -> String {
+    let mut text = serde_json::to_string_pretty(schema).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// Run with `UPDATE_SCHEMAS=1` to rewrite `schemas/` after changing a wire type.
+    #[test]
+    fn committed_schemas_match_the_code() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
+        let update = std::env::var_os("UPDATE_SCHEMAS").is_some();
+        for (name, schema) in all() {
+            let path = dir.join(name);
+            let expected = render(&schema);
+            if update {
+                std::fs::create_dir_all(&dir).expect("create schemas/");
+                std::fs::write(&path, &expected).expect("write schema");
+                continue;
+            }
+            let committed = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+                panic!("schemas/{name} is missing; run UPDATE_SCHEMAS=1 cargo test")
+            });
+            assert_eq!(
+                committed, expected,
+                "schemas/{name} drifted; run UPDATE_SCHEMAS=1 cargo test"
+            );
+        }
+    }
+
+    #[test]
+    fn the_result_schema_requires_the_ids() {
+        let schema = schema::<StageResult>();
+        let required = schema["required"].as_array().expect("required");
+        assert!(required.contains(&Value::from("task_id")));
+        assert!(required.contains(&Value::from("job_id")));
+        assert_eq!(
+            schema["$schema"],
+            "https://json-schema.org/draft/2020-12/schema"
+        );
+    }
+}
