@@ -68,6 +68,7 @@ pub async fn run(
     topology::declare(&setup, &names)
         .await
         .context("declaring the topology")?;
+    setup.close(200, "topology declared".into()).await?;
     let publisher = Publisher::open(&connection).await?;
     let coordinator = Coordinator::new(store, publisher, names);
 
@@ -95,7 +96,7 @@ pub async fn run(
     ));
 
     let state = AppState {
-        coordinator,
+        coordinator: coordinator.clone(),
         amqp: connection.clone(),
     };
     let app = http::router(state, &config.base_path);
@@ -111,6 +112,7 @@ pub async fn run(
         consumed
     })
     .await;
+    coordinator.close().await;
     if let Err(error) = connection.close(200, "shutdown".into()).await {
         warn!(%error, "closing the amqp connection failed");
     }

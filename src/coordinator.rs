@@ -85,6 +85,14 @@ impl Coordinator {
         &self.names
     }
 
+    /// Closes the publishing channel; call once nothing publishes any more.
+    pub async fn close(&self) {
+        let channel = self.publisher.channel();
+        if channel.status().connected() {
+            let _ = channel.close(200, "shutdown".into()).await;
+        }
+    }
+
     /// Records a new job and dispatches its first stage.
     #[instrument(skip_all, fields(machine_id = %request.machine_id))]
     pub async fn create_job(&self, request: NewJob) -> Result<Created, CoordinatorError> {

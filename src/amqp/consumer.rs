@@ -159,6 +159,9 @@ pub async fn run(
         debug!(%error, "cancel of the consumer failed");
     }
     while in_flight.join_next().await.is_some() {}
+    if channel.status().connected() {
+        let _ = channel.close(200, "consumer stopped".into()).await;
+    }
     info!("result consumer stopped");
     result
 }

@@ -1,0 +1,348 @@
+//! `spawn_app()` and the typed helpers the tests share.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use job_manager::amqp::{self, Names};
+use job_manager::config::Config;
+use job_manager::demo::{self, Files};
+use job_manager::store::Store;
+use lapin::options::{BasicGetOptions, ExchangeDeleteOptions, QueueDeleteOptions};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub fn amqp_url() -> String {
+    std::env::var("JOB_MANAGER_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+pub fn mongodb_uri() -> String {
+    std::env::var("JOB_MANAGER_MONGODB_URI").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into())
+}
+
+/// A running service with its own database and queue prefix.
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub names: Names,
+    pub store: Store,
+    pub amqp: Arc<lapin::Connection>,
+    pub files: Files,
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    workers: Option<(CancellationToken, JoinSet<Result<(), lapin::Error>>)>,
+    _data: tempdir::TempDir,
+}
+
+/// A scratch directory removed on drop.
+mod tempdir {
+    pub struct TempDir(pub std::path::PathBuf);
+
+    impl TempDir {
+        pub fn new(name: &str) -> Self {
+            let path = std::env::temp_dir().join(name);
+            let _ = std::fs::create_dir_all(&path);
+            Self(path)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    if std::env::var_os("RUST_LOG").is_some() {
+        job_manager::telemetry::init(job_manager::config::LogFormat::Text);
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let mut config = Config::defaults();
+    config.amqp_url = amqp_url();
+    config.mongodb_uri = mongodb_uri();
+    config.database = format!("jm_test_{id}");
+    config.prefix = format!("jm-test-{id}");
+    config.sweep_interval_s = 1;
+    config.dispatch_grace_s = 2;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(job_manager::app::run(
+        config.clone(),
+        listener,
+        shutdown.clone(),
+    ));
+    let base = format!("http://{address}{}", config.base_path);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    let started = Instant::now();
+    loop {
+        if let Ok(response) = client.get(format!("{base}/health/ready")).send().await
+            && response.status().is_success()
+        {
+            break;
+        }
+        assert!(!server.is_finished(), "the service stopped during start-up");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "service not ready within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let store = Store::connect(&config.mongodb_uri, &config.database)
+        .await
+        .expect("store");
+    let connection = amqp::connect(&config.amqp_url, "job-manager-tests")
+        .await
+        .expect("amqp");
+    let data = tempdir::TempDir::new(&format!("job-manager-test-{id}"));
+    let files = Files::new(&data.0).expect("files");
+    TestApp {
+        base,
+        client,
+        names: Names::new(config.prefix.clone()),
+        store,
+        amqp: Arc::new(connection),
+        files,
+        shutdown,
+        server,
+        workers: None,
+        _data: data,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Registers the seed-shaped demo pipeline and machine.
+    pub async fn register_seed_pipeline(&self) {
+        let response = self
+            .client
+            .put(self.url(&format!("/pipelines/{}", demo::PIPELINE_ID)))
+            .json(&demo::pipeline_body())
+            .send()
+            .await
+            .expect("put pipeline");
+        assert_eq!(
+            response.status().as_u16(),
+            201,
+            "{:?}",
+            response.text().await
+        );
+        let response = self
+            .client
+            .put(self.url(&format!("/machines/{}", demo::MACHINE_ID)))
+            .json(&json!({"pipeline_id": demo::PIPELINE_ID, "configs": {"delimiter": ","}}))
+            .send()
+            .await
+            .expect("put machine");
+        assert_eq!(response.status().as_u16(), 201);
+    }
+
+    /// Starts the demo workers over AMQP.
+    pub fn start_workers(&mut self) {
+        let token = CancellationToken::new();
+        let set = demo::spawn_workers(
+            self.amqp.clone(),
+            self.names.clone(),
+            self.files.clone(),
+            token.clone(),
+        );
+        self.workers = Some((token, set));
+    }
+
+    /// Starts a job on the sample file; returns the id.
+    pub async fn start_job(&self, hash: &str) -> String {
+        let file = self.files.put(demo::SAMPLE_CSV).expect("file");
+        let response = self
+            .client
+            .post(self.url("/jobs"))
+            .json(&json!({"hash": hash, "machine_id": demo::MACHINE_ID, "file_name": file}))
+            .send()
+            .await
+            .expect("post job");
+        assert_eq!(response.status().as_u16(), 201);
+        response.text().await.expect("id")
+    }
+
+    /// Sends `method path` with an optional JSON body and `Accept` header.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        accept: Option<&str>,
+    ) -> reqwest::Response {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        if let Some(accept) = accept {
+            request = request.header("accept", accept);
+        }
+        request.send().await.expect("request")
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self.client.get(self.url(path)).send().await.expect("get");
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("post");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Waits until `GET /history/{id}` answers 200.
+    pub async fn wait_for_history(&self, id: &str, limit: Duration) -> Value {
+        let started = Instant::now();
+        loop {
+            let (status, body) = self.get(&format!("/history/{id}")).await;
+            if status == 200 {
+                return body;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "job {id} not in history after {limit:?}; /jobs says {:?}",
+                self.get(&format!("/jobs/{id}")).await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the job's stage in flight has `id` and every task is dispatched.
+    pub async fn wait_for_stage(&self, job: &str, stage: &str) -> Value {
+        let started = Instant::now();
+        loop {
+            let (status, body) = self.get(&format!("/jobs/{job}")).await;
+            if status == 200
+                && body["current_stage"]["id"] == stage
+                && body["current_stage"]["tasks"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().all(|t| t.get("dispatched").is_some()))
+            {
+                return body;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "stage {stage} never in flight: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Takes one message from `queue`, waiting up to `limit`.
+    pub async fn take(
+        &self,
+        queue: &str,
+        limit: Duration,
+    ) -> Option<lapin::message::BasicGetMessage> {
+        let channel = self.amqp.create_channel().await.expect("channel");
+        let started = Instant::now();
+        loop {
+            let got = channel
+                .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+                .await
+                .expect("basic.get");
+            if got.is_some() || started.elapsed() > limit {
+                let _ = channel.close(200, "done".into()).await;
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until `queue` holds no ready message, then a little longer for the one in hand.
+    pub async fn wait_until_consumed(&self, queue: &str) {
+        let channel = self.amqp.create_channel().await.expect("channel");
+        let started = Instant::now();
+        loop {
+            let declared = channel
+                .queue_declare(
+                    queue.into(),
+                    lapin::options::QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    lapin::types::FieldTable::default(),
+                )
+                .await
+                .expect("passive declare");
+            if declared.message_count() == 0 {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{queue} not drained"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = channel.close(200, "done".into()).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    /// Stops everything and removes the test's queues, exchanges and database.
+    pub async fn cleanup(mut self) {
+        if let Some((token, mut set)) = self.workers.take() {
+            token.cancel();
+            while set.join_next().await.is_some() {}
+        }
+        self.shutdown.cancel();
+        let served = tokio::time::timeout(Duration::from_secs(30), &mut self.server).await;
+        assert!(
+            matches!(served, Ok(Ok(Ok(())))),
+            "service did not stop cleanly: {served:?}"
+        );
+        let channel = self.amqp.create_channel().await.expect("channel");
+        let mut queues = vec![self.names.results_queue(), self.names.dead_queue()];
+        queues.extend(demo::WORKERS.iter().map(|w| self.names.worker_queue(w)));
+        for queue in queues {
+            let _ = channel
+                .queue_delete(queue.into(), QueueDeleteOptions::default())
+                .await;
+        }
+        for exchange in [
+            self.names.dispatch_exchange(),
+            self.names.events_exchange(),
+            self.names.dead_exchange(),
+        ] {
+            let _ = channel
+                .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
+                .await;
+        }
+        let _ = channel.close(200, "cleanup".into()).await;
+        let _ = self.amqp.close(200, "cleanup".into()).await;
+        let _ = self.store.database().drop().await;
+    }
+}
+
+/// The seed's shape of a record: `id` and `outputs` of each stage.
+pub fn stage_outputs(record: &Value) -> Vec<(String, Vec<Value>)> {
+    record["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .map(|s| {
+            (
+                s["id"].as_str().expect("id").to_owned(),
+                s["outputs"].as_array().expect("outputs").clone(),
+            )
+        })
+        .collect()
+}

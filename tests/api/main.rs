@@ -1,0 +1,8 @@
+//! Integration tests against real RabbitMQ and a real MongoDB-wire server. `scripts/services.sh`
+//! starts both; each test gets its own database name and queue prefix.
+
+mod abort;
+mod errors;
+mod flow;
+mod helpers;
+mod messages;

@@ -1,0 +1,74 @@
+//! Malformed and stray messages on the results queue.
+
+use std::time::Duration;
+
+use job_manager::amqp::publisher::{Outgoing, Publisher};
+use lapin::BasicProperties;
+use serde_json::{Value, json};
+
+use crate::helpers::spawn_app;
+
+fn raw(queue: String, body: Vec<u8>) -> Outgoing {
+    Outgoing {
+        exchange: String::new(),
+        routing_key: queue,
+        body,
+        properties: BasicProperties::default().with_delivery_mode(2),
+    }
+}
+
+#[tokio::test]
+async fn malformed_results_are_dead_lettered_and_stray_ones_ignored() {
+    let app = spawn_app().await;
+    app.register_seed_pipeline().await;
+    let publisher = Publisher::open(&app.amqp).await.expect("publisher");
+    let results = app.names.results_queue();
+    let malformed: Vec<Vec<u8>> = vec![
+        b"not json".to_vec(),
+        serde_json::to_vec(&json!({"task_id": 7, "job_id": [], "outputs": null})).expect("json"),
+        serde_json::to_vec(&json!({"task_id": "B57CAAAC", "job_id": "x", "outputs": {}}))
+            .expect("json"),
+        vec![b'['; 5 * 1024 * 1024],
+    ];
+    for body in &malformed {
+        publisher
+            .publish(raw(results.clone(), body.clone()))
+            .await
+            .expect("publish");
+    }
+    let mut dead = Vec::new();
+    for _ in 0..malformed.len() {
+        let message = app
+            .take(&app.names.dead_queue(), Duration::from_secs(10))
+            .await
+            .expect("dead-lettered");
+        dead.push(message.delivery.data);
+    }
+    for body in &malformed {
+        assert!(
+            dead.contains(body),
+            "a malformed message did not reach the dead-letter queue"
+        );
+    }
+
+    // A well-formed result for an unknown job or task is acknowledged and ignored.
+    let stray = json!({"task_id": "b57caaac4e5b4444a4169ce784a35201", "job_id": "AAAAAAAAAAAAAAAAAAAAAA", "outputs": null, "error": null});
+    publisher
+        .publish(Outgoing::json("", results.clone(), "stage-result", &stray).expect("encode"))
+        .await
+        .expect("publish");
+    app.wait_until_consumed(&results).await;
+    assert!(
+        app.take(&app.names.dead_queue(), Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+
+    // The service keeps running and still runs jobs.
+    let (status, body) = app.get("/health/ready").await;
+    assert_eq!(status, 200, "{body}");
+    let id = app.start_job("after-garbage").await;
+    let record = app.wait_for_stage(&id, "01").await;
+    assert_eq!(record["status"], Value::from("running"));
+    app.cleanup().await;
+}
