@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The test command: starts (or installs) RabbitMQ and a MongoDB-wire server, then runs every test.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+scripts/services.sh
+# Queues left by an interrupted earlier run (a passing test removes its own).
+if command -v rabbitmqctl >/dev/null 2>&1; then
+    rabbitmqctl -q list_queues name 2>/dev/null | grep '^jm-test-' | while read -r queue; do
+        rabbitmqctl -q delete_queue "$queue" >/dev/null 2>&1 || true
+    done || true
+fi
+cargo test --locked "$@"
