@@ -10,4 +10,4 @@ if command -v rabbitmqctl >/dev/null 2>&1; then
         rabbitmqctl -q delete_queue "$queue" >/dev/null 2>&1 || true
     done || true
 fi
-cargo test --locked "$@"
+cargo test --locked --all-targets "$@"
