@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command: starts (or installs) RabbitMQ and a MongoDB-wire server, then runs every test.
+# The test command: starts (or installs) RabbitMQ and a MongoDB-wire server, runs the fault
+# scenarios (scripts/chaos.sh), then every unit and integration test.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -10,4 +11,6 @@ if command -v rabbitmqctl >/dev/null 2>&1; then
         rabbitmqctl -q delete_queue "$queue" >/dev/null 2>&1 || true
     done || true
 fi
+# The fault tests first, so the last lines are the test runner's.
+scripts/chaos.sh
 cargo test --locked --all-targets "$@"

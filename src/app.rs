@@ -1,6 +1,5 @@
 //! Wires the store, the broker, the coordinator, the consumer, the sweep and the API together.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -8,7 +7,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::amqp::{self, Names, Publisher, consumer, topology};
+use crate::amqp::{Link, Names, Session, consumer};
 use crate::config::Config;
 use crate::coordinator::Coordinator;
 use crate::http::{self, AppState};
@@ -17,13 +16,15 @@ use crate::sweep;
 
 /// How long shutdown waits for in-flight work before it gives up.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// Longest pause between attempts to reach MongoDB or RabbitMQ.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Retries `connect` with backoff until it succeeds or `shutdown` fires.
+/// Retries `connect` with backoff until it succeeds; `None` if `shutdown` fires first.
 async fn with_backoff<T, E, F, Fut>(
     what: &str,
     shutdown: &CancellationToken,
     mut connect: F,
-) -> anyhow::Result<T>
+) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
@@ -31,22 +32,26 @@ where
 {
     let mut delay = Duration::from_millis(200);
     loop {
-        match connect().await {
-            Ok(value) => return Ok(value),
-            Err(error) => {
-                warn!(%error, retry_in_ms = delay.as_millis() as u64, "{what} not reachable yet");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.cancelled() => anyhow::bail!("shut down while waiting for {what}"),
-                }
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
+        tokio::select! {
+            result = connect() => match result {
+                Ok(value) => return Some(value),
+                Err(error) => warn!(%error, retry_in_ms = delay.as_millis() as u64, "{what} not reachable"),
+            },
+            _ = shutdown.cancelled() => return None,
         }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.cancelled() => return None,
+        }
+        delay = (delay * 2).min(MAX_BACKOFF);
     }
 }
 
-/// Runs the API on `listener`, the result consumer and the sweep until `shutdown` fires, then
-/// stops taking work, drains what is in flight and closes connections.
+/// Runs the API on `listener`, and the result consumer and the sweep, until `shutdown` fires;
+/// then stops taking work, drains what is in flight and closes connections.
+///
+/// Neither MongoDB nor RabbitMQ has to be up for it to start: the API answers at once (readiness
+/// reports what is missing), and the broker link connects, and reconnects, with backoff.
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -55,67 +60,46 @@ pub async fn run(
     let store = Store::connect(&config.mongodb_uri, &config.database)
         .await
         .context("invalid MongoDB URI")?;
-    with_backoff("mongodb", &shutdown, || store.ensure_indexes()).await?;
-
     let names = Names::new(config.prefix.clone());
-    let connection = Arc::new(
-        with_backoff("rabbitmq", &shutdown, || {
-            amqp::connect(&config.amqp_url, "job-manager")
-        })
-        .await?,
-    );
-    let setup = connection.create_channel().await?;
-    topology::declare(&setup, &names)
-        .await
-        .context("declaring the topology")?;
-    setup.close(200, "topology declared".into()).await?;
-    let publisher = Publisher::open(&connection).await?;
-    let coordinator = Coordinator::new(store, publisher, names);
+    let coordinator = Coordinator::new(store.clone(), Link::new(), names);
 
-    let consumer_channel = connection.create_channel().await?;
-    let consumer_task = tokio::spawn({
-        let coordinator = coordinator.clone();
+    let indexes = tokio::spawn({
         let shutdown = shutdown.clone();
-        let prefetch = config.prefetch;
         async move {
-            let result =
-                consumer::run(consumer_channel, coordinator, prefetch, shutdown.clone()).await;
-            if !shutdown.is_cancelled() {
-                // Without a consumer this replica is of no use; stop so a supervisor restarts it.
-                warn!(?result, "result consumer ended; shutting down");
-                shutdown.cancel();
+            if with_backoff("mongodb", &shutdown, || store.ensure_indexes())
+                .await
+                .is_some()
+            {
+                info!("mongodb indexes ensured");
             }
-            result
         }
     });
-    let sweep_task = tokio::spawn(sweep::run(
+    let broker = tokio::spawn(supervise(
+        config.clone(),
+        coordinator.clone(),
+        shutdown.clone(),
+    ));
+    let sweeper = tokio::spawn(sweep::run(
         coordinator.clone(),
         config.sweep_interval(),
         config.dispatch_grace(),
         shutdown.clone(),
     ));
 
-    let state = AppState {
-        coordinator: coordinator.clone(),
-        amqp: connection.clone(),
-    };
-    let app = http::router(state, &config.base_path);
+    let app = http::router(AppState { coordinator }, &config.base_path);
     info!(address = %listener.local_addr()?, base_path = %config.base_path, "serving");
-    let server =
-        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let served = server.await;
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await;
     shutdown.cancel();
 
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        let consumed = consumer_task.await;
-        let _ = sweep_task.await;
+        let consumed = broker.await;
+        let _ = sweeper.await;
+        let _ = indexes.await;
         consumed
     })
     .await;
-    coordinator.close().await;
-    if let Err(error) = connection.close(200, "shutdown".into()).await {
-        warn!(%error, "closing the amqp connection failed");
-    }
     served.context("http server failed")?;
     match drained {
         Ok(Ok(Ok(()))) => {}
@@ -125,6 +109,73 @@ pub async fn run(
     }
     info!("stopped");
     Ok(())
+}
+
+/// Keeps a session with RabbitMQ and a result consumer on it, reconnecting (and declaring the
+/// topology again) whenever the connection or the publishing channel is lost.
+async fn supervise(
+    config: Config,
+    coordinator: Coordinator,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let link = coordinator.link().clone();
+    let names = coordinator.names().clone();
+    loop {
+        let generation = link.next_generation();
+        let Some(session) = with_backoff("rabbitmq", &shutdown, || {
+            Session::open(&config.amqp_url, &names, generation)
+        })
+        .await
+        else {
+            return Ok(());
+        };
+        link.install(session.clone());
+        coordinator.forget_declared_queues();
+        if generation > 1 {
+            info!(
+                generation,
+                reconnects = link.reconnects(),
+                "reconnected to rabbitmq"
+            );
+        } else {
+            info!("connected to rabbitmq");
+        }
+        let consumed = match session.connection.create_channel().await {
+            Ok(channel) => {
+                let consumer = consumer::run(
+                    channel,
+                    coordinator.clone(),
+                    config.prefetch,
+                    shutdown.clone(),
+                );
+                let watchdog = async {
+                    while session.is_open() {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                };
+                tokio::select! {
+                    result = consumer => result.map_err(anyhow::Error::from),
+                    _ = watchdog => Err(anyhow::anyhow!("the connection or the publishing channel closed")),
+                }
+            }
+            Err(error) => Err(error.into()),
+        };
+        link.clear();
+        if session.connection.status().connected() {
+            let _ = session.connection.close(200, "closing".into()).await;
+        }
+        if shutdown.is_cancelled() {
+            return consumed;
+        }
+        match consumed {
+            Ok(()) => warn!("the result consumer ended; reconnecting"),
+            Err(error) => warn!(error = %error, "lost the rabbitmq session; reconnecting"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = shutdown.cancelled() => return Ok(()),
+        }
+    }
 }
 
 /// A token cancelled on ctrl-c or SIGTERM.

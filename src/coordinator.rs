@@ -8,7 +8,7 @@ use std::time::Duration;
 use tracing::{debug, info, instrument, warn};
 
 use crate::amqp::publisher::{Outgoing, PublishError};
-use crate::amqp::{Names, Publisher, topology};
+use crate::amqp::{Link, Names, topology};
 use crate::domain::{
     Decision, Effect, Event, Ignored, Job, JobId, Notice, StageId, TaskId, Timestamp, apply,
 };
@@ -61,17 +61,17 @@ pub enum Created {
 #[derive(Clone)]
 pub struct Coordinator {
     store: Store,
-    publisher: Publisher,
+    link: Link,
     names: Names,
     /// Worker queues this process has declared; std mutex, never held across `.await`.
     declared: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Coordinator {
-    pub fn new(store: Store, publisher: Publisher, names: Names) -> Self {
+    pub fn new(store: Store, link: Link, names: Names) -> Self {
         Self {
             store,
-            publisher,
+            link,
             names,
             declared: Arc::new(Mutex::new(HashSet::new())),
         }
@@ -85,12 +85,21 @@ impl Coordinator {
         &self.names
     }
 
-    /// Closes the publishing channel; call once nothing publishes any more.
-    pub async fn close(&self) {
-        let channel = self.publisher.channel();
-        if channel.status().connected() {
-            let _ = channel.close(200, "shutdown".into()).await;
+    pub fn link(&self) -> &Link {
+        &self.link
+    }
+
+    /// Forgets which worker queues were declared, so the next dispatch declares them again
+    /// (after a reconnect the broker may have lost non-durable state).
+    pub fn forget_declared_queues(&self) {
+        if let Ok(mut set) = self.declared.lock() {
+            set.clear();
         }
+    }
+
+    async fn publish_all(&self, messages: Vec<Outgoing>) -> Result<(), PublishError> {
+        let session = self.link.current().ok_or(PublishError::NotConnected)?;
+        session.publisher.publish_all(messages).await
     }
 
     /// Records a new job and dispatches its first stage.
@@ -214,7 +223,7 @@ impl Coordinator {
             messages.push(message);
         }
         let count = messages.len();
-        self.publisher.publish_all(messages).await?;
+        self.publish_all(messages).await?;
         self.store
             .mark_dispatched(&job.id, stage_id, task_ids, Timestamp::now())
             .await?;
@@ -231,9 +240,18 @@ impl Coordinator {
         if known {
             return Ok(());
         }
-        topology::declare_worker_queue(self.publisher.channel(), &self.names, worker_id)
+        // A channel of its own: a declare the broker refuses closes the channel it ran on.
+        let session = self.link.current().ok_or(PublishError::NotConnected)?;
+        let channel = session
+            .connection
+            .create_channel()
             .await
             .map_err(PublishError::from)?;
+        let declared = topology::declare_worker_queue(&channel, &self.names, worker_id).await;
+        if channel.status().connected() {
+            let _ = channel.close(200, "declared".into()).await;
+        }
+        declared.map_err(PublishError::from)?;
         if let Ok(mut set) = self.declared.lock() {
             set.insert(worker_id.to_owned());
         }
@@ -265,7 +283,7 @@ impl Coordinator {
                 return;
             }
         };
-        if let Err(error) = self.publisher.publish(message).await {
+        if let Err(error) = self.publish_all(vec![message]).await {
             warn!(job_id = %job.id, %error, "job event not published");
         }
     }

@@ -9,6 +9,7 @@
 //! - [`http`]: the REST API, one router per resource.
 //! - [`worker`]: a helper for writing workers in Rust.
 //! - [`demo`]: the bundled demo pipeline and its workers.
+//! - [`chaos`]: the fault-injection run and its report.
 //! - [`sweep`]: the periodic sweep for timeouts, unconfirmed dispatches and interrupted archives.
 //! - [`schemas`]: JSON Schemas of every message and body, generated from the types.
 //! - [`config`], [`telemetry`]: settings and logging.
@@ -16,6 +17,7 @@
 
 pub mod amqp;
 pub mod app;
+pub mod chaos;
 pub mod config;
 pub mod coordinator;
 pub mod demo;

@@ -23,6 +23,8 @@ struct Cli {
 enum Command {
     /// Run the REST API and the result consumer.
     Serve(Config),
+    /// Run seed-shaped jobs across replica processes while injecting faults; print a report.
+    Chaos(job_manager::chaos::ChaosArgs),
     /// Run the service, demo workers and one job of the seed-shaped pipeline on a bundled CSV.
     Demo {
         #[command(flatten)]
@@ -44,6 +46,10 @@ async fn main() -> ExitCode {
                 Err(error) => Err(anyhow::Error::new(error)
                     .context(format!("cannot listen on {}", config.listen))),
             }
+        }
+        Command::Chaos(args) => {
+            telemetry::init(job_manager::config::LogFormat::Text);
+            job_manager::chaos::run(args).await.map(|_| ())
         }
         Command::Demo { config, data_dir } => {
             telemetry::init(config.log_format);

@@ -167,3 +167,50 @@ async fn work<H, Fut>(
         warn!(task_id = %task_id, %error, "could not settle a dispatch");
     }
 }
+
+/// Like [`run`], but owns its connection to `url` and reconnects with backoff whenever it is
+/// lost, until `shutdown`.
+pub async fn serve<H, Fut>(
+    url: &str,
+    names: &Names,
+    worker_id: &str,
+    prefetch: u16,
+    handler: H,
+    shutdown: CancellationToken,
+) where
+    H: Fn(StageDispatch) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<WorkerOutput, String>> + Send + 'static,
+{
+    let mut delay = std::time::Duration::from_millis(200);
+    while !shutdown.is_cancelled() {
+        match crate::amqp::connect(url, &format!("worker {worker_id}")).await {
+            Ok(connection) => {
+                delay = std::time::Duration::from_millis(200);
+                let result = run(
+                    &connection,
+                    names,
+                    worker_id,
+                    prefetch,
+                    handler.clone(),
+                    shutdown.clone(),
+                )
+                .await;
+                let _ = connection.close(200, "worker stopping".into()).await;
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                warn!(
+                    worker_id,
+                    ?result,
+                    "worker lost its connection; reconnecting"
+                );
+            }
+            Err(error) => warn!(worker_id, %error, "worker cannot reach rabbitmq"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        delay = (delay * 2).min(std::time::Duration::from_secs(5));
+    }
+}

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::coordinator::{Coordinator, Handled};
+use crate::coordinator::{Coordinator, CoordinatorError, Handled};
 use crate::domain::{Event, TaskResult};
 use crate::messages::{StageResult, clip_log, normalize_outputs};
 
@@ -31,8 +31,12 @@ pub enum Outcome {
     Ignored(String),
     /// It can never be processed: reject without requeue, so it lands in `P.results.dead`.
     DeadLetter(String),
-    /// A retry may help (the store or broker is unavailable, or too many write races).
+    /// A retry in this process may help (the store or broker is unavailable): hold the delivery
+    /// and try again with backoff, so an outage does not bounce it towards the delivery limit.
     Retry(String),
+    /// Too many lost compare-and-set races: nack with requeue, so it comes back later, perhaps
+    /// to another replica.
+    Requeue(String),
 }
 
 /// Turns a parsed result into an engine event. Outputs of the wrong shape fail the attempt with
@@ -72,13 +76,19 @@ pub async fn handle_delivery(coordinator: &Coordinator, body: &[u8]) -> Outcome 
         Ok(Handled::UnknownJob) => Outcome::Ignored(format!(
             "no active job '{job_id}' (unknown or ended; task {task_id})"
         )),
+        Err(error @ CoordinatorError::Contention(_)) => Outcome::Requeue(error.to_string()),
         Err(error) => Outcome::Retry(error.to_string()),
     }
 }
 
 /// Handles one delivery to the end: retries in process while a retry may help, so an outage of
 /// the store holds the message unacked instead of bouncing it towards the delivery limit.
-async fn process(coordinator: Coordinator, delivery: Delivery, shutdown: CancellationToken) {
+async fn process(
+    coordinator: Coordinator,
+    channel: Channel,
+    delivery: Delivery,
+    shutdown: CancellationToken,
+) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let outcome = handle_delivery(&coordinator, &delivery.data).await;
@@ -91,6 +101,19 @@ async fn process(coordinator: Coordinator, delivery: Delivery, shutdown: Cancell
             Outcome::DeadLetter(reason) => {
                 warn!(reason = %reason, "result dead-lettered");
                 delivery.reject(BasicRejectOptions { requeue: false }).await
+            }
+            Outcome::Requeue(reason) => {
+                warn!(reason = %reason, "result requeued");
+                delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    })
+                    .await
+            }
+            Outcome::Retry(_) if !channel.status().connected() => {
+                // The channel is gone and the broker redelivers the message; nothing to settle.
+                return;
             }
             Outcome::Retry(reason) => {
                 warn!(reason = %reason, backoff_ms = backoff.as_millis() as u64, "result not processed yet; retrying");
@@ -143,7 +166,7 @@ pub async fn run(
             _ = shutdown.cancelled() => break Ok(()),
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
-                    in_flight.spawn(process(coordinator.clone(), delivery, shutdown.clone()));
+                    in_flight.spawn(process(coordinator.clone(), channel.clone(), delivery, shutdown.clone()));
                 }
                 Some(Err(error)) => break Err(error),
                 None => break Ok(()),

@@ -1,9 +1,11 @@
 //! RabbitMQ: the topology of DESIGN §4, a confirming publisher and the result consumer.
 
 pub mod consumer;
+pub mod link;
 pub mod publisher;
 pub mod topology;
 
+pub use link::{Link, Session};
 pub use publisher::Publisher;
 pub use topology::Names;
 

@@ -14,6 +14,8 @@ pub enum PublishError {
     Nacked,
     #[error("cannot encode message: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("not connected to the broker")]
+    NotConnected,
 }
 
 /// One message to publish.

@@ -28,7 +28,7 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
         tokio::time::timeout(Duration::from_secs(3), state.coordinator.store().ping()).await,
         Ok(Ok(()))
     );
-    let rabbitmq = state.amqp.status().connected();
+    let rabbitmq = state.coordinator.link().is_connected();
     let verdict = |ok: bool| if ok { "ok" } else { "unavailable" };
     let ready = mongodb && rabbitmq;
     let status = if ready {

@@ -8,8 +8,6 @@ pub mod jobs;
 mod machines;
 mod pipelines;
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Uri;
@@ -21,8 +19,6 @@ use error::ApiError;
 #[derive(Clone)]
 pub struct AppState {
     pub coordinator: Coordinator,
-    /// For readiness: whether the broker connection is up.
-    pub amqp: Arc<lapin::Connection>,
 }
 
 /// The whole API under `base_path` (e.g. `/job-manager`).

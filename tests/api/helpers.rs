@@ -56,6 +56,12 @@ mod tempdir {
 }
 
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}, true).await
+}
+
+/// Like [`spawn_app`], with a chance to change the config; `wait_ready` waits for readiness,
+/// otherwise only for liveness.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config), wait_ready: bool) -> TestApp {
     if std::env::var_os("RUST_LOG").is_some() {
         job_manager::telemetry::init(job_manager::config::LogFormat::Text);
     }
@@ -67,6 +73,7 @@ pub async fn spawn_app() -> TestApp {
     config.prefix = format!("jm-test-{id}");
     config.sweep_interval_s = 1;
     config.dispatch_grace_s = 2;
+    adjust(&mut config);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
     let shutdown = CancellationToken::new();
@@ -82,7 +89,8 @@ pub async fn spawn_app() -> TestApp {
         .expect("client");
     let started = Instant::now();
     loop {
-        if let Ok(response) = client.get(format!("{base}/health/ready")).send().await
+        let probe = if wait_ready { "ready" } else { "live" };
+        if let Ok(response) = client.get(format!("{base}/health/{probe}")).send().await
             && response.status().is_success()
         {
             break;
@@ -119,6 +127,23 @@ pub async fn spawn_app() -> TestApp {
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// Registers `pipeline` under a new id and `machine_id` to run it.
+    pub async fn register(&self, pipeline: &Value, machine_id: &str) -> String {
+        let (status, body) = self.post_json("/pipelines", pipeline).await;
+        assert_eq!(status, 201, "{body}");
+        let id = body["id"].as_str().expect("id").to_owned();
+        let response = self
+            .send(
+                reqwest::Method::PUT,
+                &format!("/machines/{machine_id}"),
+                Some(&json!({"pipeline_id": id})),
+                None,
+            )
+            .await;
+        assert_eq!(response.status().as_u16(), 201);
+        id
     }
 
     /// Registers the seed-shaped demo pipeline and machine.

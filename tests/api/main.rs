@@ -3,6 +3,7 @@
 
 mod abort;
 mod errors;
+mod faults;
 mod flow;
 mod helpers;
 mod messages;

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The fault tests: seed-shaped jobs across replica processes with faults injected, each scenario
+# ending in a chaos report (jobs submitted, finished, failed, lost; duplicated outputs). A
+# scenario that loses, fails or duplicates anything exits non-zero. Everything runs on 127.0.0.1
+# and stops by itself. Expects RabbitMQ and a MongoDB-wire server (scripts/services.sh); the
+# `rabbitmq` scenario restarts the local RabbitMQ application.
+#
+#   scripts/chaos.sh            all scenarios
+#   scripts/chaos.sh kill       one scenario: replicas | kill | rabbitmq | mongodb | duplicates
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+cargo build --locked --quiet --bin job-manager
+BIN=target/debug/job-manager
+export RUST_LOG="${RUST_LOG:-warn}"
+
+scenario() {
+    local name=$1
+    shift
+    echo "== chaos: $name"
+    "$BIN" chaos "$@"
+}
+
+wanted="${1:-all}"
+run() { [[ "$wanted" == all || "$wanted" == "$1" ]]; }
+
+# (a) three replicas, 200 jobs, results of one job spread over competing consumers
+run replicas && scenario "3 replicas, 200 jobs" --replicas 3 --jobs 200
+# (b) a replica killed with kill -9 three times mid-run and restarted
+run kill && scenario "kill -9 of replicas" --replicas 3 --jobs 200 --faults kill,kill,kill
+# (c) RabbitMQ restarted mid-run
+run rabbitmq && scenario "rabbitmq restart" --replicas 2 --jobs 100 --faults rabbitmq
+# (d) the MongoDB-wire server restarted mid-run (the run starts its own on port 27018)
+run mongodb && scenario "mongodb restart" --replicas 2 --jobs 100 --faults mongodb
+# (e) every result delivered twice
+run duplicates && scenario "every result twice" --replicas 2 --jobs 100 --faults duplicates
+echo "chaos: all scenarios clean"

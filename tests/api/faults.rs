@@ -1,0 +1,280 @@
+//! Timeouts, duplicates, the sweep, readiness and shutdown.
+
+use std::time::{Duration, Instant};
+
+use job_manager::amqp::publisher::{Outgoing, Publisher};
+use job_manager::demo;
+use job_manager::domain::{Job, JobStatus, PipelineBody, Timestamp};
+use serde_json::{Value, json};
+
+use crate::helpers::{spawn_app, spawn_app_with};
+
+fn silent_pipeline() -> Value {
+    json!({"name": "silent", "stages": [{
+        "worker": {"id": "silent", "name": "Never answers",
+                   "input": {"type": "single", "fields": [{"name": "file"}]},
+                   "output": {"type": "single", "fields": [{"name": "out"}]}},
+        "input_map": {"file": "init:init_source"}, "timeout_s": 1, "max_attempts": 2}]})
+}
+
+#[tokio::test]
+async fn a_task_that_never_answers_is_retried_then_fails_the_job_with_a_timeout() {
+    let app = spawn_app().await;
+    app.register(&silent_pipeline(), "quiet-machine").await;
+    let new_job = json!({"hash": "h", "machine_id": "quiet-machine", "file_name": "f"});
+    let response = app
+        .send(
+            reqwest::Method::POST,
+            "/jobs",
+            Some(&new_job),
+            Some("application/json"),
+        )
+        .await;
+    assert_eq!(response.status().as_u16(), 201);
+    let id = response.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    let record = app.wait_for_history(&id, Duration::from_secs(20)).await;
+    assert_eq!(record["status"], "failed", "{record}");
+    let stage = &record["stages"][1];
+    assert_eq!(stage["id"], "01");
+    let error = stage["error"].as_str().expect("stage error");
+    assert!(
+        error.contains("timed out") && error.contains("after 2 attempt(s)"),
+        "{error}"
+    );
+    assert!(
+        record["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("timed out"))
+    );
+    assert_eq!(stage["tasks"][0]["attempt"], 2);
+    assert_eq!(stage["tasks"][0]["status"], "failed");
+
+    // Both attempts were dispatched, each with its own task id and attempt number.
+    let queue = app.names.worker_queue("silent");
+    let mut attempts = Vec::new();
+    for _ in 0..2 {
+        let message = app
+            .take(&queue, Duration::from_secs(5))
+            .await
+            .expect("a dispatch");
+        let dispatch: Value = serde_json::from_slice(&message.delivery.data).expect("json");
+        attempts.push((
+            dispatch["attempt"].as_u64(),
+            dispatch["task_id"].as_str().map(str::to_owned),
+        ));
+    }
+    assert_eq!(attempts[0].0, Some(1));
+    assert_eq!(attempts[1].0, Some(2));
+    assert_ne!(attempts[0].1, attempts[1].1);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_result_delivered_twice_changes_nothing_the_second_time() {
+    let app = spawn_app().await;
+    app.register_seed_pipeline().await;
+    let id = app.start_job("twice").await;
+    let running = app.wait_for_stage(&id, "01").await;
+    let task_id = running["current_stage"]["tasks"][0]["task_id"].clone();
+    let result =
+        json!({"task_id": task_id, "job_id": id, "outputs": {"csv_file": "c"}, "error": null});
+    let publisher = Publisher::open(&app.amqp).await.expect("publisher");
+    let message =
+        || Outgoing::json("", app.names.results_queue(), "stage-result", &result).expect("encode");
+    publisher.publish(message()).await.expect("publish");
+    let after_first = app.wait_for_stage(&id, "02").await;
+    let job_id = job_manager::domain::JobId::parse(&id).expect("id");
+    let version = app
+        .store
+        .load_job(&job_id)
+        .await
+        .expect("load")
+        .expect("job")
+        .version;
+
+    publisher.publish(message()).await.expect("publish");
+    app.wait_until_consumed(&app.names.results_queue()).await;
+    let (_, after_second) = app.get(&format!("/jobs/{id}")).await;
+    assert_eq!(after_second, after_first);
+    let stored = app
+        .store
+        .load_job(&job_id)
+        .await
+        .expect("load")
+        .expect("job");
+    assert_eq!(stored.version, version, "a duplicate must not write");
+    assert_eq!(stored.stages[1].outputs, vec![json!({"csv_file": "c"})]);
+    app.cleanup().await;
+}
+
+fn seed_job(hash: &str, created: Timestamp) -> Job {
+    let body: PipelineBody = serde_json::from_value(demo::pipeline_body()).expect("pipeline body");
+    Job::new(
+        demo::MACHINE_ID,
+        hash,
+        "file",
+        demo::PIPELINE_ID,
+        body.stages,
+        Default::default(),
+        uuid::Uuid::new_v4().simple().to_string(),
+        created,
+    )
+}
+
+#[tokio::test]
+async fn the_sweep_finishes_interrupted_archives_starts_and_dispatches() {
+    let app = spawn_app().await;
+    app.register_seed_pipeline().await;
+    let long_ago = Timestamp::from(chrono::Utc::now() - chrono::TimeDelta::seconds(60));
+
+    // A job that ended but whose move to history was interrupted.
+    let mut ended = seed_job("ended", long_ago);
+    ended.status = JobStatus::Finished;
+    ended.completed = Some(long_ago);
+    app.store.insert_job(&ended).await.expect("insert");
+    let record = app
+        .wait_for_history(ended.id.as_str(), Duration::from_secs(10))
+        .await;
+    assert_eq!(record["status"], "finished");
+    assert_eq!(app.get(&format!("/jobs/{}", ended.id)).await.0, 404);
+
+    // A job recorded as pending whose start was interrupted.
+    let pending = seed_job("pending", long_ago);
+    app.store.insert_job(&pending).await.expect("insert");
+    let running = app.wait_for_stage(pending.id.as_str(), "01").await;
+    assert_eq!(running["status"], "running");
+    let queue = app.names.worker_queue("import-csv");
+    let first = app
+        .take(&queue, Duration::from_secs(5))
+        .await
+        .expect("dispatched");
+
+    // A dispatch recorded but never confirmed (as after a crash before the publish).
+    let mut job = app
+        .store
+        .load_job(&pending.id)
+        .await
+        .expect("load")
+        .expect("job");
+    let stage = job.current_stage.as_mut().expect("stage in flight");
+    stage.tasks[0].dispatched = None;
+    stage.tasks[0].issued = long_ago;
+    job.version += 1;
+    assert!(app.store.compare_and_set(&job).await.expect("write"));
+    let again = app
+        .take(&queue, Duration::from_secs(10))
+        .await
+        .expect("re-published");
+    assert_eq!(
+        again.delivery.data, first.delivery.data,
+        "the same task is published again"
+    );
+    let started = Instant::now();
+    loop {
+        let job = app
+            .store
+            .load_job(&pending.id)
+            .await
+            .expect("load")
+            .expect("job");
+        if job
+            .current_stage
+            .as_ref()
+            .is_some_and(|s| s.tasks[0].dispatched.is_some())
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "re-publish not marked"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn readiness_fails_while_mongodb_is_unreachable_and_liveness_does_not() {
+    let app = spawn_app_with(
+        |config| config.mongodb_uri = "mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=500".into(),
+        false,
+    )
+    .await;
+    let (status, body) = app.get("/health/live").await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = app.get("/health/ready").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["checks"]["mongodb"], "unavailable");
+    let (status, body) = app.get("/jobs").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable");
+    assert!(
+        !body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("27017"),
+        "no internals in 5xx bodies"
+    );
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_service_within_the_grace_and_exits_zero() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_job-manager"))
+        .arg("serve")
+        .env("JOB_MANAGER_AMQP_URL", crate::helpers::amqp_url())
+        .env("JOB_MANAGER_MONGODB_URI", crate::helpers::mongodb_uri())
+        .env("JOB_MANAGER_DATABASE", format!("jm_test_{id}"))
+        .env("JOB_MANAGER_PREFIX", format!("jm-test-{id}"))
+        .env("JOB_MANAGER_LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    loop {
+        let ready = client
+            .get(format!("http://127.0.0.1:{port}/job-manager/health/ready"))
+            .send()
+            .await;
+        if ready.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "not ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pid = child.id().expect("pid").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let stopping = Instant::now();
+    let status = tokio::time::timeout(Duration::from_secs(25), child.wait())
+        .await
+        .expect("stops in time")
+        .expect("status");
+    assert!(status.success(), "exit status {status}");
+    assert!(stopping.elapsed() < Duration::from_secs(25));
+    // Leave nothing behind.
+    let app = spawn_app_with(
+        |config| {
+            config.database = format!("jm_test_{id}");
+            config.prefix = format!("jm-test-{id}");
+        },
+        true,
+    )
+    .await;
+    app.cleanup().await;
+}
