@@ -3,8 +3,6 @@
 use std::time::Duration;
 
 use job_manager::amqp::publisher::{Outgoing, Publisher};
-use lapin::options::{QueueBindOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
 use serde_json::{Value, json};
 
 use crate::helpers::spawn_app;
@@ -14,29 +12,7 @@ async fn abort_moves_job_to_history_and_a_late_result_changes_nothing() {
     let app = spawn_app().await;
     app.register_seed_pipeline().await;
     // Listen for job.aborted as a worker would.
-    let channel = app.amqp.create_channel().await.expect("channel");
-    let events = format!("{}.test-events", app.names.prefix());
-    channel
-        .queue_declare(
-            events.clone().into(),
-            QueueDeclareOptions {
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("declare");
-    channel
-        .queue_bind(
-            events.clone().into(),
-            app.names.events_exchange().into(),
-            "job.aborted".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("bind");
+    let events = app.listen_events("job.aborted").await;
 
     let id = app.start_job("abort").await;
     let running = app.wait_for_stage(&id, "01").await;

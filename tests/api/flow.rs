@@ -81,6 +81,7 @@ async fn seed_shaped_job_runs_end_to_end_with_amqp_workers() {
 async fn seed_shaped_job_runs_with_results_posted_over_http() {
     let app = spawn_app().await;
     app.register_seed_pipeline().await;
+    let events = app.listen_events("#").await;
     let id = app.start_job("http-flow").await;
 
     // The first dispatch crosses RabbitMQ as the contract describes.
@@ -163,6 +164,29 @@ async fn seed_shaped_job_runs_with_results_posted_over_http() {
     assert_eq!(stages[2].1, vec![seed_outputs("02")]);
     assert_eq!(Value::Array(stages[3].1.clone()), seed_outputs("03"));
     assert_eq!(stages[4].1, vec![Value::Null; 14]);
+
+    // Events: running, each stage completed, finished; all for this job.
+    let mut keys = Vec::new();
+    while let Some(event) = app.take(&events, Duration::from_millis(500)).await {
+        let body: Value = serde_json::from_slice(&event.delivery.data).expect("json");
+        assert_eq!(body["job_id"], id.as_str());
+        keys.push(format!(
+            "{} {}",
+            event.delivery.routing_key,
+            body["stage_id"].as_str().unwrap_or("-")
+        ));
+    }
+    assert_eq!(
+        keys,
+        [
+            "job.running -",
+            "stage.completed 01",
+            "stage.completed 02",
+            "stage.completed 03",
+            "stage.completed 04",
+            "job.finished -"
+        ]
+    );
 
     // A duplicate of an already recorded result is accepted and changes nothing.
     let task_id = first_task.expect("a task");

@@ -33,6 +33,8 @@ pub struct TestApp {
     shutdown: CancellationToken,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
     workers: Option<(CancellationToken, JoinSet<Result<(), lapin::Error>>)>,
+    /// Worker ids of pipelines registered with [`TestApp::register`], for cleanup.
+    worker_ids: std::sync::Mutex<Vec<String>>,
     _data: tempdir::TempDir,
 }
 
@@ -120,6 +122,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config), wait_ready: bool) 
         shutdown,
         server,
         workers: None,
+        worker_ids: std::sync::Mutex::new(Vec::new()),
         _data: data,
     }
 }
@@ -134,6 +137,13 @@ impl TestApp {
         let (status, body) = self.post_json("/pipelines", pipeline).await;
         assert_eq!(status, 201, "{body}");
         let id = body["id"].as_str().expect("id").to_owned();
+        for stage in pipeline["stages"].as_array().into_iter().flatten() {
+            if let (Some(worker), Ok(mut ids)) =
+                (stage["worker"]["id"].as_str(), self.worker_ids.lock())
+            {
+                ids.push(worker.to_owned());
+            }
+        }
         let response = self
             .send(
                 reqwest::Method::PUT,
@@ -293,6 +303,39 @@ impl TestApp {
         }
     }
 
+    /// Declares a queue bound to the events exchange with `binding` (e.g. `job.aborted`, `#`).
+    pub async fn listen_events(&self, binding: &str) -> String {
+        use lapin::options::{QueueBindOptions, QueueDeclareOptions};
+        use lapin::types::FieldTable;
+        let channel = self.amqp.create_channel().await.expect("channel");
+        let queue = format!(
+            "{}.test-events.{}",
+            self.names.prefix(),
+            uuid::Uuid::new_v4().simple()
+        );
+        // Exclusive: removed with the test's connection, and readable from its other channels.
+        let options = QueueDeclareOptions {
+            exclusive: true,
+            ..QueueDeclareOptions::default()
+        };
+        channel
+            .queue_declare(queue.clone().into(), options, FieldTable::default())
+            .await
+            .expect("declare");
+        channel
+            .queue_bind(
+                queue.clone().into(),
+                self.names.events_exchange().into(),
+                binding.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind");
+        let _ = channel.close(200, "bound".into()).await;
+        queue
+    }
+
     /// Waits until `queue` holds no ready message, then a little longer for the one in hand.
     pub async fn wait_until_consumed(&self, queue: &str) {
         let channel = self.amqp.create_channel().await.expect("channel");
@@ -337,6 +380,12 @@ impl TestApp {
         let channel = self.amqp.create_channel().await.expect("channel");
         let mut queues = vec![self.names.results_queue(), self.names.dead_queue()];
         queues.extend(demo::WORKERS.iter().map(|w| self.names.worker_queue(w)));
+        let extra = self
+            .worker_ids
+            .lock()
+            .map(|ids| ids.clone())
+            .unwrap_or_default();
+        queues.extend(extra.iter().map(|w| self.names.worker_queue(w)));
         for queue in queues {
             let _ = channel
                 .queue_delete(queue.into(), QueueDeleteOptions::default())
