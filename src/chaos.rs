@@ -786,7 +786,7 @@ mod tests {
         let mut swapped = expected.clone();
         swapped[3].1.swap(0, 1);
         assert_eq!(check_record(&record(&swapped), "f"), (0, 2));
-        assert_eq!(check_record(&record(&expected[..3]), "f"), (0, 15));
+        assert_eq!(check_record(&record(&expected[..3]), "f"), (0, 28));
     }
 
     #[test]
