@@ -18,6 +18,10 @@ pub const MAX_TASK_OUTPUTS: usize = 100_000;
 pub const MAX_DEPTH: usize = 32;
 /// Longest `log` or `error` text kept from a result, in bytes; longer text is cut.
 pub const MAX_LOG_LEN: usize = 64 * 1024;
+/// Longest string value accepted in outputs and configs, in bytes.
+pub const MAX_STRING_LEN: usize = 64 * 1024;
+/// Longest key accepted in outputs and configs, in bytes.
+pub const MAX_KEY_LEN: usize = 256;
 
 /// The worker a dispatch is meant for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -48,6 +52,7 @@ pub struct StageResult {
     pub job_id: JobId,
     /// An object, a list of objects and `null`s, or `null`.
     #[serde(default)]
+    #[schemars(schema_with = "outputs_schema")]
     pub outputs: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
@@ -63,6 +68,18 @@ pub struct JobEvent {
     pub status: JobStatus,
     pub stage_id: Option<StageId>,
     pub at: Timestamp,
+}
+
+/// The schema of a result's `outputs`: an object, a list of objects and `null`s, or `null`.
+pub fn outputs_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "An object, a list of objects and nulls, or null",
+        "oneOf": [
+            {"type": "object"},
+            {"type": "array", "items": {"type": ["object", "null"]}},
+            {"type": "null"}
+        ]
+    })
 }
 
 /// Turns a result's `outputs` into the list the stage record keeps: an object becomes one
@@ -125,6 +142,9 @@ pub fn check_keys(map: &Map<String, Value>, depth: usize) -> Result<(), String> 
                 key.escape_debug()
             ));
         }
+        if key.len() > MAX_KEY_LEN {
+            return Err(format!("a key is longer than {MAX_KEY_LEN} bytes"));
+        }
         check_value(value, depth + 1)?;
     }
     Ok(())
@@ -137,6 +157,10 @@ fn check_value(value: &Value, depth: usize) -> Result<(), String> {
     match value {
         Value::Object(map) => check_keys(map, depth),
         Value::Array(items) => items.iter().try_for_each(|v| check_value(v, depth + 1)),
+        Value::String(text) if text.len() > MAX_STRING_LEN => Err(format!(
+            "a string of {} bytes exceeds the limit of {MAX_STRING_LEN}",
+            text.len()
+        )),
         _ => Ok(()),
     }
 }
@@ -189,6 +213,15 @@ mod tests {
         assert!(serde_json::from_value::<StageResult>(bad).is_err());
         let good = json!({"task_id": "b57caaac4e5b4444a4169ce784a35201", "job_id": "1B2M2Y8AsgTpgAmY7PhCfg", "outputs": null, "error": null});
         assert!(serde_json::from_value::<StageResult>(good).is_ok());
+    }
+
+    #[test]
+    fn long_strings_and_keys_are_refused() {
+        assert!(normalize_outputs(json!({"a": "x".repeat(MAX_STRING_LEN + 1)})).is_err());
+        assert!(normalize_outputs(json!({"a": "x".repeat(MAX_STRING_LEN)})).is_ok());
+        let mut long_key = Map::new();
+        long_key.insert("k".repeat(MAX_KEY_LEN + 1), json!(1));
+        assert!(check_keys(&long_key, 1).is_err());
     }
 
     #[test]

@@ -9,6 +9,7 @@ use axum::{Json, Router};
 use super::AppState;
 use super::error::ApiError;
 use super::extract::JsonBody;
+use crate::domain::pipeline::{MAX_CONFIGS_BYTES, configs_too_large};
 use crate::domain::{Machine, MachineBody};
 use crate::messages::check_keys;
 use crate::store::Inserted;
@@ -37,6 +38,12 @@ async fn upsert(
         message,
         path: Some("$.configs".into()),
     })?;
+    if configs_too_large(&body.configs) {
+        return Err(ApiError::Unprocessable {
+            message: format!("configs must be at most {MAX_CONFIGS_BYTES} bytes as JSON"),
+            path: Some("$.configs".into()),
+        });
+    }
     let store = state.coordinator.store();
     if store.get_pipeline(&body.pipeline_id).await?.is_none() {
         return Err(ApiError::Unprocessable {
