@@ -7,9 +7,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use super::AppState;
+use super::bodies::{AbortAccepted, IdBody, ResultAccepted, ResultOutcome};
 use super::error::ApiError;
 use super::extract::JsonBody;
 use crate::amqp::consumer::result_event;
@@ -23,7 +24,7 @@ pub const MAX_FIELD_LEN: usize = 1024;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/jobs", get(list).post(create))
+        .route("/jobs", get(super::listing::active).post(create))
         .route("/jobs/{job}", get(show).post(update))
 }
 
@@ -65,7 +66,7 @@ fn wants_json(headers: &HeaderMap) -> bool {
 
 fn id_response(status: StatusCode, id: &JobId, json: bool) -> Response {
     if json {
-        (status, Json(json!({"id": id}))).into_response()
+        (status, Json(IdBody { id: id.to_string() })).into_response()
     } else {
         (
             status,
@@ -74,10 +75,6 @@ fn id_response(status: StatusCode, id: &JobId, json: bool) -> Response {
         )
             .into_response()
     }
-}
-
-async fn list(State(state): State<AppState>) -> Result<Json<Vec<String>>, ApiError> {
-    Ok(Json(state.coordinator.store().active_job_ids().await?))
 }
 
 async fn create(
@@ -168,7 +165,10 @@ async fn abort(state: &AppState, id: &JobId) -> Result<Response, ApiError> {
     match state.coordinator.handle(id, Event::Abort).await? {
         Handled::Applied(job) => Ok((
             StatusCode::ACCEPTED,
-            Json(json!({"id": job.id, "status": job.status})),
+            Json(AbortAccepted {
+                id: job.id.clone(),
+                status: job.status,
+            }),
         )
             .into_response()),
         Handled::Ignored(Ignored::JobNotActive(status)) => Err(ApiError::Conflict(format!(
@@ -205,7 +205,7 @@ async fn record_results(
     let Some(job) = state.coordinator.store().load_job(id).await? else {
         return match ended_or_missing(state, id).await? {
             // A result for an ended job is accepted and ignored, as over AMQP.
-            ApiError::Conflict(_) => Ok(accepted(id, "ignored", "job already ended")),
+            ApiError::Conflict(_) => Ok(accepted(id, ResultOutcome::Ignored, "job already ended")),
             missing => Err(missing),
         };
     };
@@ -224,24 +224,25 @@ async fn record_results(
             });
         }
     }
-    let mut outcome = ("recorded", String::new());
+    let mut outcome = (ResultOutcome::Recorded, String::new());
     for result in results {
         match state.coordinator.handle(id, result_event(result)).await? {
             Handled::Applied(_) => {}
             Handled::Ignored(Ignored::Duplicate) => {
-                outcome = ("duplicate", "already recorded".into())
+                outcome = (ResultOutcome::Duplicate, "already recorded".into())
             }
-            Handled::Ignored(reason) => outcome = ("ignored", reason.as_str().into()),
-            Handled::UnknownJob => outcome = ("ignored", "job already ended".into()),
+            Handled::Ignored(reason) => outcome = (ResultOutcome::Ignored, reason.as_str().into()),
+            Handled::UnknownJob => outcome = (ResultOutcome::Ignored, "job already ended".into()),
         }
     }
     Ok(accepted(id, outcome.0, &outcome.1))
 }
 
-fn accepted(id: &JobId, outcome: &str, reason: &str) -> Response {
-    let mut body = json!({"id": id, "outcome": outcome});
-    if !reason.is_empty() {
-        body["reason"] = Value::String(reason.to_owned());
-    }
+fn accepted(id: &JobId, outcome: ResultOutcome, reason: &str) -> Response {
+    let body = ResultAccepted {
+        id: id.clone(),
+        outcome,
+        reason: (!reason.is_empty()).then(|| reason.to_owned()),
+    };
     (StatusCode::ACCEPTED, Json(body)).into_response()
 }

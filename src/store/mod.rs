@@ -9,10 +9,14 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use mongodb::bson::{self, Bson, Document, doc};
 use mongodb::error::{ErrorKind, WriteFailure};
-use mongodb::options::{ClientOptions, IndexOptions};
+use mongodb::options::ClientOptions;
 use mongodb::{Client, Collection, Database, IndexModel};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+mod listing;
+
+pub use listing::{ListFilter, Listed, Listing, PageCursor};
 
 use crate::domain::{Job, JobId, JobStatus, Machine, Pipeline, StageId, TaskId, Timestamp};
 
@@ -50,6 +54,7 @@ pub struct HistoryRecord {
 /// Handle to the four collections. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
+    client: Client,
     db: Database,
     jobs: Collection<Document>,
     history: Collection<Document>,
@@ -57,11 +62,35 @@ pub struct Store {
     machines: Collection<Document>,
 }
 
+/// The string `_id`s a cursor yields.
+async fn string_ids(cursor: mongodb::Cursor<Document>) -> Result<Vec<String>, StoreError> {
+    let documents: Vec<Document> = cursor.try_collect().await?;
+    Ok(documents
+        .into_iter()
+        .filter_map(|d| d.get_str("_id").ok().map(str::to_owned))
+        .collect())
+}
+
+/// Whether a replace with `upsert` created the document.
+fn upserted(result: &mongodb::results::UpdateResult) -> Inserted {
+    if result.upserted_id.is_some() {
+        Inserted::Created
+    } else {
+        Inserted::AlreadyExists
+    }
+}
+
+/// The server's error code, when the server answered with one.
+fn server_code(error: &mongodb::error::Error) -> Option<i32> {
+    match error.kind.as_ref() {
+        ErrorKind::Command(e) => Some(e.code),
+        ErrorKind::Write(WriteFailure::WriteError(e)) => Some(e.code),
+        _ => None,
+    }
+}
+
 fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
-    matches!(
-        error.kind.as_ref(),
-        ErrorKind::Write(WriteFailure::WriteError(e)) if e.code == 11000
-    )
+    server_code(error) == Some(11000)
 }
 
 /// Serialises `value` and moves its `id_field` to `_id`.
@@ -91,11 +120,12 @@ impl Store {
         options.server_selection_timeout = Some(Duration::from_secs(5));
         options.connect_timeout = Some(Duration::from_secs(5));
         let client = Client::with_options(options)?;
-        Ok(Self::new(client.database(database)))
+        Ok(Self::new(client.clone(), client.database(database)))
     }
 
-    pub fn new(db: Database) -> Self {
+    pub fn new(client: Client, db: Database) -> Self {
         Self {
+            client,
             jobs: db.collection("jobs"),
             history: db.collection("history"),
             pipelines: db.collection("pipelines"),
@@ -108,47 +138,43 @@ impl Store {
         &self.db
     }
 
+    /// Closes the driver's connection pools and stops its background tasks. Call once, when
+    /// nothing uses this store (or a clone of it) any more; otherwise the tasks may outlive
+    /// the runtime.
+    pub async fn shutdown(&self) {
+        self.client.clone().shutdown().immediate(true).await;
+    }
+
     /// Creates the indexes the queries use. Safe to run on every start and on every replica.
+    /// An index that exists under other options is left as it is, with a warning.
     pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
-        let by_status_created = IndexModel::builder()
-            .keys(doc! {"status": 1, "created": -1})
-            .options(
-                IndexOptions::builder()
-                    .name("status_created".to_owned())
-                    .build(),
-            )
-            .build();
-        let by_machine = IndexModel::builder()
-            .keys(doc! {"machine_id": 1, "created": -1})
-            .options(
-                IndexOptions::builder()
-                    .name("machine_created".to_owned())
-                    .build(),
-            )
-            .build();
-        let by_created = IndexModel::builder()
-            .keys(doc! {"created": -1})
-            .options(IndexOptions::builder().name("created".to_owned()).build())
-            .build();
-        let by_deadline = IndexModel::builder()
-            .keys(doc! {"current_stage.tasks.deadline": 1})
-            .options(
-                IndexOptions::builder()
-                    .name("task_deadline".to_owned())
-                    .build(),
-            )
-            .build();
-        self.jobs
-            .create_indexes([by_status_created.clone(), by_machine.clone(), by_deadline])
-            .await?;
-        self.history
-            .create_indexes([by_status_created, by_machine, by_created])
-            .await?;
-        let machines_by_pipeline = IndexModel::builder()
-            .keys(doc! {"pipeline_id": 1})
-            .options(IndexOptions::builder().name("pipeline".to_owned()).build())
-            .build();
-        self.machines.create_index(machines_by_pipeline).await?;
+        let index = |keys: Document| IndexModel::builder().keys(keys).build();
+        // Listings sort by `created` descending, ties by `_id`, behind an optional equality filter.
+        let listing = || {
+            vec![
+                index(doc! {"created": -1, "_id": 1}),
+                index(doc! {"status": 1, "created": -1, "_id": 1}),
+                index(doc! {"machine_id": 1, "created": -1, "_id": 1}),
+                index(doc! {"pipeline_id": 1, "created": -1, "_id": 1}),
+            ]
+        };
+        let mut jobs = listing();
+        jobs.push(index(doc! {"current_stage.tasks.deadline": 1}));
+        let plan = [
+            (&self.jobs, jobs),
+            (&self.history, listing()),
+            (&self.machines, vec![index(doc! {"pipeline_id": 1})]),
+        ];
+        for (collection, indexes) in plan {
+            match collection.create_indexes(indexes).await {
+                Ok(_) => {}
+                // IndexOptionsConflict, IndexKeySpecsConflict: an older definition is in place.
+                Err(e) if matches!(server_code(&e), Some(85 | 86)) => {
+                    tracing::warn!(collection = collection.name(), error = %e, "index exists with other options");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         Ok(())
     }
 
@@ -209,13 +235,6 @@ impl Store {
             .array_filters(vec![doc! {"t.task_id": {"$in": ids}}])
             .await?;
         Ok(())
-    }
-
-    /// Ids of pending and running jobs, newest first.
-    pub async fn active_job_ids(&self) -> Result<Vec<String>, StoreError> {
-        let filter =
-            doc! {"status": {"$in": [JobStatus::Pending.as_str(), JobStatus::Running.as_str()]}};
-        ids(&self.jobs, filter).await
     }
 
     /// Jobs that ended but are still in `jobs`: a move to history that did not complete.
@@ -292,10 +311,6 @@ impl Store {
         Ok(())
     }
 
-    pub async fn history_ids(&self) -> Result<Vec<String>, StoreError> {
-        ids(&self.history, doc! {}).await
-    }
-
     pub async fn load_history(&self, id: &JobId) -> Result<Option<HistoryRecord>, StoreError> {
         let Some(mut document) = self.history.find_one(doc! {"_id": id.as_str()}).await? else {
             return Ok(None);
@@ -333,11 +348,7 @@ impl Store {
             .replace_one(doc! {"_id": &pipeline.id}, to_doc(pipeline, "id")?)
             .upsert(true)
             .await?;
-        Ok(if result.upserted_id.is_some() {
-            Inserted::Created
-        } else {
-            Inserted::AlreadyExists
-        })
+        Ok(upserted(&result))
     }
 
     pub async fn get_pipeline(&self, id: &str) -> Result<Option<Pipeline>, StoreError> {
@@ -347,8 +358,15 @@ impl Store {
         }
     }
 
+    /// Ids of the registered pipelines, in id order.
     pub async fn pipeline_ids(&self) -> Result<Vec<String>, StoreError> {
-        ids(&self.pipelines, doc! {}).await
+        let cursor = self
+            .pipelines
+            .find(doc! {})
+            .projection(doc! {"_id": 1})
+            .sort(doc! {"_id": 1})
+            .await?;
+        string_ids(cursor).await
     }
 
     /// Deletes; returns whether it existed.
@@ -367,18 +385,13 @@ impl Store {
         pipeline_id: &str,
         limit: i64,
     ) -> Result<Vec<String>, StoreError> {
-        let documents: Vec<Document> = self
+        let cursor = self
             .machines
             .find(doc! {"pipeline_id": pipeline_id})
             .projection(doc! {"_id": 1})
             .limit(limit)
-            .await?
-            .try_collect()
             .await?;
-        Ok(documents
-            .into_iter()
-            .filter_map(|d| d.get_str("_id").ok().map(str::to_owned))
-            .collect())
+        string_ids(cursor).await
     }
 
     // ---- machines ----
@@ -393,11 +406,7 @@ impl Store {
             )
             .upsert(true)
             .await?;
-        Ok(if result.upserted_id.is_some() {
-            Inserted::Created
-        } else {
-            Inserted::AlreadyExists
-        })
+        Ok(upserted(&result))
     }
 
     pub async fn get_machine(&self, id: &str) -> Result<Option<Machine>, StoreError> {
@@ -415,24 +424,4 @@ impl Store {
             .deleted_count
             == 1)
     }
-}
-
-/// The `_id`s matching `filter`, newest `created` first.
-async fn ids(
-    collection: &Collection<Document>,
-    filter: Document,
-) -> Result<Vec<String>, StoreError> {
-    let mut cursor = collection
-        .find(filter)
-        .projection(doc! {"_id": 1})
-        .sort(doc! {"created": -1, "_id": 1})
-        .await?;
-    let mut out = Vec::new();
-    while let Some(document) = cursor.try_next().await? {
-        match document.get("_id") {
-            Some(Bson::String(id)) => out.push(id.clone()),
-            other => return Err(StoreError::Malformed(format!("unexpected _id {other:?}"))),
-        }
-    }
-    Ok(out)
 }
