@@ -57,11 +57,16 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let store = Store::connect(&config.mongodb_uri, &config.database)
+    let tokens = config.tokens().map_err(anyhow::Error::msg)?;
+    if !tokens.is_empty() {
+        info!("api access control is on");
+    }
+    let store = Store::connect(&config.endpoints.mongodb_uri, &config.database)
         .await
         .context("invalid MongoDB URI")?;
     let names = Names::new(config.prefix.clone());
     let coordinator = Coordinator::new(store.clone(), Link::new(), names);
+    let store_handle = store.clone();
 
     let indexes = tokio::spawn({
         let shutdown = shutdown.clone();
@@ -86,7 +91,7 @@ pub async fn run(
         shutdown.clone(),
     ));
 
-    let app = http::router(AppState { coordinator }, &config.base_path);
+    let app = http::router(AppState { coordinator }, &config.base_path, tokens);
     info!(address = %listener.local_addr()?, base_path = %config.base_path, "serving");
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
@@ -100,6 +105,7 @@ pub async fn run(
         consumed
     })
     .await;
+    store_handle.shutdown().await;
     served.context("http server failed")?;
     match drained {
         Ok(Ok(Ok(()))) => {}
@@ -123,7 +129,7 @@ async fn supervise(
     loop {
         let generation = link.next_generation();
         let Some(session) = with_backoff("rabbitmq", &shutdown, || {
-            Session::open(&config.amqp_url, &names, generation)
+            Session::open(&config.endpoints.amqp_url, &names, generation)
         })
         .await
         else {

@@ -1,9 +1,12 @@
 //! Settings, from flags or `JOB_MANAGER_*` environment variables (DESIGN §5).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+
+use crate::http::auth::Tokens;
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -12,9 +15,9 @@ pub enum LogFormat {
     Json,
 }
 
-/// Everything `job-manager serve` needs.
+/// Where the broker and the database are; shared by every subcommand that talks to them.
 #[derive(Debug, Clone, Args)]
-pub struct Config {
+pub struct Endpoints {
     /// RabbitMQ URL.
     #[arg(
         long,
@@ -29,6 +32,23 @@ pub struct Config {
         default_value = "mongodb://127.0.0.1:27017"
     )]
     pub mongodb_uri: String,
+}
+
+impl Default for Endpoints {
+    fn default() -> Self {
+        Self {
+            amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            mongodb_uri: "mongodb://127.0.0.1:27017".into(),
+        }
+    }
+}
+
+/// Everything `job-manager serve` needs.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Where RabbitMQ and MongoDB are.
+    #[command(flatten)]
+    pub endpoints: Endpoints,
     /// MongoDB database name.
     #[arg(long, env = "JOB_MANAGER_DATABASE", default_value = "job_manager")]
     pub database: String,
@@ -53,14 +73,20 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "JOB_MANAGER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// API tokens as `role:token` entries separated by commas (roles: read, write). Access
+    /// control is off when neither this nor a tokens file is given.
+    #[arg(long, env = "JOB_MANAGER_API_TOKENS", hide_env_values = true)]
+    pub api_tokens: Option<String>,
+    /// A file of API tokens, one `role:token` (or `role token`) a line; `#` comments.
+    #[arg(long, env = "JOB_MANAGER_API_TOKENS_FILE")]
+    pub api_tokens_file: Option<PathBuf>,
 }
 
 impl Config {
     /// The defaults, as if no flag or variable were given.
     pub fn defaults() -> Self {
         Self {
-            amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
-            mongodb_uri: "mongodb://127.0.0.1:27017".into(),
+            endpoints: Endpoints::default(),
             database: "job_manager".into(),
             prefix: "job-manager".into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
@@ -69,7 +95,21 @@ impl Config {
             sweep_interval_s: 5,
             dispatch_grace_s: 30,
             log_format: LogFormat::Text,
+            api_tokens: None,
+            api_tokens_file: None,
         }
+    }
+
+    /// The configured API tokens; empty when access control is off.
+    pub fn tokens(&self) -> Result<Tokens, String> {
+        let mut text = self.api_tokens.clone().unwrap_or_default();
+        if let Some(path) = &self.api_tokens_file {
+            let file = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read the API tokens file {}: {e}", path.display()))?;
+            text.push('\n');
+            text.push_str(&file);
+        }
+        Tokens::parse(&text)
     }
 
     pub fn sweep_interval(&self) -> Duration {

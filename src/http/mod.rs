@@ -1,10 +1,13 @@
 //! The REST API (DESIGN §5): one router per resource, nested under the base path.
 
+pub mod auth;
+pub mod bodies;
 pub mod error;
 pub mod extract;
 mod health;
 mod history;
 pub mod jobs;
+pub mod listing;
 mod machines;
 mod pipelines;
 
@@ -21,15 +24,34 @@ pub struct AppState {
     pub coordinator: Coordinator,
 }
 
-/// The whole API under `base_path` (e.g. `/job-manager`).
-pub fn router(state: AppState, base_path: &str) -> Router {
-    let api = Router::new()
+/// The whole API under `base_path` (e.g. `/job-manager`). With `tokens`, every route but the
+/// health checks needs a bearer token.
+pub fn router(state: AppState, base_path: &str, tokens: auth::Tokens) -> Router {
+    let mut protected = Router::new()
         .merge(jobs::router())
         .merge(history::router())
         .merge(pipelines::router())
-        .merge(machines::router())
-        .merge(health::router());
+        .merge(machines::router());
+    if !tokens.is_empty() {
+        protected = protected.route_layer(axum::middleware::from_fn_with_state(
+            std::sync::Arc::new(tokens),
+            auth::authorize,
+        ));
+    }
     let base = base_path.trim_end_matches('/');
+    let document = std::sync::Arc::new(crate::openapi::document(if base.is_empty() {
+        "/"
+    } else {
+        base
+    }));
+    let public = health::router().route(
+        "/openapi.json",
+        axum::routing::get(move || {
+            let document = document.clone();
+            async move { axum::Json(document.as_ref().clone()) }
+        }),
+    );
+    let api = protected.merge(public);
     let app = if base.is_empty() {
         api
     } else {

@@ -1,0 +1,181 @@
+//! Bearer-token access control, off unless tokens are configured. `read` may GET; `write` may
+//! also POST, PUT and DELETE. Tokens are compared in constant time.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    Read,
+    Write,
+}
+
+/// The configured tokens.
+#[derive(Clone, Default)]
+pub struct Tokens {
+    entries: Vec<(Role, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print a secret.
+        write!(f, "Tokens({} configured)", self.entries.len())
+    }
+}
+
+/// Shortest token accepted, so a typo cannot configure a guessable one.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+impl Tokens {
+    /// Parses `role:token` entries separated by commas or newlines; `#` starts a comment line.
+    /// A line may also read `role token`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut entries = Vec::new();
+        for (number, entry) in text
+            .split([',', '\n'])
+            .map(str::trim)
+            .enumerate()
+            .filter(|(_, e)| !e.is_empty() && !e.starts_with('#'))
+        {
+            let (role, token) = entry
+                .split_once(':')
+                .or_else(|| entry.split_once(char::is_whitespace))
+                .ok_or_else(|| format!("token entry {} is not 'role:token'", number + 1))?;
+            let role = match role.trim() {
+                "read" => Role::Read,
+                "write" => Role::Write,
+                other => return Err(format!("unknown role '{other}' (use read or write)")),
+            };
+            let token = token.trim();
+            if token.len() < MIN_TOKEN_LEN {
+                return Err(format!(
+                    "a {role:?} token is shorter than {MIN_TOKEN_LEN} characters"
+                ));
+            }
+            entries.push((role, token.as_bytes().to_vec()));
+        }
+        Ok(Self { entries })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The role of `presented`, checking every configured token in constant time each.
+    pub fn role_of(&self, presented: &[u8]) -> Option<Role> {
+        let mut found = None;
+        for (role, token) in &self.entries {
+            if constant_time_eq(token, presented) {
+                found = found.max(Some(*role));
+            }
+        }
+        found
+    }
+}
+
+/// Compares without an early exit, so timing does not reveal how much of a token matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut difference = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        difference |= usize::from(x ^ y);
+    }
+    std::hint::black_box(difference) == 0
+}
+
+fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
+    let mut response = (
+        status,
+        axum::Json(json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"job-manager\""),
+        );
+    }
+    response
+}
+
+/// Middleware: 401 without a valid bearer token, 403 when its role is too weak.
+pub async fn authorize(
+    State(tokens): State<Arc<Tokens>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let needed = match *request.method() {
+        Method::GET | Method::HEAD | Method::OPTIONS => Role::Read,
+        _ => Role::Write,
+    };
+    let presented = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    let Some(presented) = presented else {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a bearer token is required",
+        );
+    };
+    match tokens.role_of(presented.as_bytes()) {
+        None => refuse(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the bearer token is not valid",
+        ),
+        Some(role) if role < needed => refuse(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this token may only read",
+        ),
+        Some(_) => next.run(request).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_parse_from_list_and_file_forms() {
+        let tokens = Tokens::parse("read:aaaaaaaaaaaaaaaa,write:bbbbbbbbbbbbbbbb").expect("valid");
+        assert_eq!(tokens.role_of(b"aaaaaaaaaaaaaaaa"), Some(Role::Read));
+        assert_eq!(tokens.role_of(b"bbbbbbbbbbbbbbbb"), Some(Role::Write));
+        assert_eq!(tokens.role_of(b"aaaaaaaaaaaaaaab"), None);
+        assert_eq!(tokens.role_of(b""), None);
+        let file = "# operators\nwrite cccccccccccccccc\n\nread:dddddddddddddddd\n";
+        let tokens = Tokens::parse(file).expect("valid");
+        assert_eq!(tokens.role_of(b"cccccccccccccccc"), Some(Role::Write));
+    }
+
+    #[test]
+    fn bad_token_lists_are_refused() {
+        assert!(Tokens::parse("admin:aaaaaaaaaaaaaaaa").is_err());
+        assert!(Tokens::parse("read:short").is_err());
+        assert!(Tokens::parse("nocolon").is_err());
+        assert!(Tokens::parse("").is_ok_and(|t| t.is_empty()));
+    }
+
+    #[test]
+    fn constant_time_eq_is_equality() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(!constant_time_eq(b"", b"a"));
+    }
+}
