@@ -10,13 +10,16 @@
 //! - [`worker`]: a helper for writing workers in Rust.
 //! - [`demo`]: the bundled demo pipeline and its workers.
 //! - [`chaos`]: the fault-injection run and its report.
+//! - [`bench`]: benchmarks that print figures.
 //! - [`sweep`]: the periodic sweep for timeouts, unconfirmed dispatches and interrupted archives.
 //! - [`schemas`]: JSON Schemas of every message and body, generated from the types.
+//! - [`openapi`]: the OpenAPI 3.1 document of the REST API.
 //! - [`config`], [`telemetry`]: settings and logging.
 //! - [`app`]: wires everything into a running service.
 
 pub mod amqp;
 pub mod app;
+pub mod bench;
 pub mod chaos;
 pub mod config;
 pub mod coordinator;
@@ -24,6 +27,7 @@ pub mod demo;
 pub mod domain;
 pub mod http;
 pub mod messages;
+pub mod openapi;
 pub mod schemas;
 pub mod store;
 pub mod sweep;

@@ -5,6 +5,7 @@ use schemars::JsonSchema;
 use serde_json::Value;
 
 use crate::domain::{JobView, MachineBody, PipelineBody};
+use crate::http::bodies::HistoryView;
 use crate::http::error::ErrorBody;
 use crate::http::jobs::NewJobBody;
 use crate::messages::{JobEvent, StageDispatch, StageResult};
@@ -18,6 +19,7 @@ pub fn all() -> Vec<(&'static str, Value)> {
     vec![
         ("new-job.schema.json", schema::<NewJobBody>()),
         ("job.schema.json", schema::<JobView>()),
+        ("history-record.schema.json", schema::<HistoryView>()),
         ("id-list.schema.json", schema::<Vec<String>>()),
         ("pipeline.schema.json", schema::<PipelineBody>()),
         ("machine.schema.json", schema::<MachineBody>()),

@@ -8,6 +8,11 @@ use super::ids::{JobId, StageId, TaskId};
 use super::pipeline::StageSpec;
 use super::time::Timestamp;
 
+/// The schema of a stage's `outputs`: a list of objects and `null`s.
+fn output_list_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "array", "items": {"type": ["object", "null"]}})
+}
+
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -68,6 +73,7 @@ pub struct TaskRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dispatched: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Vec<Option<Map<String, Value>>>>")]
     pub outputs: Option<Vec<Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
@@ -82,6 +88,7 @@ pub struct TaskRecord {
 pub struct StageRecord {
     pub id: StageId,
     /// Each entry is an object or `null`.
+    #[schemars(schema_with = "output_list_schema")]
     pub outputs: Vec<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_id: Option<String>,

@@ -7,9 +7,9 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::json;
 
 use super::AppState;
+use super::bodies::{CheckState, Checks, HealthBody};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -19,7 +19,10 @@ pub fn router() -> Router<AppState> {
 
 /// The process is up and serving.
 async fn live() -> impl IntoResponse {
-    Json(json!({"status": "live"}))
+    Json(HealthBody {
+        status: "live".into(),
+        checks: None,
+    })
 }
 
 /// MongoDB answers a ping and the RabbitMQ connection is open.
@@ -29,16 +32,25 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
         Ok(Ok(()))
     );
     let rabbitmq = state.coordinator.link().is_connected();
-    let verdict = |ok: bool| if ok { "ok" } else { "unavailable" };
+    let verdict = |ok: bool| {
+        if ok {
+            CheckState::Ok
+        } else {
+            CheckState::Unavailable
+        }
+    };
     let ready = mongodb && rabbitmq;
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({
-        "status": if ready { "ready" } else { "not_ready" },
-        "checks": {"mongodb": verdict(mongodb), "rabbitmq": verdict(rabbitmq)},
-    });
+    let body = HealthBody {
+        status: if ready { "ready" } else { "not_ready" }.into(),
+        checks: Some(Checks {
+            mongodb: verdict(mongodb),
+            rabbitmq: verdict(rabbitmq),
+        }),
+    };
     (status, Json(body))
 }

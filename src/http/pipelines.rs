@@ -5,13 +5,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{Value, json};
 
 use super::AppState;
+use super::bodies::{IdBody, PipelineView};
 use super::error::ApiError;
 use super::extract::JsonBody;
 use crate::domain::pipeline::ValidationError;
-use crate::domain::{Pipeline, PipelineBody, StageId};
+use crate::domain::{Pipeline, PipelineBody};
 use crate::messages::check_keys;
 use crate::store::Inserted;
 
@@ -38,19 +38,6 @@ fn validate(body: PipelineBody, id: String) -> Result<Pipeline, ApiError> {
     body.into_pipeline(id).map_err(invalid)
 }
 
-/// The pipeline with each stage's id (`01`, `02`, …) shown.
-fn view(pipeline: &Pipeline) -> Value {
-    let mut value = serde_json::to_value(pipeline).unwrap_or(Value::Null);
-    if let Some(stages) = value.get_mut("stages").and_then(Value::as_array_mut) {
-        for (index, stage) in stages.iter_mut().enumerate() {
-            if let Some(object) = stage.as_object_mut() {
-                object.insert("id".into(), json!(StageId::for_index(index)));
-            }
-        }
-    }
-    value
-}
-
 async fn list(State(state): State<AppState>) -> Result<Json<Vec<String>>, ApiError> {
     Ok(Json(state.coordinator.store().pipeline_ids().await?))
 }
@@ -66,7 +53,7 @@ async fn create(
     let pipeline = validate(body, id)?;
     match state.coordinator.store().insert_pipeline(&pipeline).await? {
         Inserted::Created => {
-            Ok((StatusCode::CREATED, Json(json!({"id": pipeline.id}))).into_response())
+            Ok((StatusCode::CREATED, Json(IdBody { id: pipeline.id })).into_response())
         }
         Inserted::AlreadyExists => Err(ApiError::Conflict(format!(
             "pipeline '{}' already exists; use PUT to replace it",
@@ -78,14 +65,14 @@ async fn create(
 async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PipelineView>, ApiError> {
     let pipeline = state
         .coordinator
         .store()
         .get_pipeline(&id)
         .await?
         .ok_or_else(|| ApiError::not_found("pipeline", &id))?;
-    Ok(Json(view(&pipeline)))
+    Ok(Json(PipelineView::from(pipeline)))
 }
 
 async fn replace(
@@ -104,7 +91,7 @@ async fn replace(
         Inserted::Created => StatusCode::CREATED,
         Inserted::AlreadyExists => StatusCode::OK,
     };
-    Ok((status, Json(json!({"id": pipeline.id}))).into_response())
+    Ok((status, Json(IdBody { id: pipeline.id })).into_response())
 }
 
 async fn remove(
