@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: starts (or installs) RabbitMQ and a MongoDB-wire server, runs the fault
-# scenarios (scripts/chaos.sh), then every unit and integration test.
+# scenarios (scripts/chaos.sh), fuzzes the API from its OpenAPI document (scripts/fuzz.sh), then
+# runs every unit and integration test.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -11,6 +12,7 @@ if command -v rabbitmqctl >/dev/null 2>&1; then
         rabbitmqctl -q delete_queue "$queue" >/dev/null 2>&1 || true
     done || true
 fi
-# The fault tests first, so the last lines are the test runner's.
+# The fault tests and the API fuzzing first, so the last lines are the test runner's.
 scripts/chaos.sh
+scripts/fuzz.sh 60
 cargo test --locked --all-targets "$@"

@@ -52,20 +52,8 @@ pub struct ChaosArgs {
     /// Seconds between two faults.
     #[arg(long, default_value_t = 3)]
     pub fault_interval_s: u64,
-    /// RabbitMQ URL.
-    #[arg(
-        long,
-        env = "JOB_MANAGER_AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
-    )]
-    pub amqp_url: String,
-    /// MongoDB to use when no `mongodb` fault is asked for.
-    #[arg(
-        long,
-        env = "JOB_MANAGER_MONGODB_URI",
-        default_value = "mongodb://127.0.0.1:27017"
-    )]
-    pub mongodb_uri: String,
+    #[command(flatten)]
+    pub endpoints: crate::config::Endpoints,
     /// Port of the MongoDB-wire server the run starts itself for a `mongodb` fault.
     #[arg(long, default_value_t = 27018)]
     pub mongodb_port: u16,
@@ -201,7 +189,7 @@ impl Run {
         )?;
         let child = Command::new(&self.exe)
             .arg("serve")
-            .env("JOB_MANAGER_AMQP_URL", &self.args.amqp_url)
+            .env("JOB_MANAGER_AMQP_URL", &self.args.endpoints.amqp_url)
             .env("JOB_MANAGER_MONGODB_URI", &self.mongodb_uri)
             .env("JOB_MANAGER_DATABASE", &self.database)
             .env("JOB_MANAGER_PREFIX", &self.prefix)
@@ -493,7 +481,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<Report> {
     let mongodb_uri = if own_mongodb.is_some() {
         format!("mongodb://127.0.0.1:{}", args.mongodb_port)
     } else {
-        args.mongodb_uri.clone()
+        args.endpoints.mongodb_uri.clone()
     };
     let mut replicas = Vec::new();
     for index in 0..args.replicas.max(1) {
@@ -532,7 +520,7 @@ async fn scenario(run: Arc<Run>) -> anyhow::Result<Report> {
     let names = Names::new(run.prefix.clone());
     let shutdown = CancellationToken::new();
     let duplicates = run.args.faults.contains(&Fault::Duplicates);
-    let mut workers = spawn_workers(&run.args.amqp_url, &names, duplicates, &shutdown);
+    let mut workers = spawn_workers(&run.args.endpoints.amqp_url, &names, duplicates, &shutdown);
 
     let put = |path: String, body: Value| {
         let run = run.clone();
@@ -671,7 +659,7 @@ async fn cleanup(run: &Run) {
         }
     }
     let names = Names::new(run.prefix.clone());
-    if let Ok(connection) = amqp::connect(&run.args.amqp_url, "chaos cleanup").await
+    if let Ok(connection) = amqp::connect(&run.args.endpoints.amqp_url, "chaos cleanup").await
         && let Ok(channel) = connection.create_channel().await
     {
         let mut queues = vec![names.results_queue(), names.dead_queue()];
@@ -692,6 +680,7 @@ async fn cleanup(run: &Run) {
     }
     if let Ok(store) = crate::store::Store::connect(&run.mongodb_uri, &run.database).await {
         let _ = tokio::time::timeout(Duration::from_secs(10), store.database().drop()).await;
+        store.shutdown().await;
     }
     if let Some(mongo) = &run.own_mongodb {
         let mut mongo = mongo.lock().await;

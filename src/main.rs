@@ -23,6 +23,9 @@ struct Cli {
 enum Command {
     /// Run the REST API and the result consumer.
     Serve(Config),
+    /// Measure and print figures.
+    #[command(subcommand)]
+    Bench(job_manager::bench::Bench),
     /// Run seed-shaped jobs across replica processes while injecting faults; print a report.
     Chaos(job_manager::chaos::ChaosArgs),
     /// Run the service, demo workers and one job of the seed-shaped pipeline on a bundled CSV.
@@ -46,6 +49,10 @@ async fn main() -> ExitCode {
                 Err(error) => Err(anyhow::Error::new(error)
                     .context(format!("cannot listen on {}", config.listen))),
             }
+        }
+        Command::Bench(bench) => {
+            telemetry::init(job_manager::config::LogFormat::Text);
+            job_manager::bench::run(bench).await
         }
         Command::Chaos(args) => {
             telemetry::init(job_manager::config::LogFormat::Text);

@@ -215,7 +215,8 @@ pub async fn run(config: Config, data_dir: PathBuf) -> anyhow::Result<()> {
         .context("binding the API address")?;
     let address = listener.local_addr()?;
     let service = tokio::spawn(crate::app::run(config.clone(), listener, shutdown.clone()));
-    let connection = Arc::new(amqp::connect(&config.amqp_url, "job-manager-demo-workers").await?);
+    let connection =
+        Arc::new(amqp::connect(&config.endpoints.amqp_url, "job-manager-demo-workers").await?);
     let mut workers = spawn_workers(
         connection.clone(),
         Names::new(config.prefix.clone()),

@@ -200,7 +200,10 @@ async fn the_sweep_finishes_interrupted_archives_starts_and_dispatches() {
 #[tokio::test]
 async fn readiness_fails_while_mongodb_is_unreachable_and_liveness_does_not() {
     let app = spawn_app_with(
-        |config| config.mongodb_uri = "mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=500".into(),
+        |config| {
+            config.endpoints.mongodb_uri =
+                "mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=500".into()
+        },
         false,
     )
     .await;

@@ -69,8 +69,8 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config), wait_ready: bool) 
     }
     let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
     let mut config = Config::defaults();
-    config.amqp_url = amqp_url();
-    config.mongodb_uri = mongodb_uri();
+    config.endpoints.amqp_url = amqp_url();
+    config.endpoints.mongodb_uri = mongodb_uri();
     config.database = format!("jm_test_{id}");
     config.prefix = format!("jm-test-{id}");
     config.sweep_interval_s = 1;
@@ -104,10 +104,10 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config), wait_ready: bool) 
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let store = Store::connect(&config.mongodb_uri, &config.database)
+    let store = Store::connect(&config.endpoints.mongodb_uri, &config.database)
         .await
         .expect("store");
-    let connection = amqp::connect(&config.amqp_url, "job-manager-tests")
+    let connection = amqp::connect(&config.endpoints.amqp_url, "job-manager-tests")
         .await
         .expect("amqp");
     let data = tempdir::TempDir::new(&format!("job-manager-test-{id}"));
@@ -403,6 +403,7 @@ impl TestApp {
         let _ = channel.close(200, "cleanup".into()).await;
         let _ = self.amqp.close(200, "cleanup".into()).await;
         let _ = self.store.database().drop().await;
+        self.store.shutdown().await;
     }
 }
 
@@ -419,4 +420,19 @@ pub fn stage_outputs(record: &Value) -> Vec<(String, Vec<Value>)> {
             )
         })
         .collect()
+}
+
+/// Asserts that `value` satisfies the committed schema `schemas/<name>.schema.json`.
+pub fn assert_schema(name: &str, value: &Value) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("schemas")
+        .join(format!("{name}.schema.json"));
+    let text = std::fs::read_to_string(&path).expect("schema file");
+    let schema: Value = serde_json::from_str(&text).expect("schema is JSON");
+    let validator = jsonschema::validator_for(&schema).expect("a valid schema");
+    let errors: Vec<String> = validator
+        .iter_errors(value)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect();
+    assert!(errors.is_empty(), "{name}: {errors:?}\n{value}");
 }
