@@ -6,6 +6,11 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 scripts/services.sh
+# The dashboard test drives Debian's headless Chromium.
+if ! command -v chromium >/dev/null 2>&1; then
+    echo "test: installing chromium with apt"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 # Queues left by an interrupted earlier run (a passing test removes its own).
 if command -v rabbitmqctl >/dev/null 2>&1; then
     rabbitmqctl -q list_queues name 2>/dev/null | grep '^jm-test-' | while read -r queue; do

@@ -58,6 +58,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let tokens = config.tokens().map_err(anyhow::Error::msg)?;
+    crate::meter::install();
     if !tokens.is_empty() {
         info!("api access control is on");
     }

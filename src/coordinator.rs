@@ -5,14 +5,16 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tracing::{debug, info, instrument, warn};
+use tracing::{debug, field, info, instrument, warn};
 
 use crate::amqp::publisher::{Outgoing, PublishError};
 use crate::amqp::{Link, Names, topology};
+use crate::domain::TaskResult;
 use crate::domain::{
     Decision, Effect, Event, Ignored, Job, JobId, Notice, StageId, TaskId, Timestamp, apply,
 };
 use crate::messages::{DISPATCH_TYPE, EVENT_TYPE, JobEvent, StageDispatch, WorkerRef};
+use crate::meter;
 use crate::store::{Inserted, Store, StoreError};
 
 /// How often a lost compare-and-set is retried before giving up.
@@ -32,8 +34,9 @@ pub enum CoordinatorError {
 /// What handling an event came to.
 #[derive(Debug)]
 pub enum Handled {
-    /// The job changed and the effects were carried out.
-    Applied(Box<Job>),
+    /// The job changed and the effects were carried out; `dispatched` tells whether they
+    /// included publishing tasks.
+    Applied { job: Box<Job>, dispatched: bool },
     /// Nothing changed.
     Ignored(Ignored),
     /// No active job has this id.
@@ -134,19 +137,30 @@ impl Coordinator {
     }
 
     /// Applies `event` to the job with `id`, retrying lost compare-and-set races.
-    #[instrument(skip_all, fields(job_id = %id))]
+    #[instrument(skip_all, fields(job_id = %id, task_id = field::Empty, stage_id = field::Empty))]
     pub async fn handle(&self, id: &JobId, event: Event) -> Result<Handled, CoordinatorError> {
+        let span = tracing::Span::current();
+        if let Event::Result(TaskResult { task_id, .. }) | Event::Timeout { task_id } = &event {
+            span.record("task_id", field::display(task_id));
+        }
         for attempt in 0..MAX_CAS_ATTEMPTS {
-            let Some(job) = self.store.load_job(id).await? else {
+            let Some(before) = self.store.load_job(id).await? else {
                 return Ok(Handled::UnknownJob);
             };
-            match apply(&job, &event, Timestamp::now()) {
+            if let Some(stage) = &before.current_stage {
+                span.record("stage_id", field::display(&stage.id));
+            }
+            match apply(&before, &event, Timestamp::now()) {
                 Decision::Ignore(reason) => return Ok(Handled::Ignored(reason)),
                 Decision::Apply { job, effects } => {
                     if self.store.compare_and_set(&job).await? {
+                        observe(&before, &event, &job, &effects);
+                        let dispatched =
+                            effects.iter().any(|e| matches!(e, Effect::Dispatch { .. }));
                         self.execute(&job, effects).await?;
-                        return Ok(Handled::Applied(job));
+                        return Ok(Handled::Applied { job, dispatched });
                     }
+                    meter::cas_conflict();
                     debug!(attempt, "lost a compare-and-set race; reloading");
                     // Spread out competing writers a little.
                     let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 8);
@@ -224,6 +238,7 @@ impl Coordinator {
         }
         let count = messages.len();
         self.publish_all(messages).await?;
+        meter::tasks_dispatched(&spec.worker.id, count);
         self.store
             .mark_dispatched(&job.id, stage_id, task_ids, Timestamp::now())
             .await?;
@@ -285,6 +300,65 @@ impl Coordinator {
         };
         if let Err(error) = self.publish_all(vec![message]).await {
             warn!(job_id = %job.id, %error, "job event not published");
+        }
+    }
+}
+
+/// The worker of the stage holding `task_id` in `job`.
+fn worker_of(job: &Job, task_id: &TaskId) -> String {
+    job.stages
+        .iter()
+        .chain(job.current_stage.iter())
+        .find(|s| {
+            s.tasks
+                .iter()
+                .any(|t| &t.task_id == task_id || t.previous_ids.contains(task_id))
+        })
+        .and_then(|s| s.worker_id.clone())
+        .unwrap_or_default()
+}
+
+/// Records the metrics of one applied transition.
+fn observe(before: &Job, event: &Event, after: &Job, effects: &[Effect]) {
+    let retried = effects.iter().any(|e| matches!(e, Effect::Dispatch { .. }))
+        && !matches!(event, Event::Start)
+        && after.current_stage.as_ref().map(|s| &s.id)
+            == before.current_stage.as_ref().map(|s| &s.id);
+    match event {
+        Event::Start => meter::job_started(),
+        Event::Result(result) => {
+            let worker = worker_of(before, &result.task_id);
+            if result.error.is_none() {
+                meter::task_completed(&worker);
+            } else if retried {
+                meter::task_retried(&worker);
+            }
+        }
+        Event::Timeout { task_id } => {
+            let worker = worker_of(before, task_id);
+            meter::task_timed_out(&worker);
+            if retried {
+                meter::task_retried(&worker);
+            }
+        }
+        Event::Abort => {}
+    }
+    for effect in effects {
+        match effect {
+            Effect::Notify(Notice::Job(status)) if !status.is_active() => {
+                meter::job_ended(status.as_str())
+            }
+            Effect::Notify(Notice::StageCompleted(stage_id)) => {
+                if let Some(stage) = after.stages.iter().find(|s| &s.id == stage_id)
+                    && let (Some(started), Some(completed)) = (stage.started, stage.completed)
+                {
+                    let duration = (completed.as_datetime() - started.as_datetime())
+                        .to_std()
+                        .unwrap_or_default();
+                    meter::stage_duration(stage.worker_id.as_deref().unwrap_or(""), duration);
+                }
+            }
+            _ => {}
         }
     }
 }

@@ -11,22 +11,25 @@
 //! - [`demo`]: the bundled demo pipeline and its workers.
 //! - [`chaos`]: the fault-injection run and its report.
 //! - [`bench`]: benchmarks that print figures.
+//! - [`cli`]: operator commands over the REST API.
 //! - [`sweep`]: the periodic sweep for timeouts, unconfirmed dispatches and interrupted archives.
 //! - [`schemas`]: JSON Schemas of every message and body, generated from the types.
 //! - [`openapi`]: the OpenAPI 3.1 document of the REST API.
-//! - [`config`], [`telemetry`]: settings and logging.
+//! - [`config`], [`telemetry`], [`meter`]: settings, logging and Prometheus metrics.
 //! - [`app`]: wires everything into a running service.
 
 pub mod amqp;
 pub mod app;
 pub mod bench;
 pub mod chaos;
+pub mod cli;
 pub mod config;
 pub mod coordinator;
 pub mod demo;
 pub mod domain;
 pub mod http;
 pub mod messages;
+pub mod meter;
 pub mod openapi;
 pub mod schemas;
 pub mod store;

@@ -17,12 +17,16 @@ use tokio::net::TcpListener;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    api: job_manager::cli::ApiArgs,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the REST API and the result consumer.
     Serve(Config),
+    #[command(flatten)]
+    Operate(job_manager::cli::Command),
     /// Measure and print figures.
     #[command(subcommand)]
     Bench(job_manager::bench::Bench),
@@ -50,6 +54,7 @@ async fn main() -> ExitCode {
                     .context(format!("cannot listen on {}", config.listen))),
             }
         }
+        Command::Operate(command) => job_manager::cli::run(cli.api, command).await,
         Command::Bench(bench) => {
             telemetry::init(job_manager::config::LogFormat::Text);
             job_manager::bench::run(bench).await

@@ -234,6 +234,14 @@ pub fn document(base_path: &str) -> Value {
             "get": {"operationId": "ready", "summary": "MongoDB and RabbitMQ answer", "security": [],
                     "responses": {"200": ok_10.clone(), "503": ok_11.clone()}}
         },
+        "/dashboard": {
+            "get": {"operationId": "dashboard", "summary": "the dashboard page", "security": [],
+                    "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}
+        },
+        "/metrics": {
+            "get": {"operationId": "metrics", "summary": "Prometheus metrics", "security": [],
+                    "responses": {"200": {"description": "Prometheus text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}}}}
+        },
         "/openapi.json": {
             "get": {"operationId": "openapi", "summary": "this document", "security": [],
                     "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": {"type": "object"}}}}}}
@@ -278,7 +286,11 @@ mod tests {
         let document = document("/job-manager");
         for (path, item) in document["paths"].as_object().expect("paths") {
             for (method, operation) in item.as_object().expect("item") {
-                if method == "parameters" || path.starts_with("/health") || path == "/openapi.json"
+                if method == "parameters"
+                    || path.starts_with("/health")
+                    || path == "/openapi.json"
+                    || path == "/metrics"
+                    || path == "/dashboard"
                 {
                     continue;
                 }

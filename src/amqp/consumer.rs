@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 use crate::coordinator::{Coordinator, CoordinatorError, Handled};
 use crate::domain::{Event, TaskResult};
 use crate::messages::{StageResult, clip_log, normalize_outputs};
+use crate::meter;
 
 /// Largest result body accepted; a larger one is dead-lettered.
 pub const MAX_RESULT_BYTES: usize = 4 * 1024 * 1024;
@@ -68,14 +69,24 @@ pub async fn handle_delivery(coordinator: &Coordinator, body: &[u8]) -> Outcome 
     };
     let job_id = result.job_id.clone();
     let task_id = result.task_id.clone();
+    let started = std::time::Instant::now();
     match coordinator.handle(&job_id, result_event(result)).await {
-        Ok(Handled::Applied(_)) => Outcome::Processed,
+        Ok(Handled::Applied { dispatched, .. }) => {
+            if dispatched {
+                meter::result_to_dispatch(started.elapsed());
+            }
+            Outcome::Processed
+        }
         Ok(Handled::Ignored(reason)) => {
+            meter::result_ignored(reason.as_str());
             Outcome::Ignored(format!("{} (task {task_id})", reason.as_str()))
         }
-        Ok(Handled::UnknownJob) => Outcome::Ignored(format!(
-            "no active job '{job_id}' (unknown or ended; task {task_id})"
-        )),
+        Ok(Handled::UnknownJob) => {
+            meter::result_ignored("unknown job");
+            Outcome::Ignored(format!(
+                "no active job '{job_id}' (unknown or ended; task {task_id})"
+            ))
+        }
         Err(error @ CoordinatorError::Contention(_)) => Outcome::Requeue(error.to_string()),
         Err(error) => Outcome::Retry(error.to_string()),
     }
@@ -99,6 +110,7 @@ async fn process(
                 delivery.ack(BasicAckOptions::default()).await
             }
             Outcome::DeadLetter(reason) => {
+                meter::dead_lettered();
                 warn!(reason = %reason, "result dead-lettered");
                 delivery.reject(BasicRejectOptions { requeue: false }).await
             }

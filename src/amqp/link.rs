@@ -85,6 +85,7 @@ impl Link {
     pub fn install(&self, session: Session) {
         if session.generation > 1 {
             self.inner.reconnects.fetch_add(1, Ordering::Relaxed);
+            crate::meter::amqp_reconnect();
         }
         if let Ok(mut guard) = self.inner.current.write() {
             *guard = Some(session);

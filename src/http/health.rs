@@ -15,6 +15,8 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/dashboard", get(dashboard))
 }
 
 /// The process is up and serving.
@@ -53,4 +55,27 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
         }),
     };
     (status, Json(body))
+}
+
+/// Prometheus text exposition.
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let active = tokio::time::timeout(
+        Duration::from_secs(2),
+        state.coordinator.store().count_active(),
+    )
+    .await
+    .ok()
+    .and_then(Result::ok);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        crate::meter::render(active),
+    )
+}
+
+/// The dashboard: one self-contained page that reads the API; nothing is fetched from elsewhere.
+async fn dashboard() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("dashboard.html"))
 }

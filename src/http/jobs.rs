@@ -163,7 +163,7 @@ async fn ended_or_missing(state: &AppState, id: &JobId) -> Result<ApiError, ApiE
 
 async fn abort(state: &AppState, id: &JobId) -> Result<Response, ApiError> {
     match state.coordinator.handle(id, Event::Abort).await? {
-        Handled::Applied(job) => Ok((
+        Handled::Applied { job, .. } => Ok((
             StatusCode::ACCEPTED,
             Json(AbortAccepted {
                 id: job.id.clone(),
@@ -227,7 +227,7 @@ async fn record_results(
     let mut outcome = (ResultOutcome::Recorded, String::new());
     for result in results {
         match state.coordinator.handle(id, result_event(result)).await? {
-            Handled::Applied(_) => {}
+            Handled::Applied { .. } => {}
             Handled::Ignored(Ignored::Duplicate) => {
                 outcome = (ResultOutcome::Duplicate, "already recorded".into())
             }

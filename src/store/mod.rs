@@ -237,6 +237,13 @@ impl Store {
         Ok(())
     }
 
+    /// How many jobs are pending or running.
+    pub async fn count_active(&self) -> Result<u64, StoreError> {
+        let filter =
+            doc! {"status": {"$in": [JobStatus::Pending.as_str(), JobStatus::Running.as_str()]}};
+        Ok(self.jobs.count_documents(filter).await?)
+    }
+
     /// Jobs that ended but are still in `jobs`: a move to history that did not complete.
     pub async fn ended_jobs(&self, limit: i64) -> Result<Vec<Job>, StoreError> {
         let filter =

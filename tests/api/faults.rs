@@ -51,6 +51,12 @@ async fn a_task_that_never_answers_is_retried_then_fails_the_job_with_a_timeout(
             .is_some_and(|e| e.contains("timed out"))
     );
     assert_eq!(stage["tasks"][0]["attempt"], 2);
+    let timed_out =
+        crate::helpers::metric(&app, "job_manager_tasks_timed_out_total{worker=\"silent\"}").await;
+    assert!(timed_out.is_some_and(|v| v >= 2.0), "{timed_out:?}");
+    let retried =
+        crate::helpers::metric(&app, "job_manager_tasks_retried_total{worker=\"silent\"}").await;
+    assert!(retried.is_some_and(|v| v >= 1.0), "{retried:?}");
     assert_eq!(stage["tasks"][0]["status"], "failed");
 
     // Both attempts were dispatched, each with its own task id and attempt number.
@@ -107,6 +113,12 @@ async fn a_result_delivered_twice_changes_nothing_the_second_time() {
         .expect("load")
         .expect("job");
     assert_eq!(stored.version, version, "a duplicate must not write");
+    let ignored = crate::helpers::metric(
+        &app,
+        "job_manager_results_ignored_total{reason=\"duplicate result\"}",
+    )
+    .await;
+    assert!(ignored.is_some_and(|v| v >= 1.0), "{ignored:?}");
     assert_eq!(stored.stages[1].outputs, vec![json!({"csv_file": "c"})]);
     app.cleanup().await;
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{spawn_app, stage_outputs};
+use crate::helpers::{metric, spawn_app, stage_outputs};
 
 /// The seed's `GET /history/{job}` example, verbatim.
 fn seed() -> Value {
@@ -71,6 +71,24 @@ async fn seed_shaped_job_runs_end_to_end_with_amqp_workers() {
     let (status, active) = app.get("/jobs").await;
     assert_eq!(status, 200);
     assert!(!active.as_array().expect("list").contains(&json!(id)));
+
+    // The run shows in the metrics (the recorder is shared by the tests of this process, so
+    // the figures are at least this run's).
+    for (series, at_least) in [
+        ("job_manager_jobs_started_total", 1.0),
+        ("job_manager_jobs_ended_total{status=\"finished\"}", 1.0),
+        ("job_manager_tasks_dispatched_total{worker=\"sink\"}", 14.0),
+        ("job_manager_tasks_completed_total{worker=\"sink\"}", 14.0),
+        (
+            "job_manager_stage_duration_seconds_count{worker=\"split-by-sensor\"}",
+            1.0,
+        ),
+        ("job_manager_result_to_dispatch_seconds_count", 4.0),
+    ] {
+        let value = metric(&app, series).await;
+        assert!(value.is_some_and(|v| v >= at_least), "{series} = {value:?}");
+    }
+    assert!(metric(&app, "job_manager_jobs_active").await.is_some());
     let (_, history) = app.get("/history").await;
     assert!(history.as_array().expect("list").contains(&json!(id)));
     assert_eq!(app.get(&format!("/jobs/{id}")).await.0, 404);

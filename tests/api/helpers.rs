@@ -436,3 +436,20 @@ pub fn assert_schema(name: &str, value: &Value) {
         .collect();
     assert!(errors.is_empty(), "{name}: {errors:?}\n{value}");
 }
+
+/// The value of the metric line starting with `series` (name and labels) in `/metrics`.
+pub async fn metric(app: &TestApp, series: &str) -> Option<f64> {
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}

@@ -3,6 +3,7 @@
 
 mod abort;
 mod contract;
+mod dashboard;
 mod errors;
 mod faults;
 mod flow;

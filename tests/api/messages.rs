@@ -50,6 +50,12 @@ async fn malformed_results_are_dead_lettered_and_stray_ones_ignored() {
             "a malformed message did not reach the dead-letter queue"
         );
     }
+    let dead_lettered =
+        crate::helpers::metric(&app, "job_manager_messages_dead_lettered_total").await;
+    assert!(
+        dead_lettered.is_some_and(|v| v >= malformed.len() as f64),
+        "{dead_lettered:?}"
+    );
 
     // A well-formed result for an unknown job or task is acknowledged and ignored.
     let stray = json!({"task_id": "b57caaac4e5b4444a4169ce784a35201", "job_id": "AAAAAAAAAAAAAAAAAAAAAA", "outputs": null, "error": null});

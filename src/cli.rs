@@ -1,0 +1,463 @@
+//! Operator commands that talk to a running service over its REST API.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+/// Where the API is and how to authenticate.
+#[derive(Debug, Clone, Args)]
+pub struct ApiArgs {
+    /// Base URL of the REST API.
+    #[arg(
+        long,
+        env = "JOB_MANAGER_API_URL",
+        default_value = "http://127.0.0.1:8000/job-manager",
+        global = true
+    )]
+    pub api_url: String,
+    /// Bearer token, when access control is on.
+    #[arg(
+        long,
+        env = "JOB_MANAGER_API_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub token: Option<String>,
+}
+
+/// Filters of `jobs` and `history`.
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    /// Comma-separated statuses.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only this machine's jobs.
+    #[arg(long)]
+    pub machine: Option<String>,
+    /// At most this many, newest first.
+    #[arg(long, default_value_t = 20)]
+    pub limit: u32,
+}
+
+/// `job-manager pipelines …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum PipelinesCommand {
+    /// Register or replace a pipeline from a JSON or YAML file (PUT when it has an `id`).
+    Apply { file: PathBuf },
+    /// List pipeline ids.
+    List,
+}
+
+/// `job-manager machines …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum MachinesCommand {
+    /// Point a machine at a pipeline.
+    Set {
+        machine_id: String,
+        #[arg(long)]
+        pipeline: String,
+        /// Configs for every task of the machine's jobs, as a JSON object.
+        #[arg(long)]
+        configs: Option<String>,
+    },
+    /// Show a machine.
+    Show { machine_id: String },
+}
+
+/// The operator commands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// List active jobs.
+    Jobs(ListArgs),
+    /// Show one job stage by stage; `--watch` follows it until it ends.
+    Job {
+        id: String,
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Abort a job and wait until it is in history.
+    Abort { id: String },
+    /// List ended jobs.
+    History(ListArgs),
+    /// Register, replace and list pipelines.
+    #[command(subcommand)]
+    Pipelines(PipelinesCommand),
+    /// Point machines at pipelines.
+    #[command(subcommand)]
+    Machines(MachinesCommand),
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    fn new(api: &ApiArgs) -> anyhow::Result<Self> {
+        Ok(Self {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()?,
+            base: api.api_url.trim_end_matches('/').to_owned(),
+            token: api.token.clone(),
+        })
+    }
+
+    /// Sends a request; a non-2xx answer becomes an error carrying the API's message.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("accept", "application/json");
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if status >= 400 {
+            let message = value["error"]["message"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| value.to_string());
+            bail!("{status}: {message}");
+        }
+        Ok((status, value))
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        Ok(self.call(reqwest::Method::GET, path, None).await?.1)
+    }
+
+    /// The job from `/jobs`, or from `/history` once it ended.
+    async fn job(&self, id: &str) -> anyhow::Result<(Value, bool)> {
+        match self.get(&format!("/jobs/{id}")).await {
+            Ok(job) => Ok((job, false)),
+            Err(error) if error.to_string().starts_with("404") => {
+                Ok((self.get(&format!("/history/{id}")).await?, true))
+            }
+            Err(error) => Err(error),
+        }
+    }
+}
+
+fn list_query(args: &ListArgs) -> String {
+    let mut query = vec![("limit", args.limit.to_string())];
+    if let Some(status) = &args.status {
+        query.push(("status", status.clone()));
+    }
+    if let Some(machine) = &args.machine {
+        query.push(("machine_id", machine.clone()));
+    }
+    serde_urlencoded::to_string(query).unwrap_or_default()
+}
+
+fn seconds(from: &Value, to: &Value) -> String {
+    match (
+        from.as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()),
+        to.as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()),
+    ) {
+        (Some(from), Some(to)) => {
+            format!("{:.2} s", (to - from).num_milliseconds() as f64 / 1000.0)
+        }
+        _ => String::new(),
+    }
+}
+
+/// The stage-by-stage view of a job record.
+pub fn render_job(job: &Value) -> String {
+    let mut out = format!(
+        "job {}  {}\n  machine {}  pipeline {}\n  file {}  created {}\n",
+        job["id"].as_str().unwrap_or("?"),
+        job["status"].as_str().unwrap_or("?"),
+        job["machine_id"].as_str().unwrap_or("?"),
+        job["pipeline_id"].as_str().unwrap_or("?"),
+        job["file_name"].as_str().unwrap_or("?"),
+        job["created"].as_str().unwrap_or("?"),
+    );
+    let mut line = |stage: &Value, state: &str| {
+        let tasks = stage["tasks"].as_array().map_or(0, Vec::len);
+        let pending = stage["tasks"]
+            .as_array()
+            .map_or(0, |t| t.iter().filter(|t| t["status"] == "pending").count());
+        let retries: u64 = stage["tasks"].as_array().map_or(0, |t| {
+            t.iter()
+                .map(|t| t["attempt"].as_u64().unwrap_or(1).saturating_sub(1))
+                .sum()
+        });
+        out.push_str(&format!(
+            "  {:<5} {:<8} {:>3} task(s) {:>3} pending {:>3} retries {:>4} output(s) {}\n",
+            stage["id"].as_str().unwrap_or("?"),
+            state,
+            tasks,
+            pending,
+            retries,
+            stage["outputs"].as_array().map_or(0, Vec::len),
+            seconds(&stage["started"], &stage["completed"]),
+        ));
+        if let Some(error) = stage["error"].as_str() {
+            out.push_str(&format!("        error: {error}\n"));
+        }
+    };
+    for stage in job["stages"].as_array().into_iter().flatten() {
+        line(
+            stage,
+            if stage["error"].is_string() {
+                "failed"
+            } else {
+                "done"
+            },
+        );
+    }
+    if job["current_stage"].is_object() {
+        line(&job["current_stage"], "running");
+    }
+    if let Some(error) = job["error"].as_str() {
+        out.push_str(&format!("  error: {error}\n"));
+    }
+    out
+}
+
+async fn print_list(client: &Client, listing: &str, args: &ListArgs) -> anyhow::Result<()> {
+    let ids = client
+        .get(&format!("/{listing}?{}", list_query(args)))
+        .await?;
+    println!(
+        "{:<24} {:<9} {:<34} {:<6} created",
+        "job", "status", "machine", "stage"
+    );
+    for id in ids
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        let Ok(job) = client.get(&format!("/{listing}/{id}")).await else {
+            continue;
+        };
+        let stage = job["current_stage"]["id"]
+            .as_str()
+            .or_else(|| {
+                job["stages"]
+                    .as_array()
+                    .and_then(|s| s.last())
+                    .and_then(|s| s["id"].as_str())
+            })
+            .unwrap_or("");
+        println!(
+            "{:<24} {:<9} {:<34} {:<6} {}",
+            id,
+            job["status"].as_str().unwrap_or(""),
+            job["machine_id"].as_str().unwrap_or(""),
+            stage,
+            job["created"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+/// Reads a pipeline body from JSON or YAML.
+pub fn read_pipeline(file: &std::path::Path) -> anyhow::Result<Value> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let yaml = matches!(
+        file.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    );
+    if yaml {
+        serde_norway::from_str(&text)
+            .with_context(|| format!("{} is not valid YAML", file.display()))
+    } else {
+        serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", file.display()))
+    }
+}
+
+/// Runs an operator command.
+pub async fn run(api: ApiArgs, command: Command) -> anyhow::Result<()> {
+    let client = Client::new(&api)?;
+    match command {
+        Command::Jobs(args) => print_list(&client, "jobs", &args).await,
+        Command::History(args) => print_list(&client, "history", &args).await,
+        Command::Job { id, watch } => {
+            let (mut job, mut ended) = client.job(&id).await?;
+            print!("{}", render_job(&job));
+            let mut last = render_job(&job);
+            while watch && !ended {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                (job, ended) = client.job(&id).await?;
+                let view = render_job(&job);
+                if view != last {
+                    println!("---");
+                    print!("{view}");
+                    last = view;
+                }
+            }
+            Ok(())
+        }
+        Command::Abort { id } => {
+            let (_, answer) = client
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/jobs/{id}"),
+                    Some(&json!({"status": "aborted"})),
+                )
+                .await?;
+            eprint!(
+                "aborting {id} ({})",
+                answer["status"].as_str().unwrap_or("?")
+            );
+            let started = Instant::now();
+            loop {
+                match client.get(&format!("/history/{id}")).await {
+                    Ok(job) => {
+                        eprintln!(" done");
+                        print!("{}", render_job(&job));
+                        return Ok(());
+                    }
+                    Err(_) if started.elapsed() < Duration::from_secs(60) => {
+                        eprint!(".");
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                    Err(error) => bail!("the job did not reach history within 60 s: {error}"),
+                }
+            }
+        }
+        Command::Pipelines(PipelinesCommand::List) => {
+            for id in client
+                .get("/pipelines")
+                .await?
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
+                println!("{id}");
+            }
+            Ok(())
+        }
+        Command::Pipelines(PipelinesCommand::Apply { file }) => {
+            let body = read_pipeline(&file)?;
+            let (status, answer) = match body["id"].as_str() {
+                Some(id) => {
+                    client
+                        .call(
+                            reqwest::Method::PUT,
+                            &format!("/pipelines/{id}"),
+                            Some(&body),
+                        )
+                        .await?
+                }
+                None => {
+                    client
+                        .call(reqwest::Method::POST, "/pipelines", Some(&body))
+                        .await?
+                }
+            };
+            let verb = if status == 201 { "created" } else { "replaced" };
+            println!("{verb} pipeline {}", answer["id"].as_str().unwrap_or("?"));
+            Ok(())
+        }
+        Command::Machines(MachinesCommand::Set {
+            machine_id,
+            pipeline,
+            configs,
+        }) => {
+            let configs: BTreeMap<String, Value> = match configs {
+                Some(text) => {
+                    serde_json::from_str(&text).context("--configs must be a JSON object")?
+                }
+                None => BTreeMap::new(),
+            };
+            let body = json!({"pipeline_id": pipeline, "configs": configs});
+            let (status, _) = client
+                .call(
+                    reqwest::Method::PUT,
+                    &format!("/machines/{machine_id}"),
+                    Some(&body),
+                )
+                .await?;
+            println!(
+                "{} machine {machine_id} → pipeline {pipeline}",
+                if status == 201 { "created" } else { "updated" }
+            );
+            Ok(())
+        }
+        Command::Machines(MachinesCommand::Show { machine_id }) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(
+                    &client.get(&format!("/machines/{machine_id}")).await?
+                )?
+            );
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_job_view_lists_every_stage_in_order() {
+        let job = json!({"id": "j", "status": "running", "machine_id": "m", "pipeline_id": "p", "file_name": "f",
+            "created": "2020-07-16T10:15:53.278087Z",
+            "stages": [{"id": "init", "outputs": [{"init_source": "f"}]},
+                       {"id": "01", "outputs": [{}], "tasks": [{"status": "done", "attempt": 2}],
+                        "started": "2020-07-16T10:15:53.000000Z", "completed": "2020-07-16T10:15:54.500000Z"}],
+            "current_stage": {"id": "02", "outputs": [], "tasks": [{"status": "pending", "attempt": 1}]}});
+        let view = render_job(&job);
+        let lines: Vec<&str> = view.lines().collect();
+        assert!(lines[0].starts_with("job j  running"));
+        assert!(lines[3].contains("init") && lines[3].contains("done"));
+        assert!(
+            lines[4].contains("01")
+                && lines[4].contains("1 retries")
+                && lines[4].contains("1.50 s"),
+            "{}",
+            lines[4]
+        );
+        assert!(
+            lines[5].contains("02")
+                && lines[5].contains("running")
+                && lines[5].contains("1 pending")
+        );
+    }
+
+    #[test]
+    fn pipelines_read_from_yaml_and_json() {
+        let dir = std::env::temp_dir().join(format!("jm-cli-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let yaml = dir.join("p.yaml");
+        std::fs::write(&yaml, "name: x\nstages:\n  - worker: {id: w}\n").expect("write");
+        assert_eq!(
+            read_pipeline(&yaml).expect("yaml")["stages"][0]["worker"]["id"],
+            "w"
+        );
+        let json = dir.join("p.json");
+        std::fs::write(&json, "{\"name\": \"x\"}").expect("write");
+        assert_eq!(read_pipeline(&json).expect("json")["name"], "x");
+        std::fs::write(&json, "name: x").expect("write");
+        assert!(read_pipeline(&json).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,113 @@
+//! Prometheus metrics: the names, the recording helpers, and the exposition for `/metrics`.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Jobs started.
+pub const JOBS_STARTED: &str = "job_manager_jobs_started_total";
+/// Jobs ended, by `status`.
+pub const JOBS_ENDED: &str = "job_manager_jobs_ended_total";
+/// Pending and running jobs (across replicas: counted in the database at scrape time).
+pub const JOBS_ACTIVE: &str = "job_manager_jobs_active";
+/// Task attempts published, by `worker`.
+pub const TASKS_DISPATCHED: &str = "job_manager_tasks_dispatched_total";
+/// Tasks that got their result, by `worker`.
+pub const TASKS_COMPLETED: &str = "job_manager_tasks_completed_total";
+/// Task attempts dispatched again after an error or a timeout, by `worker`.
+pub const TASKS_RETRIED: &str = "job_manager_tasks_retried_total";
+/// Task attempts that passed their deadline, by `worker`.
+pub const TASKS_TIMED_OUT: &str = "job_manager_tasks_timed_out_total";
+/// Seconds from a stage's start to its end, by `worker`.
+pub const STAGE_DURATION: &str = "job_manager_stage_duration_seconds";
+/// Seconds from a result being taken from the queue to the next dispatch being confirmed.
+pub const RESULT_TO_DISPATCH: &str = "job_manager_result_to_dispatch_seconds";
+/// Results acknowledged without effect, by `reason`.
+pub const RESULTS_IGNORED: &str = "job_manager_results_ignored_total";
+/// Results rejected into the dead-letter queue.
+pub const DEAD_LETTERED: &str = "job_manager_messages_dead_lettered_total";
+/// Compare-and-set writes that lost a race.
+pub const CAS_CONFLICTS: &str = "job_manager_cas_conflicts_total";
+/// Reconnections to RabbitMQ.
+pub const AMQP_RECONNECTS: &str = "job_manager_amqp_reconnects_total";
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process-wide recorder once; later calls return the same handle. `None` if
+/// another recorder was installed first.
+pub fn install() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let buckets = [
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ];
+            let stage_buckets = [0.01, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0];
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(RESULT_TO_DISPATCH.into()), &buckets)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(STAGE_DURATION.into()), &stage_buckets)
+                })
+                .and_then(PrometheusBuilder::install_recorder)
+                .ok()
+        })
+        .as_ref()
+}
+
+/// The Prometheus text exposition, with the active-jobs gauge set to `active`.
+pub fn render(active: Option<u64>) -> String {
+    if let Some(active) = active {
+        gauge!(JOBS_ACTIVE).set(active as f64);
+    }
+    install().map(PrometheusHandle::render).unwrap_or_default()
+}
+
+pub fn job_started() {
+    counter!(JOBS_STARTED).increment(1);
+}
+
+pub fn job_ended(status: &'static str) {
+    counter!(JOBS_ENDED, "status" => status).increment(1);
+}
+
+pub fn tasks_dispatched(worker: &str, count: usize) {
+    counter!(TASKS_DISPATCHED, "worker" => worker.to_owned()).increment(count as u64);
+}
+
+pub fn task_completed(worker: &str) {
+    counter!(TASKS_COMPLETED, "worker" => worker.to_owned()).increment(1);
+}
+
+pub fn task_retried(worker: &str) {
+    counter!(TASKS_RETRIED, "worker" => worker.to_owned()).increment(1);
+}
+
+pub fn task_timed_out(worker: &str) {
+    counter!(TASKS_TIMED_OUT, "worker" => worker.to_owned()).increment(1);
+}
+
+pub fn stage_duration(worker: &str, duration: Duration) {
+    histogram!(STAGE_DURATION, "worker" => worker.to_owned()).record(duration.as_secs_f64());
+}
+
+pub fn result_to_dispatch(duration: Duration) {
+    histogram!(RESULT_TO_DISPATCH).record(duration.as_secs_f64());
+}
+
+pub fn result_ignored(reason: &'static str) {
+    counter!(RESULTS_IGNORED, "reason" => reason).increment(1);
+}
+
+pub fn dead_lettered() {
+    counter!(DEAD_LETTERED).increment(1);
+}
+
+pub fn cas_conflict() {
+    counter!(CAS_CONFLICTS).increment(1);
+}
+
+pub fn amqp_reconnect() {
+    counter!(AMQP_RECONNECTS).increment(1);
+}
