@@ -6,4 +6,5 @@ if ! command -v docker-compose >/dev/null 2>&1; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null
 fi
 docker-compose -f compose/compose.yaml config -q
-echo "compose/compose.yaml is valid"
+docker-compose -f compose/compose.yaml -f compose/compose.replica-set.yaml config -q
+echo "compose/compose.yaml and its replica-set variant are valid"

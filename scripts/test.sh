@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: starts (or installs) RabbitMQ and a MongoDB-wire server, runs the fault
 # scenarios (scripts/chaos.sh), fuzzes the API from its OpenAPI document (scripts/fuzz.sh), then
-# runs every unit and integration test.
+# tests the Python worker SDK (scripts/sdk-test.sh), then runs every unit and integration test.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -20,4 +20,5 @@ fi
 # The fault tests and the API fuzzing first, so the last lines are the test runner's.
 scripts/chaos.sh
 scripts/fuzz.sh 60
+scripts/sdk-test.sh
 cargo test --locked --all-targets "$@"
