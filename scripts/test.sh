@@ -21,4 +21,6 @@ fi
 scripts/chaos.sh
 scripts/fuzz.sh 60
 scripts/sdk-test.sh
+# OpenTelemetry export is behind a feature: test it on its own.
+cargo test --locked --features otel --test api otel
 cargo test --locked --all-targets "$@"

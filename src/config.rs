@@ -73,6 +73,10 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "JOB_MANAGER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// OTLP/HTTP endpoint for span export, e.g. `http://127.0.0.1:4318/v1/traces`; needs a
+    /// build with `--features otel`.
+    #[arg(long, env = "JOB_MANAGER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// API tokens as `role:token` entries separated by commas (roles: read, write). Access
     /// control is off when neither this nor a tokens file is given.
     #[arg(long, env = "JOB_MANAGER_API_TOKENS", hide_env_values = true)]
@@ -95,6 +99,7 @@ impl Config {
             sweep_interval_s: 5,
             dispatch_grace_s: 30,
             log_format: LogFormat::Text,
+            otlp_endpoint: None,
             api_tokens: None,
             api_tokens_file: None,
         }

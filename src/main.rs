@@ -47,12 +47,15 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(config) => {
-            telemetry::init(config.log_format);
-            match TcpListener::bind(config.listen).await {
+            let telemetry =
+                telemetry::init_with(config.log_format, config.otlp_endpoint.as_deref());
+            let served = match TcpListener::bind(config.listen).await {
                 Ok(listener) => app::run(config, listener, app::shutdown_signal()).await,
                 Err(error) => Err(anyhow::Error::new(error)
                     .context(format!("cannot listen on {}", config.listen))),
-            }
+            };
+            telemetry.shutdown().await;
+            served
         }
         Command::Operate(command) => job_manager::cli::run(cli.api, command).await,
         Command::Bench(bench) => {

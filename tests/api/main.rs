@@ -9,3 +9,5 @@ mod faults;
 mod flow;
 mod helpers;
 mod messages;
+#[cfg(feature = "otel")]
+mod otel;
