@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: starts (or installs) RabbitMQ and a MongoDB-wire server, runs the fault
 # scenarios (scripts/chaos.sh), fuzzes the API from its OpenAPI document (scripts/fuzz.sh), then
-# tests the Python worker SDK (scripts/sdk-test.sh), then runs every unit and integration test.
+# tests the Python worker SDK (scripts/sdk-test.sh), checks that the benchmark runs
+# (scripts/bench-smoke.sh), then runs every unit and integration test.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -21,6 +22,7 @@ fi
 scripts/chaos.sh
 scripts/fuzz.sh 60
 scripts/sdk-test.sh
+scripts/bench-smoke.sh
 # OpenTelemetry export is behind a feature: test it on its own.
 cargo test --locked --features otel --test api otel
 cargo test --locked --all-targets "$@"

@@ -1,8 +1,6 @@
 //! Listing over a large history: inserts N archived jobs, then measures the first page, a
 //! filtered first page and the full streamed listing, with the process's RSS around each.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -160,17 +158,7 @@ pub async fn run(args: QueryBenchArgs) -> anyhow::Result<()> {
     }
 
     // The full listing, read chunk by chunk, while a sampler tracks the peak RSS.
-    let peak = Arc::new(AtomicU64::new(rss_kib()));
-    let sampling = CancellationToken::new();
-    let sampler = tokio::spawn({
-        let (peak, sampling) = (peak.clone(), sampling.clone());
-        async move {
-            while !sampling.is_cancelled() {
-                peak.fetch_max(rss_kib(), Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
-    });
+    let peak = super::PeakRss::start(Duration::from_millis(5));
     let streaming = Instant::now();
     let mut response = client
         .get(format!("{url}/history"))
@@ -183,8 +171,7 @@ pub async fn run(args: QueryBenchArgs) -> anyhow::Result<()> {
         commas += chunk.iter().filter(|b| **b == b',').count();
     }
     let stream_s = streaming.elapsed().as_secs_f64();
-    sampling.cancel();
-    let _ = sampler.await;
+    let peak_kib = peak.finish().await;
     let listed = if bytes > 2 { commas + 1 } else { 0 };
     anyhow::ensure!(
         listed == args.jobs,
@@ -197,7 +184,6 @@ pub async fn run(args: QueryBenchArgs) -> anyhow::Result<()> {
     let _ = store.database().drop().await;
     store.shutdown().await;
 
-    let peak_kib = peak.load(Ordering::Relaxed);
     println!("bench queries: {} archived jobs", args.jobs);
     println!("| measurement | value |");
     println!("|---|---|");

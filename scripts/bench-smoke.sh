@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs `job-manager bench all --quick` and checks the shape of its table, not its figures:
+# speed is measured by the real benchmark (README, Performance), never asserted in CI.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+cargo build --locked --quiet --bin job-manager
+mkdir -p target
+RUST_LOG="${RUST_LOG:-warn}" target/debug/job-manager bench all --quick | tee target/bench-smoke.txt
+for row in "(a) load + compare-and-set, concurrency 32" "(a) persistent publish, confirms pipelined" \
+    "(a) consume + ack" "(a) combined per-task loop, concurrency 32" "(b) tasks/s, 1 replica" \
+    "(b) result consumed → next dispatch confirmed, p50 / p99" "(b) one job alone, end to end" \
+    "(c) tasks/s, 3 replica(s)" "(d) one stage 50 wide" "(e) RSS with 50 active jobs" \
+    "ratio: (b) tasks/s ÷ (a) combined loop" "ratio: 2 replicas ÷ 1 replica"; do
+    if ! grep -qF "| $row" target/bench-smoke.txt; then
+        echo "bench-smoke: the row '$row' is missing" >&2
+        exit 1
+    fi
+done
+if grep -E '^\| ' target/bench-smoke.txt | grep -qiE '\| (NaN|inf)'; then
+    echo "bench-smoke: a figure is not a number" >&2
+    exit 1
+fi
+echo "bench-smoke: the table has every row"
