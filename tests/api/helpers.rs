@@ -380,6 +380,7 @@ impl TestApp {
         let channel = self.amqp.create_channel().await.expect("channel");
         let mut queues = vec![self.names.results_queue(), self.names.dead_queue()];
         queues.extend(demo::WORKERS.iter().map(|w| self.names.worker_queue(w)));
+        queues.push(self.names.worker_queue("cli-worker"));
         let extra = self
             .worker_ids
             .lock()

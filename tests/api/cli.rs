@@ -1,0 +1,94 @@
+//! The operator commands of the binary against a running service.
+
+use std::time::Duration;
+
+use crate::helpers::spawn_app;
+
+async fn cli(base: &str, args: &[&str]) -> (bool, String, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_job-manager"))
+        .args(args)
+        .env("JOB_MANAGER_API_URL", base)
+        .output()
+        .await
+        .expect("the binary runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn operators_apply_pipelines_set_machines_and_follow_and_abort_jobs() {
+    let app = spawn_app().await;
+    let base = app.url("");
+    let dir = std::env::temp_dir().join(format!("jm-cli-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let yaml = dir.join("pipeline.yaml");
+    std::fs::write(
+        &yaml,
+        "id: cli-pipeline\nname: from yaml\nstages:\n  - worker:\n      id: cli-worker\n      name: CLI worker\n      input: {type: single, fields: [{name: file}]}\n      output: {type: single, fields: [{name: out}]}\n    input_map: {file: 'init:init_source'}\n",
+    )
+    .expect("write");
+    let path = yaml.to_str().expect("utf-8");
+
+    let (ok, out, err) = cli(&base, &["pipelines", "apply", path]).await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "created pipeline cli-pipeline");
+    let (ok, out, _) = cli(&base, &["pipelines", "apply", path]).await;
+    assert!(ok);
+    assert_eq!(out.trim(), "replaced pipeline cli-pipeline");
+    let (ok, out, err) = cli(
+        &base,
+        &[
+            "machines",
+            "set",
+            "cli-machine",
+            "--pipeline",
+            "cli-pipeline",
+            "--configs",
+            "{\"k\": 1}",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("created machine cli-machine"), "{out}");
+
+    let body = serde_json::json!({"hash": "h", "machine_id": "cli-machine", "file_name": "f"});
+    let (status, _) = app.post_json("/jobs", &body).await;
+    assert_eq!(status, 201);
+    let (_, ids) = app.get("/jobs").await;
+    let id = ids[0].as_str().expect("id").to_owned();
+    app.wait_for_stage(&id, "01").await;
+
+    let (ok, out, _) = cli(&base, &["jobs", "--machine", "cli-machine"]).await;
+    assert!(ok);
+    assert!(out.contains(&id) && out.contains("running"), "{out}");
+    let (ok, out, _) = cli(&base, &["job", &id]).await;
+    assert!(ok);
+    assert!(
+        out.contains("01    running") && out.contains("1 pending"),
+        "{out}"
+    );
+    let (ok, out, err) = cli(&base, &["abort", &id]).await;
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("aborting") && err.contains("done"),
+        "progress is shown: {err}"
+    );
+    assert!(out.contains("aborted"), "{out}");
+    let (ok, out, _) = cli(&base, &["history", "--status", "aborted"]).await;
+    assert!(ok);
+    assert!(out.contains(&id), "{out}");
+
+    // Errors carry the API's message and a failing exit status.
+    let (ok, _, err) = cli(&base, &["machines", "set", "m2", "--pipeline", "missing"]).await;
+    assert!(!ok);
+    assert!(
+        err.contains("422") && err.contains("not registered"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    app.cleanup().await;
+}
