@@ -320,6 +320,13 @@ async fn drive(base: &str, files: &Files) -> anyhow::Result<()> {
         .await?
         .json()
         .await?;
+    for stage in record["stages"].as_array().into_iter().flatten().skip(seen) {
+        let outputs = stage["outputs"].as_array().map_or(0, Vec::len);
+        println!(
+            "  stage {} ended with {outputs} output(s)",
+            stage["id"].as_str().unwrap_or("?")
+        );
+    }
     println!("\nGET {base}/history/{job_id} (the seed's keys):");
     println!("{}", serde_json::to_string_pretty(&seed_shape(&record))?);
     if let Some(stage) = record["stages"]
