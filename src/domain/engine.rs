@@ -397,8 +397,9 @@ fn end(
     job.status = status;
     job.completed = Some(now);
     job.error = error;
-    effects.push(Effect::Notify(Notice::Job(status)));
+    // Archive first, so a client that reacts to `job.<status>` finds the job in history.
     effects.push(Effect::Archive);
+    effects.push(Effect::Notify(Notice::Job(status)));
 }
 
 #[cfg(test)]

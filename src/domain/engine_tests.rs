@@ -184,8 +184,8 @@ fn finishing_emits_archive_and_job_finished() {
         effects,
         vec![
             Effect::Notify(Notice::StageCompleted(StageId::for_index(3))),
-            Effect::Notify(Notice::Job(JobStatus::Finished)),
             Effect::Archive,
+            Effect::Notify(Notice::Job(JobStatus::Finished)),
         ]
     );
 }
@@ -251,8 +251,8 @@ fn abort_ends_the_job_and_later_results_change_nothing() {
     assert_eq!(
         effects,
         vec![
-            Effect::Notify(Notice::Job(JobStatus::Aborted)),
-            Effect::Archive
+            Effect::Archive,
+            Effect::Notify(Notice::Job(JobStatus::Aborted))
         ]
     );
     assert_eq!(
