@@ -222,11 +222,6 @@ pub fn rss_kib() -> u64 {
     proc_status_kib("VmRSS:")
 }
 
-/// The peak resident set size of this process, in KiB.
-pub fn peak_rss_kib() -> u64 {
-    proc_status_kib("VmHWM:")
-}
-
 fn proc_status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -267,7 +262,6 @@ mod tests {
     fn rss_is_read_on_linux() {
         if std::path::Path::new("/proc/self/status").exists() {
             assert!(rss_kib() > 0);
-            assert!(peak_rss_kib() >= rss_kib());
         }
     }
 }
