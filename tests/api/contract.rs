@@ -111,7 +111,11 @@ async fn real_messages_and_responses_match_the_committed_schemas() {
         .with_reply_to(reply.clone().into())
         .with_delivery_mode(2);
     let publisher = Publisher::open(&app.amqp).await.expect("publisher");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Declare the queue here too (as any worker may), so the dispatch cannot go unrouted
+    // before the worker helper has declared it.
+    job_manager::amqp::topology::declare_worker_queue(&channel, &app.names, "contract-worker")
+        .await
+        .expect("declare the worker queue");
     publisher.publish(outgoing).await.expect("publish");
     let result = app
         .take(&reply, Duration::from_secs(10))

@@ -51,11 +51,19 @@ async fn a_task_that_never_answers_is_retried_then_fails_the_job_with_a_timeout(
             .is_some_and(|e| e.contains("timed out"))
     );
     assert_eq!(stage["tasks"][0]["attempt"], 2);
-    let timed_out =
-        crate::helpers::metric(&app, "job_manager_tasks_timed_out_total{worker=\"silent\"}").await;
+    let timed_out = crate::helpers::wait_metric(
+        &app,
+        "job_manager_tasks_timed_out_total{worker=\"silent\"}",
+        2.0,
+    )
+    .await;
     assert!(timed_out.is_some_and(|v| v >= 2.0), "{timed_out:?}");
-    let retried =
-        crate::helpers::metric(&app, "job_manager_tasks_retried_total{worker=\"silent\"}").await;
+    let retried = crate::helpers::wait_metric(
+        &app,
+        "job_manager_tasks_retried_total{worker=\"silent\"}",
+        1.0,
+    )
+    .await;
     assert!(retried.is_some_and(|v| v >= 1.0), "{retried:?}");
     assert_eq!(stage["tasks"][0]["status"], "failed");
 
@@ -104,6 +112,14 @@ async fn a_result_delivered_twice_changes_nothing_the_second_time() {
 
     publisher.publish(message()).await.expect("publish");
     app.wait_until_consumed(&app.names.results_queue()).await;
+    // The duplicate was taken and judged a duplicate before the record is compared.
+    let ignored = crate::helpers::wait_metric(
+        &app,
+        "job_manager_results_ignored_total{reason=\"duplicate result\"}",
+        1.0,
+    )
+    .await;
+    assert!(ignored.is_some_and(|v| v >= 1.0), "{ignored:?}");
     let (_, after_second) = app.get(&format!("/jobs/{id}")).await;
     assert_eq!(after_second, after_first);
     let stored = app
@@ -113,12 +129,6 @@ async fn a_result_delivered_twice_changes_nothing_the_second_time() {
         .expect("load")
         .expect("job");
     assert_eq!(stored.version, version, "a duplicate must not write");
-    let ignored = crate::helpers::metric(
-        &app,
-        "job_manager_results_ignored_total{reason=\"duplicate result\"}",
-    )
-    .await;
-    assert!(ignored.is_some_and(|v| v >= 1.0), "{ignored:?}");
     assert_eq!(stored.stages[1].outputs, vec![json!({"csv_file": "c"})]);
     app.cleanup().await;
 }

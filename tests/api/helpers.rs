@@ -454,3 +454,15 @@ pub async fn metric(app: &TestApp, series: &str) -> Option<f64> {
         .and_then(|line| line.rsplit(' ').next())
         .and_then(|value| value.parse().ok())
 }
+
+/// Waits up to 10 s for the metric `series` to reach `at_least`; returns its last value.
+pub async fn wait_metric(app: &TestApp, series: &str, at_least: f64) -> Option<f64> {
+    let started = Instant::now();
+    loop {
+        let value = metric(app, series).await;
+        if value.is_some_and(|v| v >= at_least) || started.elapsed() > Duration::from_secs(10) {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

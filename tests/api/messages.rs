@@ -50,8 +50,12 @@ async fn malformed_results_are_dead_lettered_and_stray_ones_ignored() {
             "a malformed message did not reach the dead-letter queue"
         );
     }
-    let dead_lettered =
-        crate::helpers::metric(&app, "job_manager_messages_dead_lettered_total").await;
+    let dead_lettered = crate::helpers::wait_metric(
+        &app,
+        "job_manager_messages_dead_lettered_total",
+        malformed.len() as f64,
+    )
+    .await;
     assert!(
         dead_lettered.is_some_and(|v| v >= malformed.len() as f64),
         "{dead_lettered:?}"
