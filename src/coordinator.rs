@@ -1,10 +1,11 @@
 //! The shell: loads a job, applies an event with the pure engine, writes the result with a
 //! compare-and-set, then carries out the effects (dispatch, notify, archive).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::oneshot;
 use tracing::{debug, field, info, instrument, warn};
 
 use crate::amqp::publisher::{Outgoing, PublishError};
@@ -29,6 +30,9 @@ pub enum CoordinatorError {
     Publish(#[from] PublishError),
     #[error("gave up after {0} lost compare-and-set races")]
     Contention(u32),
+    /// The batch this event was coalesced into failed; the text says why.
+    #[error("{0}")]
+    Batch(String),
 }
 
 /// What handling an event came to.
@@ -68,6 +72,45 @@ pub struct Coordinator {
     names: Names,
     /// Worker queues this process has declared; std mutex, never held across `.await`.
     declared: Arc<Mutex<HashSet<String>>>,
+    /// Per job with a batch in progress: the leader's token and the events waiting for it
+    /// (see [`Coordinator::handle`]).
+    waiting: Arc<Batches>,
+    leaders: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// An event coalesced into another caller's batch, and where its outcome goes.
+type Waiter = (Event, oneshot::Sender<Result<Handled, CoordinatorError>>);
+
+/// Per job with a batch in progress: the leader's token and the events waiting for it.
+type Batches = Mutex<HashMap<JobId, (u64, Vec<Waiter>)>>;
+
+/// Removes the job's batch entry when its leader stops, even if the leader's future is
+/// dropped, so waiters are never stranded: their senders drop and they handle their events on
+/// their own. Only the entry of this leader is removed, never a later leader's.
+struct LeaderGuard<'a> {
+    waiting: &'a Batches,
+    id: &'a JobId,
+    token: u64,
+}
+
+impl Drop for LeaderGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.waiting.lock()
+            && map
+                .get(self.id)
+                .is_some_and(|(token, _)| *token == self.token)
+        {
+            map.remove(self.id);
+        }
+    }
+}
+
+/// Re-creates an error for each event of a failed batch.
+fn share(error: &CoordinatorError) -> CoordinatorError {
+    match error {
+        CoordinatorError::Contention(n) => CoordinatorError::Contention(*n),
+        other => CoordinatorError::Batch(other.to_string()),
+    }
 }
 
 impl Coordinator {
@@ -77,6 +120,8 @@ impl Coordinator {
             link,
             names,
             declared: Arc::new(Mutex::new(HashSet::new())),
+            waiting: Arc::new(Mutex::new(HashMap::new())),
+            leaders: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         }
     }
 
@@ -137,39 +182,139 @@ impl Coordinator {
     }
 
     /// Applies `event` to the job with `id`, retrying lost compare-and-set races.
+    ///
+    /// Events for the same job that arrive while one is being written are coalesced: the first
+    /// caller (the leader) applies them all, in arrival order, in one compare-and-set, and hands
+    /// each caller its own outcome. This turns the results of a stage's tasks from rivals that
+    /// make each other retry into one write.
     #[instrument(skip_all, fields(job_id = %id, task_id = field::Empty, stage_id = field::Empty))]
     pub async fn handle(&self, id: &JobId, event: Event) -> Result<Handled, CoordinatorError> {
         let span = tracing::Span::current();
         if let Event::Result(TaskResult { task_id, .. }) | Event::Timeout { task_id } = &event {
             span.record("task_id", field::display(task_id));
         }
-        for attempt in 0..MAX_CAS_ATTEMPTS {
-            let Some(before) = self.store.load_job(id).await? else {
-                return Ok(Handled::UnknownJob);
-            };
-            if let Some(stage) = &before.current_stage {
-                span.record("stage_id", field::display(&stage.id));
-            }
-            match apply(&before, &event, Timestamp::now()) {
-                Decision::Ignore(reason) => return Ok(Handled::Ignored(reason)),
-                Decision::Apply { job, effects } => {
-                    if self.store.compare_and_set(&job).await? {
-                        observe(&before, &event, &job, &effects);
-                        let dispatched =
-                            effects.iter().any(|e| matches!(e, Effect::Dispatch { .. }));
-                        self.execute(&job, effects).await?;
-                        return Ok(Handled::Applied { job, dispatched });
-                    }
-                    meter::cas_conflict();
-                    debug!(attempt, "lost a compare-and-set race; reloading");
-                    // Spread out competing writers a little.
-                    let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 8);
-                    tokio::time::sleep(Duration::from_millis(
-                        u64::from(attempt.min(5)) * 2 + jitter,
-                    ))
-                    .await;
+        let token = self
+            .leaders
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let follower = {
+            let mut map = self
+                .waiting
+                .lock()
+                .map_err(|_| CoordinatorError::Batch("batch map poisoned".into()))?;
+            match map.get_mut(id) {
+                Some((_, queue)) => {
+                    let (sender, receiver) = oneshot::channel();
+                    queue.push((event.clone(), sender));
+                    Some(receiver)
+                }
+                None => {
+                    map.insert(id.clone(), (token, Vec::new()));
+                    None
                 }
             }
+        };
+        if let Some(receiver) = follower {
+            return match receiver.await {
+                Ok(outcome) => outcome,
+                // The leader stopped before this event's turn: handle it alone.
+                Err(_) => Box::pin(self.handle(id, event)).await,
+            };
+        }
+        let _guard = LeaderGuard {
+            waiting: &self.waiting,
+            id,
+            token,
+        };
+        // On an error the guard hands the waiters back; each then retries on its own.
+        let mine = self.apply_batch(id, vec![event]).await?.remove(0);
+        loop {
+            let batch: Vec<Waiter> = match self.waiting.lock() {
+                Ok(mut map) => match map.get_mut(id) {
+                    Some((_, queue)) if !queue.is_empty() => std::mem::take(queue),
+                    _ => {
+                        map.remove(id);
+                        break;
+                    }
+                },
+                Err(_) => break,
+            };
+            let (events, senders): (Vec<Event>, Vec<_>) = batch.into_iter().unzip();
+            match self.apply_batch(id, events).await {
+                Ok(outcomes) => {
+                    for (sender, outcome) in senders.into_iter().zip(outcomes) {
+                        let _ = sender.send(Ok(outcome));
+                    }
+                }
+                Err(error) => {
+                    for sender in senders {
+                        let _ = sender.send(Err(share(&error)));
+                    }
+                }
+            }
+        }
+        Ok(mine)
+    }
+
+    /// Applies `events` in order to the job in one compare-and-set; one outcome per event.
+    async fn apply_batch(
+        &self,
+        id: &JobId,
+        events: Vec<Event>,
+    ) -> Result<Vec<Handled>, CoordinatorError> {
+        for attempt in 0..MAX_CAS_ATTEMPTS {
+            let Some(before) = self.store.load_job(id).await? else {
+                return Ok(events.iter().map(|_| Handled::UnknownJob).collect());
+            };
+            if let Some(stage) = &before.current_stage {
+                tracing::Span::current().record("stage_id", field::display(&stage.id));
+            }
+            let now = Timestamp::now();
+            let mut job = before.clone();
+            let mut applied: Vec<(usize, Job, Vec<Effect>)> = Vec::new();
+            let mut outcomes: Vec<Option<Handled>> = Vec::with_capacity(events.len());
+            for (index, event) in events.iter().enumerate() {
+                match apply(&job, event, now) {
+                    Decision::Ignore(reason) => outcomes.push(Some(Handled::Ignored(reason))),
+                    Decision::Apply { job: next, effects } => {
+                        applied.push((index, job, effects));
+                        job = *next;
+                        outcomes.push(None);
+                    }
+                }
+            }
+            if applied.is_empty() {
+                return Ok(outcomes.into_iter().flatten().collect());
+            }
+            // One write for the whole batch.
+            job.version = before.version + 1;
+            if self.store.compare_and_set(&job).await? {
+                let mut all_effects = Vec::new();
+                let mut steps = applied.into_iter().peekable();
+                while let Some((index, from, effects)) = steps.next() {
+                    let to = steps.peek().map_or(&job, |(_, next, _)| next);
+                    observe(&from, &events[index], to, &effects);
+                    let dispatched = effects.iter().any(|e| matches!(e, Effect::Dispatch { .. }));
+                    outcomes[index] = Some(Handled::Applied {
+                        job: Box::new(job.clone()),
+                        dispatched,
+                    });
+                    all_effects.extend(effects);
+                }
+                self.execute(&job, all_effects).await?;
+                return Ok(outcomes.into_iter().flatten().collect());
+            }
+            meter::cas_conflict();
+            debug!(
+                attempt,
+                events = events.len(),
+                "lost a compare-and-set race; reloading"
+            );
+            // Spread out competing writers a little.
+            let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 8);
+            tokio::time::sleep(Duration::from_millis(
+                u64::from(attempt.min(5)) * 2 + jitter,
+            ))
+            .await;
         }
         Err(CoordinatorError::Contention(MAX_CAS_ATTEMPTS))
     }
