@@ -662,20 +662,7 @@ async fn cleanup(run: &Run) {
     if let Ok(connection) = amqp::connect(&run.args.endpoints.amqp_url, "chaos cleanup").await
         && let Ok(channel) = connection.create_channel().await
     {
-        let mut queues = vec![names.results_queue(), names.dead_queue()];
-        queues.extend(demo::WORKERS.iter().map(|w| names.worker_queue(w)));
-        for queue in queues {
-            let _ = channel.queue_delete(queue.into(), Default::default()).await;
-        }
-        for exchange in [
-            names.dispatch_exchange(),
-            names.events_exchange(),
-            names.dead_exchange(),
-        ] {
-            let _ = channel
-                .exchange_delete(exchange.into(), Default::default())
-                .await;
-        }
+        amqp::topology::delete(&channel, &names, &demo::WORKERS).await;
         let _ = connection.close(200, "cleanup".into()).await;
     }
     if let Ok(store) = crate::store::Store::connect(&run.mongodb_uri, &run.database).await {

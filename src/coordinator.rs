@@ -40,7 +40,7 @@ pub enum CoordinatorError {
 pub enum Handled {
     /// The job changed and the effects were carried out; `dispatched` tells whether they
     /// included publishing tasks.
-    Applied { job: Box<Job>, dispatched: bool },
+    Applied { job: Arc<Job>, dispatched: bool },
     /// Nothing changed.
     Ignored(Ignored),
     /// No active job has this id.
@@ -288,6 +288,8 @@ impl Coordinator {
             // One write for the whole batch.
             job.version = before.version + 1;
             if self.store.compare_and_set(&job).await? {
+                // One shared copy of the written job for every outcome of the batch.
+                let written = Arc::new(job.clone());
                 let mut all_effects = Vec::new();
                 let mut steps = applied.into_iter().peekable();
                 while let Some((index, from, effects)) = steps.next() {
@@ -295,7 +297,7 @@ impl Coordinator {
                     observe(&from, &events[index], to, &effects);
                     let dispatched = effects.iter().any(|e| matches!(e, Effect::Dispatch { .. }));
                     outcomes[index] = Some(Handled::Applied {
-                        job: Box::new(job.clone()),
+                        job: written.clone(),
                         dispatched,
                     });
                     all_effects.extend(effects);

@@ -78,32 +78,34 @@ fn quorum_arguments() -> FieldTable {
     arguments
 }
 
+async fn exchange(channel: &Channel, name: String, kind: ExchangeKind) -> Result<(), lapin::Error> {
+    channel
+        .exchange_declare(name.into(), kind, durable_exchange(), FieldTable::default())
+        .await
+}
+
+async fn bind(
+    channel: &Channel,
+    queue: String,
+    exchange: String,
+    key: &str,
+) -> Result<(), lapin::Error> {
+    channel
+        .queue_bind(
+            queue.into(),
+            exchange.into(),
+            key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+}
+
 /// Declares the exchanges, the results queue and the dead-letter queue. Idempotent.
 pub async fn declare(channel: &Channel, names: &Names) -> Result<(), lapin::Error> {
-    channel
-        .exchange_declare(
-            names.dispatch_exchange().into(),
-            ExchangeKind::Direct,
-            durable_exchange(),
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .exchange_declare(
-            names.events_exchange().into(),
-            ExchangeKind::Topic,
-            durable_exchange(),
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .exchange_declare(
-            names.dead_exchange().into(),
-            ExchangeKind::Fanout,
-            durable_exchange(),
-            FieldTable::default(),
-        )
-        .await?;
+    exchange(channel, names.dispatch_exchange(), ExchangeKind::Direct).await?;
+    exchange(channel, names.events_exchange(), ExchangeKind::Topic).await?;
+    exchange(channel, names.dead_exchange(), ExchangeKind::Fanout).await?;
     channel
         .queue_declare(
             names.dead_queue().into(),
@@ -111,15 +113,7 @@ pub async fn declare(channel: &Channel, names: &Names) -> Result<(), lapin::Erro
             FieldTable::default(),
         )
         .await?;
-    channel
-        .queue_bind(
-            names.dead_queue().into(),
-            names.dead_exchange().into(),
-            "".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    bind(channel, names.dead_queue(), names.dead_exchange(), "").await?;
     let mut results = quorum_arguments();
     results.insert(
         "x-dead-letter-exchange".into(),
@@ -142,28 +136,36 @@ pub async fn declare_worker_queue(
     names: &Names,
     worker_id: &str,
 ) -> Result<(), lapin::Error> {
-    channel
-        .exchange_declare(
-            names.dispatch_exchange().into(),
-            ExchangeKind::Direct,
-            durable_exchange(),
-            FieldTable::default(),
-        )
-        .await?;
+    exchange(channel, names.dispatch_exchange(), ExchangeKind::Direct).await?;
     let queue = names.worker_queue(worker_id);
     channel
         .queue_declare(queue.clone().into(), durable_queue(), quorum_arguments())
         .await?;
-    channel
-        .queue_bind(
-            queue.into(),
-            names.dispatch_exchange().into(),
-            worker_id.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    Ok(())
+    bind(channel, queue, names.dispatch_exchange(), worker_id).await
+}
+
+/// Deletes the queues (those of `worker_ids` too) and exchanges under the prefix, best effort:
+/// for test, benchmark and chaos runs that clean up after themselves.
+pub async fn delete(channel: &Channel, names: &Names, worker_ids: &[&str]) {
+    let mut queues = vec![names.results_queue(), names.dead_queue()];
+    queues.extend(worker_ids.iter().map(|w| names.worker_queue(w)));
+    for queue in queues {
+        let _ = channel
+            .queue_delete(queue.into(), lapin::options::QueueDeleteOptions::default())
+            .await;
+    }
+    for exchange in [
+        names.dispatch_exchange(),
+        names.events_exchange(),
+        names.dead_exchange(),
+    ] {
+        let _ = channel
+            .exchange_delete(
+                exchange.into(),
+                lapin::options::ExchangeDeleteOptions::default(),
+            )
+            .await;
+    }
 }
 
 #[cfg(test)]

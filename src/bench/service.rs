@@ -23,6 +23,7 @@ use crate::{chaos, demo};
 /// Replicas and no-op workers sharing one database and queue prefix.
 pub struct Cluster {
     pub bases: Vec<String>,
+    amqp_url: String,
     pub store: Store,
     pub names: Names,
     client: reqwest::Client,
@@ -99,6 +100,7 @@ impl Cluster {
         let store = Store::connect(&config.endpoints.mongodb_uri, &config.database).await?;
         let cluster = Self {
             bases,
+            amqp_url: endpoints.amqp_url.clone(),
             store,
             names,
             client,
@@ -232,30 +234,12 @@ impl Cluster {
         while self.workers.join_next().await.is_some() {}
         while self.replicas.join_next().await.is_some() {}
         let _ = self.store.database().drop().await;
-        if let Ok(connection) =
-            crate::amqp::connect(&Config::defaults().endpoints.amqp_url, "bench cleanup").await
+        if let Ok(connection) = crate::amqp::connect(&self.amqp_url, "bench cleanup").await
             && let Ok(channel) = connection.create_channel().await
         {
-            let mut queues = vec![self.names.results_queue(), self.names.dead_queue()];
-            for worker in
-                demo::WORKERS
-                    .into_iter()
-                    .chain(["fan-source", "fan-sink", "idle-nobody-serves"])
-            {
-                queues.push(self.names.worker_queue(worker));
-            }
-            for queue in queues {
-                let _ = channel.queue_delete(queue.into(), Default::default()).await;
-            }
-            for exchange in [
-                self.names.dispatch_exchange(),
-                self.names.events_exchange(),
-                self.names.dead_exchange(),
-            ] {
-                let _ = channel
-                    .exchange_delete(exchange.into(), Default::default())
-                    .await;
-            }
+            let mut workers = demo::WORKERS.to_vec();
+            workers.extend(["fan-source", "fan-sink", "idle-nobody-serves"]);
+            crate::amqp::topology::delete(&channel, &self.names, &workers).await;
             let _ = connection.close(200, "bench".into()).await;
         }
         self.store.shutdown().await;

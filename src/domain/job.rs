@@ -187,14 +187,6 @@ impl Job {
             version: 0,
         }
     }
-
-    /// Finds the stage record (ended or in flight) with `id`.
-    pub fn stage(&self, id: &StageId) -> Option<&StageRecord> {
-        self.stages
-            .iter()
-            .chain(self.current_stage.iter())
-            .find(|s| &s.id == id)
-    }
 }
 
 /// The job as the REST API shows it: the seed's keys plus extensions.

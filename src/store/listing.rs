@@ -83,9 +83,9 @@ pub fn filter_document(listing: Listing, filter: &ListFilter) -> Document {
     if listing == Listing::Active {
         // Never list an ended job as active, even between its archive and its delete.
         if statuses.is_empty() {
-            statuses = vec![JobStatus::Pending.as_str(), JobStatus::Running.as_str()];
+            statuses = super::ACTIVE_STATUSES.to_vec();
         }
-        statuses.retain(|s| *s == "pending" || *s == "running");
+        statuses.retain(|s| super::ACTIVE_STATUSES.contains(s));
         clauses.push(doc! {"status": {"$in": statuses}});
     } else if !statuses.is_empty() {
         clauses.push(doc! {"status": {"$in": statuses}});

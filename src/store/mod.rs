@@ -20,6 +20,9 @@ pub use listing::{ListFilter, Listed, Listing, PageCursor};
 
 use crate::domain::{Job, JobId, JobStatus, Machine, Pipeline, StageId, TaskId, Timestamp};
 
+/// The statuses of an active job, as stored.
+const ACTIVE_STATUSES: [&str; 2] = ["pending", "running"];
+
 /// How many earlier runs of the same file a history record keeps.
 pub const MAX_PREVIOUS_RUNS: usize = 20;
 
@@ -71,13 +74,50 @@ async fn string_ids(cursor: mongodb::Cursor<Document>) -> Result<Vec<String>, St
         .collect())
 }
 
-/// Whether a replace with `upsert` created the document.
-fn upserted(result: &mongodb::results::UpdateResult) -> Inserted {
-    if result.upserted_id.is_some() {
+/// Inserts `document`; `AlreadyExists` when its `_id` is taken.
+async fn insert(
+    collection: &Collection<Document>,
+    document: Document,
+) -> Result<Inserted, StoreError> {
+    match collection.insert_one(document).await {
+        Ok(_) => Ok(Inserted::Created),
+        Err(e) if is_duplicate_key(&e) => Ok(Inserted::AlreadyExists),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The document with `_id` = `id`, its `_id` moved back to `id_field`.
+async fn get_by_id<T: DeserializeOwned>(
+    collection: &Collection<Document>,
+    id: &str,
+    id_field: &str,
+) -> Result<Option<T>, StoreError> {
+    match collection.find_one(doc! {"_id": id}).await? {
+        Some(document) => from_doc(document, id_field).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Creates or replaces the document with `_id` = `id`; returns whether it created.
+async fn put_by_id(
+    collection: &Collection<Document>,
+    id: &str,
+    document: Document,
+) -> Result<Inserted, StoreError> {
+    let result = collection
+        .replace_one(doc! {"_id": id}, document)
+        .upsert(true)
+        .await?;
+    Ok(if result.upserted_id.is_some() {
         Inserted::Created
     } else {
         Inserted::AlreadyExists
-    }
+    })
+}
+
+/// Deletes the document with `_id` = `id`; returns whether it existed.
+async fn delete_by_id(collection: &Collection<Document>, id: &str) -> Result<bool, StoreError> {
+    Ok(collection.delete_one(doc! {"_id": id}).await?.deleted_count == 1)
 }
 
 /// The server's error code, when the server answered with one.
@@ -188,19 +228,11 @@ impl Store {
 
     /// Inserts a new job; `AlreadyExists` when a job with its id is active.
     pub async fn insert_job(&self, job: &Job) -> Result<Inserted, StoreError> {
-        let document = to_doc(job, "id")?;
-        match self.jobs.insert_one(document).await {
-            Ok(_) => Ok(Inserted::Created),
-            Err(e) if is_duplicate_key(&e) => Ok(Inserted::AlreadyExists),
-            Err(e) => Err(e.into()),
-        }
+        insert(&self.jobs, to_doc(job, "id")?).await
     }
 
     pub async fn load_job(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
-        match self.jobs.find_one(doc! {"_id": id.as_str()}).await? {
-            Some(document) => from_doc(document, "id").map(Some),
-            None => Ok(None),
-        }
+        get_by_id(&self.jobs, id.as_str(), "id").await
     }
 
     /// Writes `job` if the stored version is still `job.version - 1`. Returns whether it won.
@@ -239,15 +271,12 @@ impl Store {
 
     /// How many jobs are pending or running.
     pub async fn count_active(&self) -> Result<u64, StoreError> {
-        let filter =
-            doc! {"status": {"$in": [JobStatus::Pending.as_str(), JobStatus::Running.as_str()]}};
+        let filter = doc! {"status": {"$in": &ACTIVE_STATUSES[..]}};
         Ok(self.jobs.count_documents(filter).await?)
     }
 
-    /// Jobs that ended but are still in `jobs`: a move to history that did not complete.
-    pub async fn ended_jobs(&self, limit: i64) -> Result<Vec<Job>, StoreError> {
-        let filter =
-            doc! {"status": {"$nin": [JobStatus::Pending.as_str(), JobStatus::Running.as_str()]}};
+    /// At most `limit` jobs matching `filter`.
+    async fn find_jobs(&self, filter: Document, limit: i64) -> Result<Vec<Job>, StoreError> {
         let documents: Vec<Document> = self
             .jobs
             .find(filter)
@@ -256,6 +285,12 @@ impl Store {
             .try_collect()
             .await?;
         documents.into_iter().map(|d| from_doc(d, "id")).collect()
+    }
+
+    /// Jobs that ended but are still in `jobs`: a move to history that did not complete.
+    pub async fn ended_jobs(&self, limit: i64) -> Result<Vec<Job>, StoreError> {
+        let filter = doc! {"status": {"$nin": &ACTIVE_STATUSES[..]}};
+        self.find_jobs(filter, limit).await
     }
 
     /// Active jobs the sweep should look at: pending since before `cutoff`, or running with a
@@ -273,14 +308,7 @@ impl Store {
             {"status": JobStatus::Running.as_str(), "current_stage.tasks": {"$elemMatch": {
                 "status": "pending", "dispatched": {"$exists": false}, "issued": {"$lt": cutoff.to_string()}}}},
         ]};
-        let documents: Vec<Document> = self
-            .jobs
-            .find(filter)
-            .limit(limit)
-            .await?
-            .try_collect()
-            .await?;
-        documents.into_iter().map(|d| from_doc(d, "id")).collect()
+        self.find_jobs(filter, limit).await
     }
 
     // ---- history ----
@@ -341,28 +369,16 @@ impl Store {
     // ---- pipelines ----
 
     pub async fn insert_pipeline(&self, pipeline: &Pipeline) -> Result<Inserted, StoreError> {
-        match self.pipelines.insert_one(to_doc(pipeline, "id")?).await {
-            Ok(_) => Ok(Inserted::Created),
-            Err(e) if is_duplicate_key(&e) => Ok(Inserted::AlreadyExists),
-            Err(e) => Err(e.into()),
-        }
+        insert(&self.pipelines, to_doc(pipeline, "id")?).await
     }
 
     /// Creates or replaces; returns whether it created.
     pub async fn put_pipeline(&self, pipeline: &Pipeline) -> Result<Inserted, StoreError> {
-        let result = self
-            .pipelines
-            .replace_one(doc! {"_id": &pipeline.id}, to_doc(pipeline, "id")?)
-            .upsert(true)
-            .await?;
-        Ok(upserted(&result))
+        put_by_id(&self.pipelines, &pipeline.id, to_doc(pipeline, "id")?).await
     }
 
     pub async fn get_pipeline(&self, id: &str) -> Result<Option<Pipeline>, StoreError> {
-        match self.pipelines.find_one(doc! {"_id": id}).await? {
-            Some(document) => from_doc(document, "id").map(Some),
-            None => Ok(None),
-        }
+        get_by_id(&self.pipelines, id, "id").await
     }
 
     /// Ids of the registered pipelines, in id order.
@@ -378,12 +394,7 @@ impl Store {
 
     /// Deletes; returns whether it existed.
     pub async fn delete_pipeline(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .pipelines
-            .delete_one(doc! {"_id": id})
-            .await?
-            .deleted_count
-            == 1)
+        delete_by_id(&self.pipelines, id).await
     }
 
     /// Machines that run the pipeline, at most `limit`.
@@ -405,30 +416,20 @@ impl Store {
 
     /// Creates or replaces; returns whether it created.
     pub async fn put_machine(&self, machine: &Machine) -> Result<Inserted, StoreError> {
-        let result = self
-            .machines
-            .replace_one(
-                doc! {"_id": &machine.machine_id},
-                to_doc(machine, "machine_id")?,
-            )
-            .upsert(true)
-            .await?;
-        Ok(upserted(&result))
+        put_by_id(
+            &self.machines,
+            &machine.machine_id,
+            to_doc(machine, "machine_id")?,
+        )
+        .await
     }
 
     pub async fn get_machine(&self, id: &str) -> Result<Option<Machine>, StoreError> {
-        match self.machines.find_one(doc! {"_id": id}).await? {
-            Some(document) => from_doc(document, "machine_id").map(Some),
-            None => Ok(None),
-        }
+        get_by_id(&self.machines, id, "machine_id").await
     }
 
+    /// Deletes; returns whether it existed.
     pub async fn delete_machine(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .machines
-            .delete_one(doc! {"_id": id})
-            .await?
-            .deleted_count
-            == 1)
+        delete_by_id(&self.machines, id).await
     }
 }

@@ -7,7 +7,7 @@ use job_manager::amqp::{self, Names};
 use job_manager::config::Config;
 use job_manager::demo::{self, Files};
 use job_manager::store::Store;
-use lapin::options::{BasicGetOptions, ExchangeDeleteOptions, QueueDeleteOptions};
+use lapin::options::BasicGetOptions;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -378,29 +378,16 @@ impl TestApp {
             "service did not stop cleanly: {served:?}"
         );
         let channel = self.amqp.create_channel().await.expect("channel");
-        let mut queues = vec![self.names.results_queue(), self.names.dead_queue()];
-        queues.extend(demo::WORKERS.iter().map(|w| self.names.worker_queue(w)));
-        queues.push(self.names.worker_queue("cli-worker"));
-        let extra = self
-            .worker_ids
-            .lock()
-            .map(|ids| ids.clone())
-            .unwrap_or_default();
-        queues.extend(extra.iter().map(|w| self.names.worker_queue(w)));
-        for queue in queues {
-            let _ = channel
-                .queue_delete(queue.into(), QueueDeleteOptions::default())
-                .await;
-        }
-        for exchange in [
-            self.names.dispatch_exchange(),
-            self.names.events_exchange(),
-            self.names.dead_exchange(),
-        ] {
-            let _ = channel
-                .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
-                .await;
-        }
+        let mut workers: Vec<String> = demo::WORKERS.iter().map(|w| (*w).to_owned()).collect();
+        workers.push("cli-worker".to_owned());
+        workers.extend(
+            self.worker_ids
+                .lock()
+                .map(|ids| ids.clone())
+                .unwrap_or_default(),
+        );
+        let workers: Vec<&str> = workers.iter().map(String::as_str).collect();
+        job_manager::amqp::topology::delete(&channel, &self.names, &workers).await;
         let _ = channel.close(200, "cleanup".into()).await;
         let _ = self.amqp.close(200, "cleanup".into()).await;
         let _ = self.store.database().drop().await;
