@@ -12,7 +12,7 @@ use crate::amqp::publisher::{Outgoing, PublishError};
 use crate::amqp::{Link, Names, topology};
 use crate::domain::TaskResult;
 use crate::domain::{
-    Decision, Effect, Event, Ignored, Job, JobId, Notice, StageId, TaskId, Timestamp, apply,
+    Effect, Event, Ignored, Job, JobId, Notice, StageId, TaskId, Timestamp, apply_in_place,
 };
 use crate::messages::{DISPATCH_TYPE, EVENT_TYPE, JobEvent, StageDispatch, WorkerRef};
 use crate::meter;
@@ -269,40 +269,54 @@ impl Coordinator {
                 tracing::Span::current().record("stage_id", field::display(&stage.id));
             }
             let now = Timestamp::now();
+            // One copy per attempt, changed in place by every event: a wide stage's job is
+            // large, and a copy per event made a batch quadratic in it.
             let mut job = before.clone();
-            let mut applied: Vec<(usize, Job, Vec<Effect>)> = Vec::new();
+            let mut steps: Vec<Step> = Vec::new();
             let mut outcomes: Vec<Option<Handled>> = Vec::with_capacity(events.len());
             for (index, event) in events.iter().enumerate() {
-                match apply(&job, event, now) {
-                    Decision::Ignore(reason) => outcomes.push(Some(Handled::Ignored(reason))),
-                    Decision::Apply { job: next, effects } => {
-                        applied.push((index, job, effects));
-                        job = *next;
+                let worker = event_worker(&job, event);
+                let stage_before = job.current_stage.as_ref().map(|s| s.id.clone());
+                match apply_in_place(&mut job, event, now) {
+                    Err(reason) => outcomes.push(Some(Handled::Ignored(reason))),
+                    Ok(effects) => {
+                        let stage_after = job.current_stage.as_ref().map(|s| &s.id);
+                        let retried = !matches!(event, Event::Start)
+                            && stage_after == stage_before.as_ref()
+                            && effects.iter().any(|e| matches!(e, Effect::Dispatch { .. }));
+                        steps.push(Step {
+                            index,
+                            worker,
+                            retried,
+                            effects,
+                        });
                         outcomes.push(None);
                     }
                 }
             }
-            if applied.is_empty() {
+            if steps.is_empty() {
                 return Ok(outcomes.into_iter().flatten().collect());
             }
-            // One write for the whole batch.
+            // One write for the whole batch, of only what changed.
             job.version = before.version + 1;
-            if self.store.compare_and_set(&job).await? {
+            if self.store.compare_and_set(&before, &job).await? {
+                drop(before);
                 // One shared copy of the written job for every outcome of the batch.
-                let written = Arc::new(job.clone());
+                let written = Arc::new(job);
                 let mut all_effects = Vec::new();
-                let mut steps = applied.into_iter().peekable();
-                while let Some((index, from, effects)) = steps.next() {
-                    let to = steps.peek().map_or(&job, |(_, next, _)| next);
-                    observe(&from, &events[index], to, &effects);
-                    let dispatched = effects.iter().any(|e| matches!(e, Effect::Dispatch { .. }));
-                    outcomes[index] = Some(Handled::Applied {
+                for step in steps {
+                    observe(&step, &events[step.index], &written);
+                    let dispatched = step
+                        .effects
+                        .iter()
+                        .any(|e| matches!(e, Effect::Dispatch { .. }));
+                    outcomes[step.index] = Some(Handled::Applied {
                         job: written.clone(),
                         dispatched,
                     });
-                    all_effects.extend(effects);
+                    all_effects.extend(step.effects);
                 }
-                self.execute(&job, all_effects).await?;
+                self.execute(&written, all_effects).await?;
                 return Ok(outcomes.into_iter().flatten().collect());
             }
             meter::cas_conflict();
@@ -451,6 +465,26 @@ impl Coordinator {
     }
 }
 
+/// One applied event of a batch, with what its metrics need from before it was applied.
+struct Step {
+    index: usize,
+    /// The worker of the task the event is about (empty for job-level events).
+    worker: String,
+    /// The event put a failed or overdue task up for another attempt.
+    retried: bool,
+    effects: Vec<Effect>,
+}
+
+/// The worker of the task `event` is about, in `job` before the event.
+fn event_worker(job: &Job, event: &Event) -> String {
+    match event {
+        Event::Result(TaskResult { task_id, .. }) | Event::Timeout { task_id } => {
+            worker_of(job, task_id)
+        }
+        Event::Start | Event::Abort => String::new(),
+    }
+}
+
 /// The worker of the stage holding `task_id` in `job`.
 fn worker_of(job: &Job, task_id: &TaskId) -> String {
     job.stages
@@ -465,32 +499,27 @@ fn worker_of(job: &Job, task_id: &TaskId) -> String {
         .unwrap_or_default()
 }
 
-/// Records the metrics of one applied transition.
-fn observe(before: &Job, event: &Event, after: &Job, effects: &[Effect]) {
-    let retried = effects.iter().any(|e| matches!(e, Effect::Dispatch { .. }))
-        && !matches!(event, Event::Start)
-        && after.current_stage.as_ref().map(|s| &s.id)
-            == before.current_stage.as_ref().map(|s| &s.id);
+/// Records the metrics of one applied event; `after` is the job as written.
+fn observe(step: &Step, event: &Event, after: &Job) {
+    let worker = step.worker.as_str();
     match event {
         Event::Start => meter::job_started(),
         Event::Result(result) => {
-            let worker = worker_of(before, &result.task_id);
             if result.error.is_none() {
-                meter::task_completed(&worker);
-            } else if retried {
-                meter::task_retried(&worker);
+                meter::task_completed(worker);
+            } else if step.retried {
+                meter::task_retried(worker);
             }
         }
-        Event::Timeout { task_id } => {
-            let worker = worker_of(before, task_id);
-            meter::task_timed_out(&worker);
-            if retried {
-                meter::task_retried(&worker);
+        Event::Timeout { .. } => {
+            meter::task_timed_out(worker);
+            if step.retried {
+                meter::task_retried(worker);
             }
         }
         Event::Abort => {}
     }
-    for effect in effects {
+    for effect in &step.effects {
         match effect {
             Effect::Notify(Notice::Job(status)) if !status.is_active() => {
                 meter::job_ended(status.as_str())

@@ -94,36 +94,50 @@ pub enum Decision {
 
 /// Applies `event` to `job` at `now`.
 pub fn apply(job: &Job, event: &Event, now: Timestamp) -> Decision {
-    if !job.status.is_active() {
-        return Decision::Ignore(Ignored::JobNotActive(job.status));
-    }
     let mut next = job.clone();
-    let mut effects = Vec::new();
-    let outcome = match event {
-        Event::Start => start(&mut next, now, &mut effects),
-        Event::Result(result) => on_result(&mut next, result, now, &mut effects),
-        Event::Abort => {
-            end(
-                &mut next,
-                JobStatus::Aborted,
-                Some("aborted by request".into()),
-                now,
-                &mut effects,
-            );
-            Ok(())
-        }
-        Event::Timeout { task_id } => on_timeout(&mut next, task_id, now, &mut effects),
-    };
-    match outcome {
-        Ok(()) => {
+    match apply_in_place(&mut next, event, now) {
+        Ok(effects) => {
             next.version += 1;
             Decision::Apply {
                 job: Box::new(next),
                 effects,
             }
         }
-        Err(ignored) => Decision::Ignore(ignored),
+        Err(ignored) => {
+            debug_assert!(&next == job, "an ignored event changed the job");
+            Decision::Ignore(ignored)
+        }
     }
+}
+
+/// Applies `event` to `job` at `now` without copying it: the effects to carry out once the
+/// changed job is durable, or why nothing changed (and then `job` is untouched). The version is
+/// left alone; the shell bumps it once per write, however many events the write holds.
+///
+/// Every check comes before the first change, so an ignored event never leaves a half-applied
+/// job behind ([`apply`] asserts this in debug builds, so every engine test checks it).
+pub fn apply_in_place(
+    job: &mut Job,
+    event: &Event,
+    now: Timestamp,
+) -> Result<Vec<Effect>, Ignored> {
+    if !job.status.is_active() {
+        return Err(Ignored::JobNotActive(job.status));
+    }
+    let mut effects = Vec::new();
+    match event {
+        Event::Start => start(job, now, &mut effects)?,
+        Event::Result(result) => on_result(job, result, now, &mut effects)?,
+        Event::Abort => end(
+            job,
+            JobStatus::Aborted,
+            Some("aborted by request".into()),
+            now,
+            &mut effects,
+        ),
+        Event::Timeout { task_id } => on_timeout(job, task_id, now, &mut effects)?,
+    }
+    Ok(effects)
 }
 
 fn start(job: &mut Job, now: Timestamp, effects: &mut Vec<Effect>) -> Result<(), Ignored> {

@@ -7,7 +7,7 @@ pub mod mapping;
 pub mod pipeline;
 pub mod time;
 
-pub use engine::{Decision, Effect, Event, Ignored, Notice, TaskResult, apply};
+pub use engine::{Decision, Effect, Event, Ignored, Notice, TaskResult, apply, apply_in_place};
 pub use ids::{IdError, JobId, StageId, TaskId};
 pub use job::{Job, JobStatus, JobView, StageRecord, TaskRecord, TaskStatus};
 pub use pipeline::{Machine, MachineBody, Pipeline, PipelineBody, StageSpec, ValidationError};

@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 mod listing;
+mod update;
 
 pub use listing::{ListFilter, Listed, Listing, PageCursor};
 
@@ -235,14 +236,16 @@ impl Store {
         get_by_id(&self.jobs, id.as_str(), "id").await
     }
 
-    /// Writes `job` if the stored version is still `job.version - 1`. Returns whether it won.
-    pub async fn compare_and_set(&self, job: &Job) -> Result<bool, StoreError> {
-        let document = to_doc(job, "id")?;
+    /// Turns the stored `before` into `after` if the stored version is still `before.version`,
+    /// writing only the fields that differ. Returns whether it won.
+    pub async fn compare_and_set(&self, before: &Job, after: &Job) -> Result<bool, StoreError> {
+        debug_assert_eq!(after.version, before.version + 1);
+        let update = update::job_update(before, after)?;
         let result = self
             .jobs
-            .replace_one(
-                doc! {"_id": job.id.as_str(), "version": job.version - 1},
-                document,
+            .update_one(
+                doc! {"_id": before.id.as_str(), "version": before.version},
+                update,
             )
             .await?;
         Ok(result.matched_count == 1)

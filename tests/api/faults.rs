@@ -176,17 +176,23 @@ async fn the_sweep_finishes_interrupted_archives_starts_and_dispatches() {
         .expect("dispatched");
 
     // A dispatch recorded but never confirmed (as after a crash before the publish).
-    let mut job = app
+    let before = app
         .store
         .load_job(&pending.id)
         .await
         .expect("load")
         .expect("job");
+    let mut job = before.clone();
     let stage = job.current_stage.as_mut().expect("stage in flight");
     stage.tasks[0].dispatched = None;
     stage.tasks[0].issued = long_ago;
     job.version += 1;
-    assert!(app.store.compare_and_set(&job).await.expect("write"));
+    assert!(
+        app.store
+            .compare_and_set(&before, &job)
+            .await
+            .expect("write")
+    );
     let again = app
         .take(&queue, Duration::from_secs(10))
         .await

@@ -1,0 +1,351 @@
+//! The update that turns a stored job into its next version: `$set`, `$unset` and `$push` of
+//! only what changed, instead of the whole document.
+//!
+//! A result for one task of a 10,000-task stage changes a handful of fields of one task; sending
+//! the whole document for it made every write megabytes long. A field-level update also leaves
+//! alone what it does not change, such as the outbox mark (`dispatched`) that another write may
+//! have set on a task since the job was read.
+
+use mongodb::bson::{self, Bson, Document, doc};
+use serde::Serialize;
+
+use super::StoreError;
+use crate::domain::{Job, StageRecord, TaskRecord};
+
+/// `$set` and `$unset` under construction.
+#[derive(Default)]
+struct Changes {
+    set: Document,
+    unset: Document,
+    push: Document,
+}
+
+impl Changes {
+    /// Sets `path` to `value`, or unsets it when `value` is absent (`None` serialises as null,
+    /// and absent optional fields are not stored).
+    fn put<T: Serialize>(&mut self, path: &str, value: &T) -> Result<(), StoreError> {
+        match bson::to_bson(value).map_err(|e| StoreError::Encode(e.to_string()))? {
+            Bson::Null => {
+                self.unset.insert(path, "");
+            }
+            value => {
+                self.set.insert(path, value);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets `path` to `after` when it differs from `before`.
+    fn field<T: Serialize + PartialEq>(
+        &mut self,
+        path: &str,
+        before: &T,
+        after: &T,
+    ) -> Result<(), StoreError> {
+        if before != after {
+            self.put(path, after)?;
+        }
+        Ok(())
+    }
+
+    fn into_update(self) -> Document {
+        let mut update = doc! {"$set": self.set};
+        if !self.unset.is_empty() {
+            update.insert("$unset", self.unset);
+        }
+        if !self.push.is_empty() {
+            update.insert("$push", self.push);
+        }
+        update
+    }
+}
+
+/// The update from `before` (as read, with `version` n) to `after` (with `version` n + 1).
+/// Apply it with the filter `{_id, version: n}`.
+pub fn job_update(before: &Job, after: &Job) -> Result<Document, StoreError> {
+    let mut c = Changes::default();
+    // Fields that a run never changes are compared too, so the update stays right if one ever
+    // does; comparing them costs nothing next to the write.
+    c.field("run_id", &before.run_id, &after.run_id)?;
+    c.field("machine_id", &before.machine_id, &after.machine_id)?;
+    c.field("pipeline_id", &before.pipeline_id, &after.pipeline_id)?;
+    c.field("hash", &before.hash, &after.hash)?;
+    c.field("file_name", &before.file_name, &after.file_name)?;
+    c.field("status", &before.status, &after.status)?;
+    c.field("created", &before.created, &after.created)?;
+    c.field("started", &before.started, &after.started)?;
+    c.field("completed", &before.completed, &after.completed)?;
+    c.field("error", &before.error, &after.error)?;
+    c.field("pipeline", &before.pipeline, &after.pipeline)?;
+    c.field(
+        "machine_configs",
+        &before.machine_configs,
+        &after.machine_configs,
+    )?;
+    c.put("version", &after.version)?;
+
+    // Ended stages are only ever appended.
+    let kept = before.stages.len();
+    if after.stages.len() >= kept && after.stages[..kept] == before.stages[..] {
+        if after.stages.len() > kept {
+            let added = bson::to_bson(&after.stages[kept..])
+                .map_err(|e| StoreError::Encode(e.to_string()))?;
+            c.push.insert("stages", doc! {"$each": added});
+        }
+    } else {
+        c.put("stages", &after.stages)?;
+    }
+
+    match (&before.current_stage, &after.current_stage) {
+        (Some(b), Some(a)) if b.id == a.id => stage_changes(&mut c, b, a)?,
+        (b, a) => c.field("current_stage", b, a)?,
+    }
+    Ok(c.into_update())
+}
+
+/// The changes within the stage in flight, down to the fields of each changed task.
+fn stage_changes(c: &mut Changes, b: &StageRecord, a: &StageRecord) -> Result<(), StoreError> {
+    c.field("current_stage.outputs", &b.outputs, &a.outputs)?;
+    c.field("current_stage.worker_id", &b.worker_id, &a.worker_id)?;
+    c.field("current_stage.started", &b.started, &a.started)?;
+    c.field("current_stage.completed", &b.completed, &a.completed)?;
+    c.field("current_stage.log", &b.log, &a.log)?;
+    c.field("current_stage.error", &b.error, &a.error)?;
+    if b.tasks.len() != a.tasks.len() {
+        return c.put("current_stage.tasks", &a.tasks);
+    }
+    for (index, (bt, at)) in b.tasks.iter().zip(&a.tasks).enumerate() {
+        if bt != at {
+            task_changes(c, &format!("current_stage.tasks.{index}"), bt, at)?;
+        }
+    }
+    Ok(())
+}
+
+/// `$set`/`$unset` of the fields of one task that differ.
+fn task_changes(
+    c: &mut Changes,
+    path: &str,
+    b: &TaskRecord,
+    a: &TaskRecord,
+) -> Result<(), StoreError> {
+    let encode =
+        |t: &TaskRecord| bson::to_document(t).map_err(|e| StoreError::Encode(e.to_string()));
+    let (before, after) = (encode(b)?, encode(a)?);
+    for (key, value) in &after {
+        if before.get(key) != Some(value) {
+            c.set.insert(format!("{path}.{key}"), value.clone());
+        }
+    }
+    for key in before.keys() {
+        if !after.contains_key(key) {
+            c.unset.insert(format!("{path}.{key}"), "");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::pipeline::fixtures;
+    use crate::domain::{Event, JobStatus, TaskResult, Timestamp, apply_in_place};
+
+    fn now() -> Timestamp {
+        Timestamp::parse("2020-07-16T10:15:53.278087Z").expect("valid")
+    }
+
+    fn started_job() -> Job {
+        let pipeline = fixtures::seed_pipeline();
+        let mut job = Job::new(
+            "m",
+            "h",
+            "file.csv",
+            &pipeline.id,
+            pipeline.stages,
+            Default::default(),
+            "run".into(),
+            now(),
+        );
+        apply_in_place(&mut job, &Event::Start, now()).expect("start");
+        job.version = 1;
+        job
+    }
+
+    fn keys(update: &Document, operator: &str) -> Vec<String> {
+        update
+            .get_document(operator)
+            .map(|d| d.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The stored fields of a job and a stage that the update knows about. A new field fails
+    /// this test until `job_update` compares it too.
+    #[test]
+    fn the_update_knows_every_stored_field() {
+        let mut job = started_job();
+        job.started = Some(now());
+        job.completed = Some(now());
+        job.error = Some("e".into());
+        let document = bson::to_document(&job).expect("encode");
+        let mut stored: Vec<&str> = document.keys().map(String::as_str).collect();
+        stored.sort_unstable();
+        assert_eq!(
+            stored,
+            [
+                "completed",
+                "created",
+                "current_stage",
+                "error",
+                "file_name",
+                "hash",
+                "id",
+                "machine_configs",
+                "machine_id",
+                "pipeline",
+                "pipeline_id",
+                "run_id",
+                "stages",
+                "started",
+                "status",
+                "version"
+            ]
+        );
+        let mut stage = job.current_stage.clone().expect("stage in flight");
+        stage.completed = Some(now());
+        stage.log = Some("l".into());
+        stage.error = Some("e".into());
+        let document = bson::to_document(&stage).expect("encode");
+        let mut stored: Vec<&str> = document.keys().map(String::as_str).collect();
+        stored.sort_unstable();
+        assert_eq!(
+            stored,
+            [
+                "completed",
+                "error",
+                "id",
+                "log",
+                "outputs",
+                "started",
+                "tasks",
+                "worker_id"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_stage_that_ends_is_pushed_and_the_next_one_set() {
+        let before = started_job();
+        let mut after = before.clone();
+        let task_id = before.current_stage.as_ref().expect("stage").tasks[0]
+            .task_id
+            .clone();
+        let result = TaskResult {
+            task_id,
+            outputs: vec![serde_json::json!({"csv_file": "x"})],
+            log: Some("ok".into()),
+            error: None,
+        };
+        // Stage 01 has one task, so its result ends the stage and plans stage 02.
+        apply_in_place(&mut after, &Event::Result(result), now()).expect("apply");
+        after.version = 2;
+        let update = job_update(&before, &after).expect("update");
+        let set = keys(&update, "$set");
+        assert!(set.contains(&"version".to_owned()));
+        assert!(!set.contains(&"pipeline".to_owned()), "{set:?}");
+        assert!(!set.contains(&"stages".to_owned()), "{set:?}");
+        // The ended stage 01 is appended, and stage 02 replaces the stage in flight.
+        assert_eq!(keys(&update, "$push"), ["stages"]);
+        assert!(set.contains(&"current_stage".to_owned()), "{set:?}");
+    }
+
+    #[test]
+    fn a_result_within_a_wide_stage_touches_one_task() {
+        let mut before = started_job();
+        let stage = before.current_stage.as_mut().expect("stage");
+        let template = stage.tasks[0].clone();
+        stage.tasks = (0..100)
+            .map(|i| {
+                let mut t = template.clone();
+                t.task_id = crate::domain::TaskId::derive("run", &stage.id, i, 1);
+                t.dispatched = Some(now());
+                t
+            })
+            .collect();
+        let task_id = stage.tasks[42].task_id.clone();
+        let mut after = before.clone();
+        let result = TaskResult {
+            task_id,
+            outputs: vec![serde_json::json!({"csv_file": "x"})],
+            log: None,
+            error: None,
+        };
+        apply_in_place(&mut after, &Event::Result(result), now()).expect("apply");
+        after.version = 2;
+        let update = job_update(&before, &after).expect("update");
+        let mut set = keys(&update, "$set");
+        set.sort();
+        assert_eq!(
+            set,
+            [
+                "current_stage.tasks.42.completed",
+                "current_stage.tasks.42.outputs",
+                "current_stage.tasks.42.status",
+                "version"
+            ]
+        );
+        assert!(update.get("$unset").is_none(), "{update:?}");
+        assert!(update.get("$push").is_none(), "{update:?}");
+    }
+
+    #[test]
+    fn a_retry_unsets_the_outbox_mark_of_the_superseded_attempt() {
+        let mut before = started_job();
+        let stage = before.current_stage.as_mut().expect("stage");
+        stage.tasks[0].dispatched = Some(now());
+        let task_id = stage.tasks[0].task_id.clone();
+        let mut after = before.clone();
+        let result = TaskResult {
+            task_id,
+            outputs: vec![],
+            log: None,
+            error: Some("boom".into()),
+        };
+        apply_in_place(&mut after, &Event::Result(result), now().plus_seconds(5)).expect("apply");
+        after.version = 2;
+        let update = job_update(&before, &after).expect("update");
+        assert_eq!(
+            keys(&update, "$unset"),
+            ["current_stage.tasks.0.dispatched"]
+        );
+        let set = keys(&update, "$set");
+        for field in [
+            "task_id",
+            "attempt",
+            "previous_ids",
+            "error",
+            "issued",
+            "deadline",
+        ] {
+            assert!(
+                set.contains(&format!("current_stage.tasks.0.{field}")),
+                "{field} missing from {set:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn ending_the_job_moves_the_stage_in_flight() {
+        let before = started_job();
+        let mut after = before.clone();
+        apply_in_place(&mut after, &Event::Abort, now()).expect("abort");
+        after.version = 2;
+        assert_eq!(after.status, JobStatus::Aborted);
+        let update = job_update(&before, &after).expect("update");
+        assert_eq!(keys(&update, "$unset"), ["current_stage"]);
+        assert_eq!(keys(&update, "$push"), ["stages"]);
+        let mut set = keys(&update, "$set");
+        set.sort();
+        assert_eq!(set, ["completed", "error", "status", "version"]);
+    }
+}
