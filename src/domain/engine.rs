@@ -21,6 +21,9 @@ pub enum Event {
     Abort,
     /// The task's deadline passed without a result.
     Timeout { task_id: TaskId },
+    /// The shell cannot go on with the job (its document would outgrow what the database
+    /// stores): fail it with `reason`.
+    Fail { reason: String },
 }
 
 /// A worker's report on one task attempt.
@@ -92,6 +95,11 @@ pub enum Decision {
     Ignore(Ignored),
 }
 
+/// The most tasks one stage may have. Every task lives in the job document, which MongoDB caps
+/// at 16 MiB; 20,000 small tasks take about 7 MiB. (The shell also fails a job whose document
+/// would outgrow the cap, whatever the width.)
+pub const MAX_STAGE_TASKS: usize = 20_000;
+
 /// Applies `event` to `job` at `now`.
 pub fn apply(job: &Job, event: &Event, now: Timestamp) -> Decision {
     let mut next = job.clone();
@@ -136,6 +144,13 @@ pub fn apply_in_place(
             &mut effects,
         ),
         Event::Timeout { task_id } => on_timeout(job, task_id, now, &mut effects)?,
+        Event::Fail { reason } => end(
+            job,
+            JobStatus::Failed,
+            Some(reason.clone()),
+            now,
+            &mut effects,
+        ),
     }
     Ok(effects)
 }
@@ -351,6 +366,17 @@ fn advance(job: &mut Job, now: Timestamp, effects: &mut Vec<Effect>) {
         match plan_inputs(job, index, &spec) {
             Err(reason) => {
                 let message = format!("stage '{stage_id}' cannot start: {reason}");
+                record.error = Some(message.clone());
+                record.completed = Some(now);
+                job.stages.push(record);
+                end(job, JobStatus::Failed, Some(message), now, effects);
+                return;
+            }
+            Ok(inputs) if inputs.len() > MAX_STAGE_TASKS => {
+                let message = format!(
+                    "stage '{stage_id}' cannot start: it would have {} tasks, and a stage may have at most {MAX_STAGE_TASKS}",
+                    inputs.len()
+                );
                 record.error = Some(message.clone());
                 record.completed = Some(now);
                 job.stages.push(record);

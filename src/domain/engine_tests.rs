@@ -381,3 +381,58 @@ fn every_applied_event_bumps_the_version_once() {
     );
     assert_eq!(next.version, job.version + 1);
 }
+
+#[test]
+fn a_stage_wider_than_the_limit_fails_the_job_instead_of_starting() {
+    let mut job = started();
+    for outputs in [
+        vec![json!({"csv_file": "c"})],
+        vec![json!({"output_csv": "o"})],
+    ] {
+        job = applied(&job, ok(&current_ids(&job)[0], outputs)).0;
+    }
+    let tables: Vec<Value> = (0..=MAX_STAGE_TASKS)
+        .map(|i| json!({"unique_id": i.to_string(), "result_table": "t"}))
+        .collect();
+    let (job, effects) = applied(&job, ok(&current_ids(&job)[0], tables));
+    assert_eq!(job.status, JobStatus::Failed);
+    let error = job.error.as_deref().expect("a reason");
+    assert!(
+        error.contains(&format!("would have {} tasks", MAX_STAGE_TASKS + 1)),
+        "{error}"
+    );
+    assert_eq!(job.stages.last().map(|s| s.id.as_str()), Some("04"));
+    assert!(!effects.iter().any(|e| matches!(e, Effect::Dispatch { .. })));
+    assert!(effects.contains(&Effect::Archive));
+}
+
+#[test]
+fn a_fail_event_ends_the_job_with_its_reason_and_closes_the_stage_in_flight() {
+    let (job, effects) = applied(
+        &started(),
+        Event::Fail {
+            reason: "too large".into(),
+        },
+    );
+    assert_eq!(job.status, JobStatus::Failed);
+    assert_eq!(job.error.as_deref(), Some("too large"));
+    assert!(job.current_stage.is_none());
+    assert_eq!(job.stages[1].error.as_deref(), Some("too large"));
+    assert_eq!(
+        effects,
+        vec![
+            Effect::Archive,
+            Effect::Notify(Notice::Job(JobStatus::Failed))
+        ]
+    );
+    assert_eq!(
+        apply(
+            &job,
+            &Event::Fail {
+                reason: "again".into()
+            },
+            now()
+        ),
+        Decision::Ignore(Ignored::JobNotActive(JobStatus::Failed))
+    );
+}

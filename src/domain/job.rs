@@ -125,6 +125,8 @@ impl StageRecord {
 /// A job: the full record kept while it runs and archived when it ends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Job {
+    /// Stored as `_id`; read straight from the stored bytes under that name.
+    #[serde(alias = "_id")]
     pub id: JobId,
     /// Random per run; task ids derive from it.
     pub run_id: String,

@@ -24,6 +24,20 @@ use crate::domain::{Job, JobId, JobStatus, Machine, Pipeline, StageId, TaskId, T
 /// The statuses of an active job, as stored.
 const ACTIVE_STATUSES: [&str; 2] = ["pending", "running"];
 
+/// The most a job's document may take. MongoDB refuses documents over 16 MiB; the margin
+/// leaves room for the history record's own fields.
+pub const MAX_JOB_BYTES: usize = 15 * 1024 * 1024;
+
+/// The most a history record may take, earlier runs included.
+const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024 - 64 * 1024;
+
+/// The size of `job` as stored.
+pub fn job_bytes(job: &Job) -> Result<usize, StoreError> {
+    bson::to_vec(job)
+        .map(|bytes| bytes.len())
+        .map_err(|e| StoreError::Encode(e.to_string()))
+}
+
 /// How many earlier runs of the same file a history record keeps.
 pub const MAX_PREVIOUS_RUNS: usize = 20;
 
@@ -61,6 +75,9 @@ pub struct Store {
     client: Client,
     db: Database,
     jobs: Collection<Document>,
+    /// The same collection, read straight into [`Job`] without an intermediate `Document`
+    /// (a wide stage's job is megabytes, read on every write).
+    typed_jobs: Collection<Job>,
     history: Collection<Document>,
     pipelines: Collection<Document>,
     machines: Collection<Document>,
@@ -130,6 +147,14 @@ fn server_code(error: &mongodb::error::Error) -> Option<i32> {
     }
 }
 
+/// A stored job that does not decode is malformed, not a connection problem.
+fn typed_error(error: mongodb::error::Error) -> StoreError {
+    match error.kind.as_ref() {
+        ErrorKind::BsonDeserialization(e) => StoreError::Malformed(e.to_string()),
+        _ => StoreError::Mongo(error),
+    }
+}
+
 fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
     server_code(error) == Some(11000)
 }
@@ -168,6 +193,7 @@ impl Store {
         Self {
             client,
             jobs: db.collection("jobs"),
+            typed_jobs: db.collection("jobs"),
             history: db.collection("history"),
             pipelines: db.collection("pipelines"),
             machines: db.collection("machines"),
@@ -233,7 +259,10 @@ impl Store {
     }
 
     pub async fn load_job(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
-        get_by_id(&self.jobs, id.as_str(), "id").await
+        self.typed_jobs
+            .find_one(doc! {"_id": id.as_str()})
+            .await
+            .map_err(typed_error)
     }
 
     /// Turns the stored `before` into `after` if the stored version is still `before.version`,
@@ -280,14 +309,8 @@ impl Store {
 
     /// At most `limit` jobs matching `filter`.
     async fn find_jobs(&self, filter: Document, limit: i64) -> Result<Vec<Job>, StoreError> {
-        let documents: Vec<Document> = self
-            .jobs
-            .find(filter)
-            .limit(limit)
-            .await?
-            .try_collect()
-            .await?;
-        documents.into_iter().map(|d| from_doc(d, "id")).collect()
+        let cursor = self.typed_jobs.find(filter).limit(limit).await?;
+        cursor.try_collect().await.map_err(typed_error)
     }
 
     /// Jobs that ended but are still in `jobs`: a move to history that did not complete.
@@ -335,6 +358,29 @@ impl Store {
         }
         if previous.len() > MAX_PREVIOUS_RUNS {
             previous.drain(..previous.len() - MAX_PREVIOUS_RUNS);
+        }
+        // Keep the newest earlier runs that fit beside this one under the document cap.
+        let size = |d: &Document| bson::to_vec(d).map_or(0, |b| b.len());
+        let mut room = MAX_RECORD_BYTES.saturating_sub(size(&document));
+        let mut kept = 0;
+        for run in previous.iter().rev() {
+            let bytes = match run {
+                Bson::Document(d) => size(d),
+                _ => 0,
+            };
+            if bytes > room {
+                break;
+            }
+            room -= bytes;
+            kept += 1;
+        }
+        if kept < previous.len() {
+            tracing::warn!(
+                job_id = id,
+                dropped = previous.len() - kept,
+                "earlier runs dropped from the history record to keep it under the document cap"
+            );
+            previous.drain(..previous.len() - kept);
         }
         if !previous.is_empty() {
             document.insert("previous_runs", previous);

@@ -309,3 +309,77 @@ async fn sigterm_stops_the_service_within_the_grace_and_exits_zero() {
     .await;
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_job_whose_record_would_outgrow_the_document_cap_fails_instead_of_sticking() {
+    let app = spawn_app().await;
+    let field = |name: &str| json!({"name": name});
+    let pipeline = json!({"name": "bulky", "stages": [
+        {"worker": {"id": "fan", "name": "fan", "input": {"type": "single", "fields": [field("file")]},
+                    "output": {"type": "multiple", "fields": [field("item")]}},
+         "input_map": {"file": "init:init_source"}},
+        {"worker": {"id": "bulky", "name": "bulky", "input": {"type": "single", "fields": [field("item")]},
+                    "output": {"type": "multiple", "fields": [field("blob")]}},
+         "input_map": {"item": "item"}}]});
+    app.register(&pipeline, "bulky-machine").await;
+    let new_job = json!({"hash": "big", "machine_id": "bulky-machine", "file_name": "f"});
+    let response = app
+        .send(
+            reqwest::Method::POST,
+            "/jobs",
+            Some(&new_job),
+            Some("application/json"),
+        )
+        .await;
+    assert_eq!(response.status().as_u16(), 201);
+    let body: Value = response.json().await.expect("json");
+    let id = body["id"].as_str().expect("id").to_owned();
+    let publisher = Publisher::open(&app.amqp).await.expect("publisher");
+    let answer = |dispatch: &[u8], outputs: Value| {
+        let dispatch: Value = serde_json::from_slice(dispatch).expect("dispatch");
+        let result = json!({"task_id": dispatch["task_id"], "job_id": dispatch["job_id"], "outputs": outputs});
+        Outgoing::json("", app.names.results_queue(), "stage-result", &result).expect("encode")
+    };
+    let fan = app
+        .take(&app.names.worker_queue("fan"), Duration::from_secs(10))
+        .await
+        .expect("the fan task");
+    let items: Vec<Value> = (0..6).map(|i| json!({"item": i})).collect();
+    publisher
+        .publish(answer(&fan.delivery.data, Value::Array(items)))
+        .await
+        .expect("publish");
+    // Six results of about 3.5 MiB each (under the 4 MiB a result may take): five of them
+    // make the record larger than a document may be.
+    let blob = "x".repeat(60 * 1024);
+    let outputs = Value::Array((0..58).map(|_| json!({"blob": blob})).collect());
+    app.wait_for_stage(&id, "02").await;
+    for _ in 0..6 {
+        let task = app
+            .take(&app.names.worker_queue("bulky"), Duration::from_secs(10))
+            .await
+            .expect("a bulky task");
+        publisher
+            .publish(answer(&task.delivery.data, outputs.clone()))
+            .await
+            .expect("publish");
+    }
+    let record = app.wait_for_history(&id, Duration::from_secs(60)).await;
+    assert_eq!(record["status"], "failed");
+    let error = record["error"].as_str().expect("a reason");
+    assert!(
+        error.contains("MiB") && error.contains("database"),
+        "{error}"
+    );
+    assert_eq!(record["stages"][2]["id"], "02");
+    assert_eq!(record["stages"][2]["error"], record["error"]);
+    // Nothing is left behind: every result was taken, none dead-lettered or requeued for ever.
+    app.wait_until_consumed(&app.names.results_queue()).await;
+    assert_eq!(
+        crate::helpers::metric(&app, "job_manager_messages_dead_lettered_total").await,
+        None
+    );
+    let (status, _) = app.get(&format!("/jobs/{id}")).await;
+    assert_eq!(status, 404, "the failed job left the active list");
+    app.cleanup().await;
+}
