@@ -226,7 +226,8 @@ impl Coordinator {
             token,
         };
         // On an error the guard hands the waiters back; each then retries on its own.
-        let mine = self.apply_batch(id, vec![event]).await?.remove(0);
+        let (mut outcomes, mut last) = self.apply_batch(id, vec![event], None).await?;
+        let mine = outcomes.remove(0);
         loop {
             let batch: Vec<Waiter> = match self.waiting.lock() {
                 Ok(mut map) => match map.get_mut(id) {
@@ -239,8 +240,9 @@ impl Coordinator {
                 Err(_) => break,
             };
             let (events, senders): (Vec<Event>, Vec<_>) = batch.into_iter().unzip();
-            match self.apply_batch(id, events).await {
-                Ok(outcomes) => {
+            match self.apply_batch(id, events, last.take()).await {
+                Ok((outcomes, written)) => {
+                    last = written;
                     for (sender, outcome) in senders.into_iter().zip(outcomes) {
                         let _ = sender.send(Ok(outcome));
                     }
@@ -255,15 +257,29 @@ impl Coordinator {
         Ok(mine)
     }
 
-    /// Applies `events` in order to the job in one compare-and-set; one outcome per event.
+    /// Applies `events` in order to the job in one compare-and-set; one outcome per event, and
+    /// the job as written, if a write happened.
+    ///
+    /// `known` is the job as this process last wrote it, if it did: the first attempt starts
+    /// from it instead of reading the job again (a wide stage's job is megabytes). If another
+    /// writer got in between, the compare-and-set fails and the next attempt reads afresh.
     async fn apply_batch(
         &self,
         id: &JobId,
         events: Vec<Event>,
-    ) -> Result<Vec<Handled>, CoordinatorError> {
+        mut known: Option<Arc<Job>>,
+    ) -> Result<(Vec<Handled>, Option<Arc<Job>>), CoordinatorError> {
         for attempt in 0..MAX_CAS_ATTEMPTS {
-            let Some(before) = self.store.load_job(id).await? else {
-                return Ok(events.iter().map(|_| Handled::UnknownJob).collect());
+            let cached = known.is_some();
+            let before = match known.take() {
+                Some(job) => Arc::unwrap_or_clone(job),
+                None => match self.store.load_job(id).await? {
+                    Some(job) => job,
+                    None => {
+                        let unknown = events.iter().map(|_| Handled::UnknownJob).collect();
+                        return Ok((unknown, None));
+                    }
+                },
             };
             if let Some(stage) = &before.current_stage {
                 tracing::Span::current().record("stage_id", field::display(&stage.id));
@@ -294,22 +310,60 @@ impl Coordinator {
                     }
                 }
             }
+            // A copy may be behind the store, so it can vouch for a change (the compare-and-set
+            // checks it) but not for ignoring an event: read the job and decide again.
+            if cached && steps.len() < events.len() {
+                continue;
+            }
             if steps.is_empty() {
-                return Ok(outcomes.into_iter().flatten().collect());
+                // Nothing to write; the starting point is still good for the next batch.
+                let unchanged = Some(Arc::new(before));
+                return Ok((outcomes.into_iter().flatten().collect(), unchanged));
             }
             // One write for the whole batch, of only what changed.
             job.version = before.version + 1;
+            let mut failure = None;
+            let bytes = crate::store::job_bytes(&job)?;
+            if bytes > crate::store::MAX_JOB_BYTES {
+                // The database would refuse the document, now and on every retry: fail the
+                // job from where it was instead of leaving it stuck.
+                let reason = format!(
+                    "the job's record would take {:.1} MiB, more than the {} MiB a job may take in the database",
+                    bytes as f64 / 1024.0 / 1024.0,
+                    crate::store::MAX_JOB_BYTES / 1024 / 1024
+                );
+                warn!(job_id = %id, bytes, events = events.len(), "{reason}; failing the job");
+                let event = Event::Fail { reason };
+                job = before.clone();
+                let effects = apply_in_place(&mut job, &event, now).unwrap_or_default();
+                job.version = before.version + 1;
+                steps = vec![Step {
+                    index: 0,
+                    worker: String::new(),
+                    retried: false,
+                    effects,
+                }];
+                failure = Some(event);
+            }
             if self.store.compare_and_set(&before, &job).await? {
                 drop(before);
+                meter::job_written(steps.len());
                 // One shared copy of the written job for every outcome of the batch.
                 let written = Arc::new(job);
                 let mut all_effects = Vec::new();
+                let mut keep = true;
                 for step in steps {
-                    observe(&step, &events[step.index], &written);
+                    observe(
+                        &step,
+                        failure.as_ref().unwrap_or(&events[step.index]),
+                        &written,
+                    );
                     let dispatched = step
                         .effects
                         .iter()
                         .any(|e| matches!(e, Effect::Dispatch { .. }));
+                    // The outbox marks land in the store, not in this copy; read afresh.
+                    keep &= !dispatched;
                     outcomes[step.index] = Some(Handled::Applied {
                         job: written.clone(),
                         dispatched,
@@ -317,7 +371,18 @@ impl Coordinator {
                     all_effects.extend(step.effects);
                 }
                 self.execute(&written, all_effects).await?;
-                return Ok(outcomes.into_iter().flatten().collect());
+                // Events the failure swallowed were taken into account: the job ended.
+                let outcomes = outcomes
+                    .into_iter()
+                    .map(|o| {
+                        o.unwrap_or_else(|| Handled::Applied {
+                            job: written.clone(),
+                            dispatched: false,
+                        })
+                    })
+                    .collect();
+                let next = (keep && written.status.is_active()).then_some(written);
+                return Ok((outcomes, next));
             }
             meter::cas_conflict();
             debug!(
@@ -481,7 +546,7 @@ fn event_worker(job: &Job, event: &Event) -> String {
         Event::Result(TaskResult { task_id, .. }) | Event::Timeout { task_id } => {
             worker_of(job, task_id)
         }
-        Event::Start | Event::Abort => String::new(),
+        Event::Start | Event::Abort | Event::Fail { .. } => String::new(),
     }
 }
 
@@ -517,7 +582,7 @@ fn observe(step: &Step, event: &Event, after: &Job) {
                 meter::task_retried(worker);
             }
         }
-        Event::Abort => {}
+        Event::Abort | Event::Fail { .. } => {}
     }
     for effect in &step.effects {
         match effect {

@@ -31,6 +31,8 @@ pub const RESULTS_IGNORED: &str = "job_manager_results_ignored_total";
 pub const DEAD_LETTERED: &str = "job_manager_messages_dead_lettered_total";
 /// Compare-and-set writes that lost a race.
 pub const CAS_CONFLICTS: &str = "job_manager_cas_conflicts_total";
+/// Events applied per job write (how much coalescing saves: one write for this many events).
+pub const EVENTS_PER_WRITE: &str = "job_manager_events_per_write";
 /// Reconnections to RabbitMQ.
 pub const AMQP_RECONNECTS: &str = "job_manager_amqp_reconnects_total";
 
@@ -66,10 +68,14 @@ pub fn install() -> Option<&'static PrometheusHandle> {
                 10.0,
             ];
             let stage_buckets = [0.01, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0];
+            let batch_buckets = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0];
             PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Full(RESULT_TO_DISPATCH.into()), &buckets)
                 .and_then(|b| {
                     b.set_buckets_for_metric(Matcher::Full(STAGE_DURATION.into()), &stage_buckets)
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(EVENTS_PER_WRITE.into()), &batch_buckets)
                 })
                 .and_then(PrometheusBuilder::install_recorder)
                 .ok()
@@ -128,6 +134,10 @@ pub fn result_ignored(reason: &'static str) {
 
 pub fn dead_lettered() {
     counter!(DEAD_LETTERED).increment(1);
+}
+
+pub fn job_written(events: usize) {
+    histogram!(EVENTS_PER_WRITE).record(events as f64);
 }
 
 pub fn cas_conflict() {
