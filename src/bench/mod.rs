@@ -14,6 +14,21 @@ pub enum Bench {
     Queries(queries::QueryBenchArgs),
     /// The machine's floor, job-manager's throughput and latency, replicas, width and memory.
     All(AllArgs),
+    /// Only the wide-stage runs of `all` (section d), e.g. under a profiler.
+    Width(WidthArgs),
+}
+
+/// Options of `job-manager bench width`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WidthArgs {
+    #[command(flatten)]
+    pub endpoints: crate::config::Endpoints,
+    /// Widths of the wide stage (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    pub width: Vec<usize>,
+    /// Seconds a run may take before it is reported as unfinished.
+    #[arg(long, default_value_t = 300)]
+    pub width_limit_s: u64,
 }
 
 /// Options of `job-manager bench all`.
@@ -30,6 +45,9 @@ pub struct AllArgs {
     /// Seconds a wide-stage run may take before it is reported as unfinished.
     #[arg(long, default_value_t = 300)]
     pub width_limit_s: u64,
+    /// Result prefetch values to compare (a shorter run each).
+    #[arg(long, value_delimiter = ',', default_value = "8,64,256")]
+    pub prefetch: Vec<u16>,
     /// Active jobs for the memory run.
     #[arg(long, default_value_t = 10_000)]
     pub idle_jobs: usize,
@@ -46,6 +64,45 @@ pub async fn run(bench: Bench) -> anyhow::Result<()> {
     match bench {
         Bench::Queries(args) => queries::run(args).await,
         Bench::All(args) => all(args).await,
+        Bench::Width(args) => {
+            let rows = width_rows(&args.endpoints, &args.width, args.width_limit_s).await?;
+            print_table(rows);
+            Ok(())
+        }
+    }
+}
+
+/// Section (d): one row per width.
+async fn width_rows(
+    e: &crate::config::Endpoints,
+    widths: &[usize],
+    limit_s: u64,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut rows = Vec::new();
+    for width in widths {
+        let wide = service::width(e, *width, std::time::Duration::from_secs(limit_s)).await?;
+        let time = wide
+            .seconds
+            .map_or(format!("did not finish within {limit_s} s"), |s| {
+                format!("{s:.1} s")
+            });
+        rows.push((
+            format!("(d) one stage {width} wide"),
+            format!(
+                "{time}, replica peak RSS {:.0} MiB, job document {:.2} MiB",
+                wide.peak_kib as f64 / 1024.0,
+                wide.document_bytes as f64 / 1024.0 / 1024.0
+            ),
+        ));
+    }
+    Ok(rows)
+}
+
+fn print_table(rows: Vec<(String, String)>) {
+    println!("| measurement | value |");
+    println!("|---|---|");
+    for (name, value) in rows {
+        println!("| {name} | {value} |");
     }
 }
 
@@ -55,6 +112,7 @@ async fn all(mut args: AllArgs) -> anyhow::Result<()> {
         args.jobs = 20;
         args.width = vec![50];
         args.idle_jobs = 50;
+        args.prefetch = vec![64];
         args.floor_s = 1;
     }
     let e = &args.endpoints;
@@ -103,9 +161,11 @@ async fn all(mut args: AllArgs) -> anyhow::Result<()> {
     ];
 
     eprintln!("bench: job-manager on the seed's shape");
+    use service::{Load, Setup};
+    let saturate = Load::Saturate { in_flight: 32 };
     let mut per_replicas = Vec::new();
     for replicas in 1..=3 {
-        let run = service::throughput(e, replicas, args.jobs).await?;
+        let run = service::throughput(e, Setup::replicas(replicas), args.jobs, saturate).await?;
         per_replicas.push(run);
     }
     let one = &mut per_replicas[0];
@@ -126,11 +186,40 @@ async fn all(mut args: AllArgs) -> anyhow::Result<()> {
             one.latencies_ms.len()
         ),
     ));
+    // Half of the maximum, as a steady arrival rate, for as long as the maximum run took.
+    let half = one.jobs_per_s / 2.0;
+    let mut paced = service::throughput(
+        e,
+        Setup::replicas(1),
+        args.jobs / 2,
+        Load::Paced { jobs_per_s: half },
+    )
+    .await?;
+    rows.push((
+        format!("(b) p50 / p99 at half load ({half:.1} jobs/s arriving)"),
+        format!(
+            "{:.1} ms / {:.1} ms ({} samples)",
+            quantile(&mut paced.latencies_ms, 0.5),
+            quantile(&mut paced.latencies_ms, 0.99),
+            paced.latencies_ms.len()
+        ),
+    ));
     let alone = service::single_job(e).await?;
     rows.push((
         "(b) one job alone, end to end".into(),
         format!("{:.0} ms", alone * 1000.0),
     ));
+    for prefetch in &args.prefetch {
+        let setup = Setup {
+            prefetch: *prefetch,
+            ..Setup::replicas(1)
+        };
+        let run = service::throughput(e, setup, args.jobs / 2, saturate).await?;
+        rows.push((
+            format!("(b) tasks/s with result prefetch {prefetch}"),
+            format!("{:.0}", run.tasks_per_s),
+        ));
+    }
     for (i, run) in per_replicas.iter().enumerate() {
         rows.push((
             format!("(c) tasks/s, {} replica(s)", i + 1),
@@ -138,30 +227,16 @@ async fn all(mut args: AllArgs) -> anyhow::Result<()> {
         ));
     }
     eprintln!("bench: wide stages");
-    for width in &args.width {
-        let (seconds, peak, document) =
-            service::width(e, *width, Duration::from_secs(args.width_limit_s)).await?;
-        let time = seconds.map_or(
-            format!("did not finish within {} s", args.width_limit_s),
-            |s| format!("{s:.1} s"),
-        );
-        rows.push((
-            format!("(d) one stage {width} wide"),
-            format!(
-                "{time}, peak RSS {:.0} MiB, job document {:.2} MiB",
-                peak as f64 / 1024.0,
-                document as f64 / 1024.0 / 1024.0
-            ),
-        ));
-    }
+    rows.extend(width_rows(e, &args.width, args.width_limit_s).await?);
     eprintln!("bench: memory with many active jobs");
-    let (before, after) = service::idle_jobs(e, args.idle_jobs).await?;
+    let (before, after, peak) = service::idle_jobs(e, args.idle_jobs).await?;
     rows.push((
-        format!("(e) RSS with {} active jobs", args.idle_jobs),
+        format!("(e) replica RSS with {} active jobs", args.idle_jobs),
         format!(
-            "{:.0} MiB (was {:.0} MiB before)",
+            "{:.0} MiB (idle before: {:.0} MiB, peak while starting them: {:.0} MiB)",
             after as f64 / 1024.0,
-            before as f64 / 1024.0
+            before as f64 / 1024.0,
+            peak as f64 / 1024.0
         ),
     ));
 
@@ -177,11 +252,7 @@ async fn all(mut args: AllArgs) -> anyhow::Result<()> {
         format!("{ratio_replicas:.2}"),
     ));
 
-    println!("| measurement | value |");
-    println!("|---|---|");
-    for (name, value) in rows {
-        println!("| {name} | {value} |");
-    }
+    print_table(rows);
     Ok(())
 }
 
@@ -219,11 +290,12 @@ impl PeakRss {
 
 /// The resident set size of this process, in KiB (0 where `/proc` is missing).
 pub fn rss_kib() -> u64 {
-    proc_status_kib("VmRSS:")
+    status_kib("/proc/self/status", "VmRSS:")
 }
 
-fn proc_status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+/// A `kB` field of a `/proc/<pid>/status` file (0 where it is missing).
+fn status_kib(path: &str, field: &str) -> u64 {
+    std::fs::read_to_string(path)
         .ok()
         .and_then(|status| {
             status

@@ -12,7 +12,6 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::rss_kib;
 use crate::amqp::Names;
 use crate::config::{Config, Endpoints};
 use crate::messages::StageDispatch;
@@ -29,7 +28,74 @@ pub struct Cluster {
     client: reqwest::Client,
     shutdown: CancellationToken,
     replicas: JoinSet<anyhow::Result<()>>,
+    /// Replicas run as `job-manager serve` child processes, so their memory is their own.
+    children: Vec<std::process::Child>,
     workers: JoinSet<()>,
+}
+
+/// How a [`Cluster`] is laid out.
+#[derive(Debug, Clone, Copy)]
+pub struct Setup {
+    pub replicas: usize,
+    /// Outputs of the `fan-source` worker (the width of the wide stage).
+    pub width: usize,
+    /// The replicas' result prefetch.
+    pub prefetch: u16,
+    /// Run the replicas as child processes instead of inside this one.
+    pub processes: bool,
+}
+
+impl Setup {
+    pub fn replicas(replicas: usize) -> Self {
+        Self {
+            replicas,
+            width: 0,
+            prefetch: 256,
+            processes: false,
+        }
+    }
+}
+
+/// Starts `job-manager serve` (this very binary) with `config`.
+fn spawn_replica(config: &Config) -> anyhow::Result<std::process::Child> {
+    let exe = std::env::current_exe().context("finding this binary")?;
+    std::process::Command::new(exe)
+        .arg("serve")
+        .env("JOB_MANAGER_AMQP_URL", &config.endpoints.amqp_url)
+        .env("JOB_MANAGER_MONGODB_URI", &config.endpoints.mongodb_uri)
+        .env("JOB_MANAGER_DATABASE", &config.database)
+        .env("JOB_MANAGER_PREFIX", &config.prefix)
+        .env("JOB_MANAGER_LISTEN", config.listen.to_string())
+        .env("JOB_MANAGER_BASE_PATH", &config.base_path)
+        .env("JOB_MANAGER_PREFETCH", config.prefetch.to_string())
+        .env(
+            "JOB_MANAGER_SWEEP_INTERVAL_S",
+            config.sweep_interval_s.to_string(),
+        )
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .context("starting a replica process")
+}
+
+/// Asks a child replica to stop (SIGTERM), and kills it if it has not within 15 s.
+async fn stop_child(mut child: std::process::Child) {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(15) {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// What the no-op workers return: the seed's shape for the demo workers; for the width test,
@@ -45,28 +111,30 @@ fn outputs(dispatch: &StageDispatch, width: usize) -> Result<Value, String> {
 }
 
 impl Cluster {
-    pub async fn start(
-        endpoints: &Endpoints,
-        replicas: usize,
-        width: usize,
-    ) -> anyhow::Result<Self> {
+    pub async fn start(endpoints: &Endpoints, setup: Setup) -> anyhow::Result<Self> {
         let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
+        let width = setup.width;
         let mut config = Config::defaults();
         config.endpoints = endpoints.clone();
         config.database = format!("jm_bench_{id}");
         config.prefix = format!("jm-bench-{id}");
         config.sweep_interval_s = 1;
+        config.prefetch = setup.prefetch;
         let shutdown = CancellationToken::new();
         let mut set = JoinSet::new();
+        let mut children = Vec::new();
         let mut bases = Vec::new();
-        for _ in 0..replicas.max(1) {
+        for _ in 0..setup.replicas.max(1) {
             let listener = TcpListener::bind("127.0.0.1:0").await?;
-            bases.push(format!(
-                "http://{}{}",
-                listener.local_addr()?,
-                config.base_path
-            ));
-            set.spawn(crate::app::run(config.clone(), listener, shutdown.clone()));
+            let address = listener.local_addr()?;
+            bases.push(format!("http://{address}{}", config.base_path));
+            if setup.processes {
+                drop(listener);
+                config.listen = address;
+                children.push(spawn_replica(&config)?);
+            } else {
+                set.spawn(crate::app::run(config.clone(), listener, shutdown.clone()));
+            }
         }
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
@@ -106,6 +174,7 @@ impl Cluster {
             client,
             shutdown,
             replicas: set,
+            children,
             workers,
         };
         cluster
@@ -160,6 +229,27 @@ impl Cluster {
         Ok(())
     }
 
+    /// Starts job number `n` on `machine`, on one of the replicas in turn.
+    async fn start_job(
+        client: &reqwest::Client,
+        bases: &[String],
+        machine: &str,
+        tag: &str,
+        n: usize,
+    ) -> anyhow::Result<()> {
+        let body = json!({"hash": format!("{tag}-{n}"), "machine_id": machine, "file_name": format!("f{n}")});
+        let base = &bases[n % bases.len()];
+        let response = client
+            .post(format!("{base}/jobs"))
+            .json(&body)
+            .send()
+            .await?;
+        if response.status().as_u16() != 201 {
+            bail!("starting a job: {}", response.status());
+        }
+        Ok(())
+    }
+
     /// Starts `count` jobs on `machine`, `in_flight` requests at a time, spread over the replicas.
     pub async fn submit(
         &self,
@@ -179,14 +269,32 @@ impl Cluster {
                     if n >= count {
                         return Ok::<_, anyhow::Error>(());
                     }
-                    let body = json!({"hash": format!("{tag}-{n}"), "machine_id": machine, "file_name": format!("f{n}")});
-                    let base = &bases[n % bases.len()];
-                    let response = client.post(format!("{base}/jobs")).json(&body).send().await?;
-                    if response.status().as_u16() != 201 {
-                        bail!("starting a job: {}", response.status());
-                    }
+                    Self::start_job(&client, &bases, &machine, &tag, n).await?;
                 }
             });
+        }
+        while let Some(result) = set.join_next().await {
+            result??;
+        }
+        Ok(())
+    }
+
+    /// Starts `count` jobs on `machine` at a steady `per_s`, whatever the replies take (an open
+    /// loop, as independent clients would).
+    pub async fn submit_paced(
+        &self,
+        machine: &str,
+        tag: &str,
+        count: usize,
+        per_s: f64,
+    ) -> anyhow::Result<()> {
+        let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / per_s.max(0.01)));
+        let mut set = JoinSet::new();
+        for n in 0..count {
+            ticker.tick().await;
+            let (client, bases) = (self.client.clone(), self.bases.clone());
+            let (machine, tag) = (machine.to_owned(), tag.to_owned());
+            set.spawn(async move { Self::start_job(&client, &bases, &machine, &tag, n).await });
         }
         while let Some(result) = set.join_next().await {
             result??;
@@ -212,20 +320,29 @@ impl Cluster {
         }
     }
 
-    /// The largest BSON size of a job document, sampled until `done` is cancelled.
-    pub fn watch_document_size(&self, done: CancellationToken) -> tokio::task::JoinHandle<usize> {
-        let jobs = self.store.database().collection::<Document>("jobs");
-        tokio::spawn(async move {
-            let mut largest = 0;
-            while !done.is_cancelled() {
-                if let Ok(Some(document)) = jobs.find_one(doc! {}).await
-                    && let Ok(bytes) = mongodb::bson::to_vec(&document)
-                {
-                    largest = largest.max(bytes.len());
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            largest
+    /// The BSON size of the largest history record: a job's document is largest when it
+    /// ends, and that is what is archived.
+    pub async fn largest_record(&self) -> anyhow::Result<usize> {
+        let history = self
+            .store
+            .database()
+            .collection::<mongodb::bson::RawDocumentBuf>("history");
+        let mut cursor = history.find(doc! {}).await?;
+        let mut largest = 0;
+        while cursor.advance().await? {
+            largest = largest.max(cursor.current().as_bytes().len());
+        }
+        Ok(largest)
+    }
+
+    /// The peak and current RSS (KiB) of the child replica processes, summed.
+    pub fn children_rss_kib(&self) -> (u64, u64) {
+        self.children.iter().fold((0, 0), |(peak, now), child| {
+            let status = format!("/proc/{}/status", child.id());
+            (
+                peak + super::status_kib(&status, "VmHWM:"),
+                now + super::status_kib(&status, "VmRSS:"),
+            )
         })
     }
 
@@ -233,6 +350,9 @@ impl Cluster {
         self.shutdown.cancel();
         while self.workers.join_next().await.is_some() {}
         while self.replicas.join_next().await.is_some() {}
+        for child in std::mem::take(&mut self.children) {
+            stop_child(child).await;
+        }
         let _ = self.store.database().drop().await;
         if let Ok(connection) = crate::amqp::connect(&self.amqp_url, "bench cleanup").await
             && let Ok(channel) = connection.create_channel().await
@@ -253,19 +373,40 @@ pub struct Throughput {
     pub latencies_ms: Vec<f64>,
 }
 
-/// Runs `jobs` seed-shaped jobs on `replicas` replicas.
+/// How seed-shaped jobs are started.
+#[derive(Debug, Clone, Copy)]
+pub enum Load {
+    /// As fast as they are taken, `in_flight` requests at a time: the maximum throughput.
+    Saturate { in_flight: usize },
+    /// At a steady rate of jobs per second.
+    Paced { jobs_per_s: f64 },
+}
+
+/// Runs `jobs` seed-shaped jobs on the cluster `setup` describes.
 pub async fn throughput(
     endpoints: &Endpoints,
-    replicas: usize,
+    setup: Setup,
     jobs: usize,
+    load: Load,
 ) -> anyhow::Result<Throughput> {
-    let cluster = Cluster::start(endpoints, replicas, 0)
+    let cluster = Cluster::start(endpoints, setup)
         .await
         .context("starting the replicas")?;
     crate::meter::collect_latencies(true);
     let started = Instant::now();
     let outcome = async {
-        cluster.submit(demo::MACHINE_ID, "tp", jobs, 32).await?;
+        match load {
+            Load::Saturate { in_flight } => {
+                cluster
+                    .submit(demo::MACHINE_ID, "tp", jobs, in_flight)
+                    .await?
+            }
+            Load::Paced { jobs_per_s } => {
+                cluster
+                    .submit_paced(demo::MACHINE_ID, "paced", jobs, jobs_per_s)
+                    .await?
+            }
+        }
         cluster
             .wait_archived(jobs as u64, Duration::from_secs(600))
             .await
@@ -288,7 +429,7 @@ pub async fn throughput(
 
 /// Seconds for one seed-shaped job running alone.
 pub async fn single_job(endpoints: &Endpoints) -> anyhow::Result<f64> {
-    let cluster = Cluster::start(endpoints, 1, 0).await?;
+    let cluster = Cluster::start(endpoints, Setup::replicas(1)).await?;
     let started = Instant::now();
     let outcome = async {
         cluster.submit(demo::MACHINE_ID, "alone", 1, 1).await?;
@@ -301,38 +442,54 @@ pub async fn single_job(endpoints: &Endpoints) -> anyhow::Result<f64> {
     Ok(elapsed)
 }
 
-/// One job whose second stage fans out to `width` tasks: seconds, peak RSS (KiB) and the
-/// largest job document (bytes).
-pub async fn width(
-    endpoints: &Endpoints,
-    width: usize,
-    limit: Duration,
-) -> anyhow::Result<(Option<f64>, u64, usize)> {
-    let cluster = Cluster::start(endpoints, 1, width).await?;
-    let peak = super::PeakRss::start(Duration::from_millis(20));
-    let sampling = CancellationToken::new();
-    let sizes = cluster.watch_document_size(sampling.clone());
+/// What one wide job came to.
+pub struct Wide {
+    /// Seconds to finish, or `None` when it did not within the limit.
+    pub seconds: Option<f64>,
+    /// Peak RSS of the replica process, KiB.
+    pub peak_kib: u64,
+    /// The largest job document seen, bytes.
+    pub document_bytes: usize,
+}
+
+/// One job whose second stage fans out to `width` tasks, on one replica in a process of its own.
+pub async fn width(endpoints: &Endpoints, width: usize, limit: Duration) -> anyhow::Result<Wide> {
+    let setup = Setup {
+        width,
+        processes: true,
+        ..Setup::replicas(1)
+    };
+    let cluster = Cluster::start(endpoints, setup).await?;
     let started = Instant::now();
     let outcome = async {
         cluster.submit("wide", "wide", 1, 1).await?;
         cluster.wait_archived(1, limit).await
     }
     .await;
-    let elapsed = outcome.is_ok().then(|| started.elapsed().as_secs_f64());
-    sampling.cancel();
-    let peak = peak.finish().await;
-    let largest = sizes.await.unwrap_or(0);
+    let seconds = outcome.is_ok().then(|| started.elapsed().as_secs_f64());
+    let (peak_kib, _) = cluster.children_rss_kib();
+    let document_bytes = cluster.largest_record().await.unwrap_or(0);
     cluster.stop().await;
-    Ok((elapsed, peak, largest))
+    Ok(Wide {
+        seconds,
+        peak_kib,
+        document_bytes,
+    })
 }
 
-/// RSS (KiB) of the process before and after `count` jobs are active and waiting on a worker
-/// that nobody serves.
-pub async fn idle_jobs(endpoints: &Endpoints, count: usize) -> anyhow::Result<(u64, u64)> {
-    let cluster = Cluster::start(endpoints, 1, 0).await?;
-    let before = rss_kib();
+/// RSS (KiB) of a replica process before and after `count` jobs are active and waiting on a
+/// worker that nobody serves, and its peak meanwhile.
+pub async fn idle_jobs(endpoints: &Endpoints, count: usize) -> anyhow::Result<(u64, u64, u64)> {
+    let setup = Setup {
+        processes: true,
+        ..Setup::replicas(1)
+    };
+    let cluster = Cluster::start(endpoints, setup).await?;
+    let (_, before) = cluster.children_rss_kib();
     let outcome = cluster.submit("idle", "idle", count, 32).await;
-    let after = rss_kib();
+    // Let the sweep pass over them at least once.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (peak, after) = cluster.children_rss_kib();
     let active = cluster.store.count_active().await.unwrap_or(0);
     cluster.stop().await;
     outcome?;
@@ -340,5 +497,5 @@ pub async fn idle_jobs(endpoints: &Endpoints, count: usize) -> anyhow::Result<(u
         active as usize >= count,
         "only {active} of {count} jobs were active"
     );
-    Ok((before, after))
+    Ok((before, after, peak))
 }
