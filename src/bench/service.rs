@@ -50,7 +50,7 @@ impl Setup {
         Self {
             replicas,
             width: 0,
-            prefetch: 256,
+            prefetch: Config::defaults().prefetch,
             processes: false,
         }
     }
