@@ -9,8 +9,9 @@ mkdir -p target
 RUST_LOG="${RUST_LOG:-warn}" target/debug/job-manager bench all --quick | tee target/bench-smoke.txt
 for row in "(a) load + compare-and-set, concurrency 32" "(a) persistent publish, confirms pipelined" \
     "(a) consume + ack" "(a) combined per-task loop, concurrency 32" "(b) tasks/s, 1 replica" \
-    "(b) result consumed → next dispatch confirmed, p50 / p99" "(b) one job alone, end to end" \
-    "(c) tasks/s, 3 replica(s)" "(d) one stage 50 wide" "(e) RSS with 50 active jobs" \
+    "(b) result consumed → next dispatch confirmed, p50 / p99" "(b) p50 / p99 at half load" \
+    "(b) one job alone, end to end" "(b) tasks/s with result prefetch 64" \
+    "(c) tasks/s, 3 replica(s)" "(d) one stage 50 wide" "(e) replica RSS with 50 active jobs" \
     "ratio: (b) tasks/s ÷ (a) combined loop" "ratio: 2 replicas ÷ 1 replica"; do
     if ! grep -qF "| $row" target/bench-smoke.txt; then
         echo "bench-smoke: the row '$row' is missing" >&2

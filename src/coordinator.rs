@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 use tracing::{debug, field, info, instrument, warn};
@@ -40,7 +40,11 @@ pub enum CoordinatorError {
 pub enum Handled {
     /// The job changed and the effects were carried out; `dispatched` tells whether they
     /// included publishing tasks.
-    Applied { job: Arc<Job>, dispatched: bool },
+    Applied {
+        job: Arc<Job>,
+        /// When the broker confirmed the tasks this event caused to be published, if any.
+        dispatched: Option<Instant>,
+    },
     /// Nothing changed.
     Ignored(Ignored),
     /// No active job has this id.
@@ -351,36 +355,37 @@ impl Coordinator {
                 // One shared copy of the written job for every outcome of the batch.
                 let written = Arc::new(job);
                 let mut all_effects = Vec::new();
-                let mut keep = true;
+                let mut dispatching = Vec::new();
                 for step in steps {
                     observe(
                         &step,
                         failure.as_ref().unwrap_or(&events[step.index]),
                         &written,
                     );
-                    let dispatched = step
+                    if step
                         .effects
                         .iter()
-                        .any(|e| matches!(e, Effect::Dispatch { .. }));
-                    // The outbox marks land in the store, not in this copy; read afresh.
-                    keep &= !dispatched;
-                    outcomes[step.index] = Some(Handled::Applied {
-                        job: written.clone(),
-                        dispatched,
-                    });
+                        .any(|e| matches!(e, Effect::Dispatch { .. }))
+                    {
+                        dispatching.push(step.index);
+                    }
                     all_effects.extend(step.effects);
                 }
-                self.execute(&written, all_effects).await?;
-                // Events the failure swallowed were taken into account: the job ended.
+                let confirmed = self.execute(&written, all_effects).await?;
+                // Events the failure swallowed were taken into account too: the job ended.
                 let outcomes = outcomes
                     .into_iter()
-                    .map(|o| {
-                        o.unwrap_or_else(|| Handled::Applied {
+                    .enumerate()
+                    .map(|(index, outcome)| {
+                        outcome.unwrap_or_else(|| Handled::Applied {
                             job: written.clone(),
-                            dispatched: false,
+                            dispatched: confirmed.filter(|_| dispatching.contains(&index)),
                         })
                     })
                     .collect();
+                // The outbox marks land in the store, not in this copy: after a dispatch the
+                // next batch reads afresh.
+                let keep = dispatching.is_empty();
                 let next = (keep && written.status.is_active()).then_some(written);
                 return Ok((outcomes, next));
             }
@@ -400,11 +405,22 @@ impl Coordinator {
         Err(CoordinatorError::Contention(MAX_CAS_ATTEMPTS))
     }
 
-    async fn execute(&self, job: &Job, effects: Vec<Effect>) -> Result<(), CoordinatorError> {
-        for effect in effects {
+    /// Carries out `effects`, dispatches first (they are what the workers wait for; the
+    /// engine's order holds among the rest). Returns when the first dispatch was confirmed.
+    async fn execute(
+        &self,
+        job: &Job,
+        effects: Vec<Effect>,
+    ) -> Result<Option<Instant>, CoordinatorError> {
+        let (dispatches, rest): (Vec<Effect>, Vec<Effect>) = effects
+            .into_iter()
+            .partition(|e| matches!(e, Effect::Dispatch { .. }));
+        let mut confirmed = None;
+        for effect in dispatches.into_iter().chain(rest) {
             match effect {
                 Effect::Dispatch { stage_id, task_ids } => {
-                    self.dispatch(job, &stage_id, &task_ids).await?;
+                    let at = self.dispatch(job, &stage_id, &task_ids).await?;
+                    confirmed = confirmed.or(at);
                 }
                 Effect::Notify(notice) => self.notify(job, notice).await,
                 Effect::Archive => {
@@ -413,21 +429,22 @@ impl Coordinator {
                 }
             }
         }
-        Ok(())
+        Ok(confirmed)
     }
 
-    /// Publishes the current attempt of `task_ids` and marks them dispatched.
+    /// Publishes the current attempt of `task_ids` and marks them dispatched. Returns when the
+    /// broker confirmed them, if anything was published.
     pub async fn dispatch(
         &self,
         job: &Job,
         stage_id: &StageId,
         task_ids: &[TaskId],
-    ) -> Result<(), CoordinatorError> {
+    ) -> Result<Option<Instant>, CoordinatorError> {
         let Some(stage) = job.current_stage.as_ref().filter(|s| &s.id == stage_id) else {
-            return Ok(());
+            return Ok(None);
         };
         let Some(spec) = stage_id.index().and_then(|i| job.pipeline.get(i)) else {
-            return Ok(());
+            return Ok(None);
         };
         self.ensure_worker_queue(&spec.worker.id).await?;
         let worker = WorkerRef {
@@ -464,12 +481,13 @@ impl Coordinator {
         }
         let count = messages.len();
         self.publish_all(messages).await?;
+        let confirmed = Instant::now();
         meter::tasks_dispatched(&spec.worker.id, count);
         self.store
             .mark_dispatched(&job.id, stage_id, task_ids, Timestamp::now())
             .await?;
         debug!(job_id = %job.id, stage_id = %stage_id, tasks = count, "tasks dispatched");
-        Ok(())
+        Ok(Some(confirmed))
     }
 
     async fn ensure_worker_queue(&self, worker_id: &str) -> Result<(), CoordinatorError> {

@@ -72,8 +72,8 @@ pub async fn handle_delivery(coordinator: &Coordinator, body: &[u8]) -> Outcome 
     let started = std::time::Instant::now();
     match coordinator.handle(&job_id, result_event(result)).await {
         Ok(Handled::Applied { dispatched, .. }) => {
-            if dispatched {
-                meter::result_to_dispatch(started.elapsed());
+            if let Some(confirmed) = dispatched {
+                meter::result_to_dispatch(confirmed.saturating_duration_since(started));
             }
             Outcome::Processed
         }

@@ -18,6 +18,9 @@ pub enum PublishError {
     NotConnected,
 }
 
+/// Pauses before publishing refused messages again; one round per entry.
+const NACK_RETRY_PAUSES_MS: [u64; 4] = [20, 100, 500, 0];
+
 /// One message to publish.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
@@ -67,28 +70,45 @@ impl Publisher {
     }
 
     /// Publishes every message, then waits for all their confirms: one round trip, not one each.
+    /// Messages the broker refuses (a quorum queue may nack while it elects a leader) are
+    /// published again a few times before the refusal is returned; a receiver may therefore
+    /// see one twice, as at-least-once delivery allows.
     pub async fn publish_all(&self, messages: Vec<Outgoing>) -> Result<(), PublishError> {
-        let mut pending = Vec::with_capacity(messages.len());
-        for message in messages {
-            let confirm = self
-                .channel
-                .basic_publish(
-                    message.exchange.into(),
-                    message.routing_key.into(),
-                    BasicPublishOptions::default(),
-                    &message.body,
-                    message.properties,
-                )
-                .await?;
-            pending.push(confirm);
-        }
-        for confirm in pending {
-            match confirm.await? {
-                Confirmation::Nack(_) => return Err(PublishError::Nacked),
-                Confirmation::Ack(_) | Confirmation::NotRequested => {}
+        let mut todo: Vec<&Outgoing> = messages.iter().collect();
+        for (round, pause_ms) in NACK_RETRY_PAUSES_MS.iter().enumerate() {
+            let mut pending = Vec::with_capacity(todo.len());
+            for message in &todo {
+                let confirm = self
+                    .channel
+                    .basic_publish(
+                        message.exchange.as_str().into(),
+                        message.routing_key.as_str().into(),
+                        BasicPublishOptions::default(),
+                        &message.body,
+                        message.properties.clone(),
+                    )
+                    .await?;
+                pending.push(confirm);
             }
+            let mut refused = Vec::new();
+            for (message, confirm) in todo.into_iter().zip(pending) {
+                match confirm.await? {
+                    Confirmation::Nack(_) => refused.push(message),
+                    Confirmation::Ack(_) | Confirmation::NotRequested => {}
+                }
+            }
+            if refused.is_empty() {
+                return Ok(());
+            }
+            tracing::warn!(
+                messages = refused.len(),
+                round,
+                "the broker refused messages; publishing them again"
+            );
+            todo = refused;
+            tokio::time::sleep(std::time::Duration::from_millis(*pause_ms)).await;
         }
-        Ok(())
+        Err(PublishError::Nacked)
     }
 
     pub async fn publish(&self, message: Outgoing) -> Result<(), PublishError> {

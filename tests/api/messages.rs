@@ -82,3 +82,48 @@ async fn malformed_results_are_dead_lettered_and_stray_ones_ignored() {
     assert_eq!(record["status"], Value::from("running"));
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_refused_publish_is_retried_then_reported_not_dropped() {
+    use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+    use lapin::types::{AMQPValue, FieldTable};
+    let app = spawn_app().await;
+    // A queue that refuses every message: the broker nacks each publish to it.
+    let queue = format!("{}.refuses", app.names.prefix());
+    let channel = app.amqp.create_channel().await.expect("channel");
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-max-length".into(), AMQPValue::LongInt(0));
+    arguments.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions::default(),
+            arguments,
+        )
+        .await
+        .expect("declare");
+    let publisher = Publisher::open(&app.amqp).await.expect("publisher");
+    let started = std::time::Instant::now();
+    let outcome = publisher.publish(raw(queue.clone(), b"{}".to_vec())).await;
+    assert!(
+        matches!(
+            outcome,
+            Err(job_manager::amqp::publisher::PublishError::Nacked)
+        ),
+        "{outcome:?}"
+    );
+    // Refused messages are published again after pauses of 20, 100 and 500 ms before giving up.
+    assert!(
+        started.elapsed() >= Duration::from_millis(600),
+        "{:?}",
+        started.elapsed()
+    );
+    channel
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete");
+    app.cleanup().await;
+}
