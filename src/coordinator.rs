@@ -18,6 +18,9 @@ use crate::messages::{DISPATCH_TYPE, EVENT_TYPE, JobEvent, StageDispatch, Worker
 use crate::meter;
 use crate::store::{Inserted, Store, StoreError};
 
+/// Dispatches of one stage published (and confirmed) together.
+const DISPATCH_CHUNK: usize = 1000;
+
 /// How often a lost compare-and-set is retried before giving up.
 pub const MAX_CAS_ATTEMPTS: u32 = 32;
 
@@ -451,36 +454,48 @@ impl Coordinator {
             id: spec.worker.id.clone(),
             name: spec.worker.name.clone(),
         };
-        let mut messages = Vec::with_capacity(task_ids.len());
-        for task in stage.tasks.iter().filter(|t| task_ids.contains(&t.task_id)) {
-            let dispatch = StageDispatch {
-                task_id: task.task_id.clone(),
-                job_id: job.id.clone(),
-                machine_id: job.machine_id.clone(),
-                pipeline_id: job.pipeline_id.clone(),
-                stage_id: stage_id.clone(),
-                worker: worker.clone(),
-                inputs: task.inputs.clone(),
-                configs: task.configs.clone(),
-                attempt: task.attempt,
-                deadline: task.deadline,
-            };
-            let mut message = Outgoing::json(
-                self.names.dispatch_exchange(),
-                spec.worker.id.clone(),
-                DISPATCH_TYPE,
-                &dispatch,
-            )
-            .map_err(PublishError::from)?;
-            message.properties = message
-                .properties
-                .with_message_id(task.task_id.as_str().into())
-                .with_correlation_id(task.task_id.as_str().into())
-                .with_reply_to(self.names.results_queue().into());
-            messages.push(message);
+        // Hoisted out of the loop: a wide stage publishes thousands of these.
+        let wanted: HashSet<&TaskId> = task_ids.iter().collect();
+        let exchange = self.names.dispatch_exchange();
+        let reply_to: lapin::types::ShortString = self.names.results_queue().into();
+        let tasks: Vec<_> = stage
+            .tasks
+            .iter()
+            .filter(|t| wanted.contains(&t.task_id))
+            .collect();
+        let count = tasks.len();
+        // In chunks, so a wide stage does not hold every encoded message at once.
+        for chunk in tasks.chunks(DISPATCH_CHUNK) {
+            let mut messages = Vec::with_capacity(chunk.len());
+            for task in chunk {
+                let dispatch = StageDispatch {
+                    task_id: task.task_id.clone(),
+                    job_id: job.id.clone(),
+                    machine_id: job.machine_id.clone(),
+                    pipeline_id: job.pipeline_id.clone(),
+                    stage_id: stage_id.clone(),
+                    worker: worker.clone(),
+                    inputs: task.inputs.clone(),
+                    configs: task.configs.clone(),
+                    attempt: task.attempt,
+                    deadline: task.deadline,
+                };
+                let mut message = Outgoing::json(
+                    exchange.clone(),
+                    spec.worker.id.clone(),
+                    DISPATCH_TYPE,
+                    &dispatch,
+                )
+                .map_err(PublishError::from)?;
+                message.properties = message
+                    .properties
+                    .with_message_id(task.task_id.as_str().into())
+                    .with_correlation_id(task.task_id.as_str().into())
+                    .with_reply_to(reply_to.clone());
+                messages.push(message);
+            }
+            self.publish_all(messages).await?;
         }
-        let count = messages.len();
-        self.publish_all(messages).await?;
         let confirmed = Instant::now();
         meter::tasks_dispatched(&spec.worker.id, count);
         self.store

@@ -36,8 +36,8 @@ pub struct WidthArgs {
 pub struct AllArgs {
     #[command(flatten)]
     pub endpoints: crate::config::Endpoints,
-    /// Seed-shaped jobs per throughput run.
-    #[arg(long, default_value_t = 300)]
+    /// Seed-shaped jobs per throughput run (throughput counts the 10th to the 90th percent).
+    #[arg(long, default_value_t = 600)]
     pub jobs: usize,
     /// Width of the wide-stage runs (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]

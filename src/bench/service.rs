@@ -304,20 +304,36 @@ impl Cluster {
 
     /// Waits until `count` jobs are in history.
     pub async fn wait_archived(&self, count: u64, limit: Duration) -> anyhow::Result<Duration> {
+        let marks = self.wait_archived_marks(&[count], limit).await?;
+        Ok(marks[0])
+    }
+
+    /// Waits until each count of `marks` (ascending) is in history; the time each was reached.
+    pub async fn wait_archived_marks(
+        &self,
+        marks: &[u64],
+        limit: Duration,
+    ) -> anyhow::Result<Vec<Duration>> {
         let started = Instant::now();
         let history = self.store.database().collection::<Document>("history");
-        loop {
-            if history.count_documents(doc! {}).await? >= count {
-                return Ok(started.elapsed());
+        let mut reached = Vec::with_capacity(marks.len());
+        while reached.len() < marks.len() {
+            let archived = history.count_documents(doc! {}).await?;
+            while reached.len() < marks.len() && archived >= marks[reached.len()] {
+                reached.push(started.elapsed());
+            }
+            if reached.len() == marks.len() {
+                break;
             }
             if started.elapsed() > limit {
                 bail!(
-                    "{} of {count} jobs archived after {limit:?}",
-                    history.count_documents(doc! {}).await?
+                    "{archived} of {} jobs archived after {limit:?}",
+                    marks[marks.len() - 1]
                 );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        Ok(reached)
     }
 
     /// The BSON size of the largest history record: a job's document is largest when it
@@ -393,36 +409,48 @@ pub async fn throughput(
         .await
         .context("starting the replicas")?;
     crate::meter::collect_latencies(true);
-    let started = Instant::now();
+    // Steady state: from the 10th to the 90th percent of the jobs archived, leaving out the
+    // ramp-up (queues and caches filling) and the tail (the last jobs draining).
+    let marks = [jobs as u64 / 10, jobs as u64 * 9 / 10];
     let outcome = async {
-        match load {
-            Load::Saturate { in_flight } => {
-                cluster
-                    .submit(demo::MACHINE_ID, "tp", jobs, in_flight)
-                    .await?
+        let submitting = async {
+            match load {
+                Load::Saturate { in_flight } => {
+                    cluster
+                        .submit(demo::MACHINE_ID, "tp", jobs, in_flight)
+                        .await
+                }
+                Load::Paced { jobs_per_s } => {
+                    cluster
+                        .submit_paced(demo::MACHINE_ID, "paced", jobs, jobs_per_s)
+                        .await
+                }
             }
-            Load::Paced { jobs_per_s } => {
-                cluster
-                    .submit_paced(demo::MACHINE_ID, "paced", jobs, jobs_per_s)
-                    .await?
-            }
-        }
+        };
+        let waiting = cluster.wait_archived_marks(&marks, Duration::from_secs(600));
+        let (submitted, reached) = tokio::join!(submitting, waiting);
+        submitted?;
+        let reached = reached?;
         cluster
             .wait_archived(jobs as u64, Duration::from_secs(600))
-            .await
+            .await?;
+        Ok::<_, anyhow::Error>(reached)
     }
     .await;
-    let elapsed = started.elapsed().as_secs_f64();
     let latencies_ms = crate::meter::take_latencies()
         .into_iter()
         .map(|s| s * 1000.0)
         .collect();
     crate::meter::collect_latencies(false);
     cluster.stop().await;
-    outcome?;
+    let reached = outcome?;
+    let steady_jobs = (marks[1] - marks[0]) as f64;
+    let seconds = (reached[1] - reached[0])
+        .as_secs_f64()
+        .max(f64::MIN_POSITIVE);
     Ok(Throughput {
-        tasks_per_s: (jobs * 17) as f64 / elapsed,
-        jobs_per_s: jobs as f64 / elapsed,
+        tasks_per_s: steady_jobs * 17.0 / seconds,
+        jobs_per_s: steady_jobs / seconds,
         latencies_ms,
     })
 }

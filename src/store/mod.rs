@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use futures::TryStreamExt;
+use mongodb::bson::raw::{RawArrayBuf, RawBsonRef, RawDocumentBuf};
 use mongodb::bson::{self, Bson, Document, doc};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::ClientOptions;
@@ -50,6 +51,9 @@ pub enum StoreError {
     /// A stored document does not have the shape the code expects.
     #[error("stored document is malformed: {0}")]
     Malformed(String),
+    /// The server refused a write (for example a document over its size limit).
+    #[error("the database refused the write: {0}")]
+    Refused(String),
     /// A value could not be converted to BSON.
     #[error("cannot encode document: {0}")]
     Encode(String),
@@ -79,6 +83,8 @@ pub struct Store {
     /// (a wide stage's job is megabytes, read on every write).
     typed_jobs: Collection<Job>,
     history: Collection<Document>,
+    /// The same collection as raw BSON, for archiving large records.
+    raw_history: Collection<RawDocumentBuf>,
     pipelines: Collection<Document>,
     machines: Collection<Document>,
 }
@@ -147,6 +153,10 @@ fn server_code(error: &mongodb::error::Error) -> Option<i32> {
     }
 }
 
+fn malformed(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Malformed(error.to_string())
+}
+
 /// A stored job that does not decode is malformed, not a connection problem.
 fn typed_error(error: mongodb::error::Error) -> StoreError {
     match error.kind.as_ref() {
@@ -195,6 +205,7 @@ impl Store {
             jobs: db.collection("jobs"),
             typed_jobs: db.collection("jobs"),
             history: db.collection("history"),
+            raw_history: db.collection("history"),
             pipelines: db.collection("pipelines"),
             machines: db.collection("machines"),
             db,
@@ -270,14 +281,30 @@ impl Store {
     pub async fn compare_and_set(&self, before: &Job, after: &Job) -> Result<bool, StoreError> {
         debug_assert_eq!(after.version, before.version + 1);
         let update = update::job_update(before, after)?;
-        let result = self
-            .jobs
-            .update_one(
-                doc! {"_id": before.id.as_str(), "version": before.version},
-                update,
-            )
-            .await?;
-        Ok(result.matched_count == 1)
+        // The `update` command, sent as raw BSON: the driver's `update_one` takes a `Document`.
+        let mut filter = RawDocumentBuf::new();
+        filter.append("_id", before.id.as_str());
+        filter.append("version", before.version);
+        let mut statement = RawDocumentBuf::new();
+        statement.append("q", filter);
+        statement.append("u", update);
+        let mut updates = RawArrayBuf::new();
+        updates.push(statement);
+        let mut command = RawDocumentBuf::new();
+        command.append("update", self.jobs.name());
+        command.append("updates", updates);
+        let reply = self.db.run_raw_command(command).await?;
+        if let Ok(errors) = reply.get_array("writeErrors")
+            && let Some(first) = errors.first()
+        {
+            return Err(StoreError::Refused(first.to_string()));
+        }
+        let matched = match reply.get("n") {
+            Some(Bson::Int32(n)) => i64::from(*n),
+            Some(Bson::Int64(n)) => *n,
+            _ => return Err(malformed(format!("update reply without a count: {reply}"))),
+        };
+        Ok(matched == 1)
     }
 
     /// Records that the broker confirmed the dispatch of these task attempts (the outbox mark).
@@ -340,34 +367,54 @@ impl Store {
     // ---- history ----
 
     /// Moves an ended job to history: upsert there, then delete from `jobs` if unchanged.
+    ///
+    /// Built from raw BSON throughout: a wide job's record is megabytes, and a `Document` tree
+    /// of it takes many times that in memory.
     pub async fn archive(&self, job: &Job) -> Result<(), StoreError> {
-        let mut document = to_doc(job, "id")?;
+        let encoded =
+            bson::to_raw_document_buf(job).map_err(|e| StoreError::Encode(e.to_string()))?;
         let id = job.id.as_str();
-        let mut previous: Vec<Bson> = Vec::new();
-        if let Some(mut existing) = self.history.find_one(doc! {"_id": id}).await? {
-            if let Some(Bson::Array(runs)) = existing.remove("previous_runs") {
-                previous = runs;
+        let mut record = RawDocumentBuf::new();
+        record.append("_id", id);
+        for element in encoded.iter() {
+            let (key, value) = element.map_err(malformed)?;
+            if key != "id" {
+                record.append_ref(key, value);
+            }
+        }
+        drop(encoded);
+        // Earlier runs, oldest first: those on record, then the run on record if it is another.
+        let mut previous: Vec<RawDocumentBuf> = Vec::new();
+        if let Some(existing) = self.raw_history.find_one(doc! {"_id": id}).await? {
+            if let Ok(runs) = existing.get_array("previous_runs") {
+                for run in runs.into_iter().flatten() {
+                    if let RawBsonRef::Document(run) = run {
+                        previous.push(run.to_raw_document_buf());
+                    }
+                }
             }
             // A repeated archive of the same run replaces it; a new run pushes the old one down.
             if existing.get_str("run_id").ok() != Some(job.run_id.as_str()) {
-                if let Some(id) = existing.remove("_id") {
-                    existing.insert("id", id);
+                let mut run = RawDocumentBuf::new();
+                for element in existing.iter() {
+                    let (key, value) = element.map_err(malformed)?;
+                    match key {
+                        "_id" => run.append_ref("id", value),
+                        "previous_runs" => {}
+                        _ => run.append_ref(key, value),
+                    }
                 }
-                previous.push(Bson::Document(existing));
+                previous.push(run);
             }
         }
         if previous.len() > MAX_PREVIOUS_RUNS {
             previous.drain(..previous.len() - MAX_PREVIOUS_RUNS);
         }
         // Keep the newest earlier runs that fit beside this one under the document cap.
-        let size = |d: &Document| bson::to_vec(d).map_or(0, |b| b.len());
-        let mut room = MAX_RECORD_BYTES.saturating_sub(size(&document));
+        let mut room = MAX_RECORD_BYTES.saturating_sub(record.as_bytes().len());
         let mut kept = 0;
         for run in previous.iter().rev() {
-            let bytes = match run {
-                Bson::Document(d) => size(d),
-                _ => 0,
-            };
+            let bytes = run.as_bytes().len() + 16;
             if bytes > room {
                 break;
             }
@@ -383,10 +430,14 @@ impl Store {
             previous.drain(..previous.len() - kept);
         }
         if !previous.is_empty() {
-            document.insert("previous_runs", previous);
+            let mut runs = RawArrayBuf::new();
+            for run in previous {
+                runs.push(run);
+            }
+            record.append("previous_runs", runs);
         }
-        self.history
-            .replace_one(doc! {"_id": id}, document)
+        self.raw_history
+            .replace_one(doc! {"_id": id}, record)
             .upsert(true)
             .await?;
         self.jobs

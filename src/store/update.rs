@@ -4,33 +4,47 @@
 //! A result for one task of a 10,000-task stage changes a handful of fields of one task; sending
 //! the whole document for it made every write megabytes long. A field-level update also leaves
 //! alone what it does not change, such as the outbox mark (`dispatched`) that another write may
-//! have set on a task since the job was read.
+//! have set on a task since the job was read. The update is built as raw BSON: a new or ended
+//! wide stage is megabytes, and a `Document` tree of it takes many times that in memory.
 
-use mongodb::bson::{self, Bson, Document, doc};
+use mongodb::bson::raw::{RawBson, RawBsonRef, RawDocumentBuf};
+use mongodb::bson::{self, Document};
 use serde::Serialize;
 
 use super::StoreError;
 use crate::domain::{Job, StageRecord, TaskRecord};
 
-/// `$set` and `$unset` under construction.
+fn encode_error(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Encode(error.to_string())
+}
+
+/// A value wrapped in a document, the unit raw BSON is serialised in.
+#[derive(Serialize)]
+struct Wrapped<'a, T: Serialize> {
+    v: &'a T,
+}
+
+/// `value` as a raw document `{v: value}`.
+fn wrap<T: Serialize>(value: &T) -> Result<RawDocumentBuf, StoreError> {
+    bson::to_raw_document_buf(&Wrapped { v: value }).map_err(encode_error)
+}
+
+/// `$set`, `$unset` and `$push` under construction.
 #[derive(Default)]
 struct Changes {
-    set: Document,
-    unset: Document,
-    push: Document,
+    set: RawDocumentBuf,
+    unset: RawDocumentBuf,
+    push: RawDocumentBuf,
 }
 
 impl Changes {
     /// Sets `path` to `value`, or unsets it when `value` is absent (`None` serialises as null,
     /// and absent optional fields are not stored).
     fn put<T: Serialize>(&mut self, path: &str, value: &T) -> Result<(), StoreError> {
-        match bson::to_bson(value).map_err(|e| StoreError::Encode(e.to_string()))? {
-            Bson::Null => {
-                self.unset.insert(path, "");
-            }
-            value => {
-                self.set.insert(path, value);
-            }
+        let wrapped = wrap(value)?;
+        match wrapped.get("v").map_err(encode_error)? {
+            None | Some(RawBsonRef::Null) => self.unset.append(path, ""),
+            Some(value) => self.set.append_ref(path, value),
         }
         Ok(())
     }
@@ -48,13 +62,14 @@ impl Changes {
         Ok(())
     }
 
-    fn into_update(self) -> Document {
-        let mut update = doc! {"$set": self.set};
+    fn into_update(self) -> RawDocumentBuf {
+        let mut update = RawDocumentBuf::new();
+        update.append("$set", self.set);
         if !self.unset.is_empty() {
-            update.insert("$unset", self.unset);
+            update.append("$unset", self.unset);
         }
         if !self.push.is_empty() {
-            update.insert("$push", self.push);
+            update.append("$push", self.push);
         }
         update
     }
@@ -62,7 +77,7 @@ impl Changes {
 
 /// The update from `before` (as read, with `version` n) to `after` (with `version` n + 1).
 /// Apply it with the filter `{_id, version: n}`.
-pub fn job_update(before: &Job, after: &Job) -> Result<Document, StoreError> {
+pub fn job_update(before: &Job, after: &Job) -> Result<RawDocumentBuf, StoreError> {
     let mut c = Changes::default();
     // Fields that a run never changes are compared too, so the update stays right if one ever
     // does; comparing them costs nothing next to the write.
@@ -88,9 +103,12 @@ pub fn job_update(before: &Job, after: &Job) -> Result<Document, StoreError> {
     let kept = before.stages.len();
     if after.stages.len() >= kept && after.stages[..kept] == before.stages[..] {
         if after.stages.len() > kept {
-            let added = bson::to_bson(&after.stages[kept..])
-                .map_err(|e| StoreError::Encode(e.to_string()))?;
-            c.push.insert("stages", doc! {"$each": added});
+            let added = wrap(&&after.stages[kept..])?;
+            let mut each = RawDocumentBuf::new();
+            if let Some(list) = added.get("v").map_err(encode_error)? {
+                each.append_ref("$each", list);
+            }
+            c.push.append("stages", each);
         }
     } else {
         c.put("stages", &after.stages)?;
@@ -129,17 +147,19 @@ fn task_changes(
     b: &TaskRecord,
     a: &TaskRecord,
 ) -> Result<(), StoreError> {
-    let encode =
-        |t: &TaskRecord| bson::to_document(t).map_err(|e| StoreError::Encode(e.to_string()));
+    let encode = |t: &TaskRecord| -> Result<Document, StoreError> {
+        bson::to_document(t).map_err(encode_error)
+    };
     let (before, after) = (encode(b)?, encode(a)?);
     for (key, value) in &after {
         if before.get(key) != Some(value) {
-            c.set.insert(format!("{path}.{key}"), value.clone());
+            let value = RawBson::try_from(value.clone()).map_err(encode_error)?;
+            c.set.append(format!("{path}.{key}"), value);
         }
     }
     for key in before.keys() {
         if !after.contains_key(key) {
-            c.unset.insert(format!("{path}.{key}"), "");
+            c.unset.append(format!("{path}.{key}"), "");
         }
     }
     Ok(())
@@ -249,7 +269,10 @@ mod tests {
         // Stage 01 has one task, so its result ends the stage and plans stage 02.
         apply_in_place(&mut after, &Event::Result(result), now()).expect("apply");
         after.version = 2;
-        let update = job_update(&before, &after).expect("update");
+        let update = job_update(&before, &after)
+            .expect("update")
+            .to_document()
+            .expect("a document");
         let set = keys(&update, "$set");
         assert!(set.contains(&"version".to_owned()));
         assert!(!set.contains(&"pipeline".to_owned()), "{set:?}");
@@ -282,7 +305,10 @@ mod tests {
         };
         apply_in_place(&mut after, &Event::Result(result), now()).expect("apply");
         after.version = 2;
-        let update = job_update(&before, &after).expect("update");
+        let update = job_update(&before, &after)
+            .expect("update")
+            .to_document()
+            .expect("a document");
         let mut set = keys(&update, "$set");
         set.sort();
         assert_eq!(
@@ -313,7 +339,10 @@ mod tests {
         };
         apply_in_place(&mut after, &Event::Result(result), now().plus_seconds(5)).expect("apply");
         after.version = 2;
-        let update = job_update(&before, &after).expect("update");
+        let update = job_update(&before, &after)
+            .expect("update")
+            .to_document()
+            .expect("a document");
         assert_eq!(
             keys(&update, "$unset"),
             ["current_stage.tasks.0.dispatched"]
@@ -341,7 +370,10 @@ mod tests {
         apply_in_place(&mut after, &Event::Abort, now()).expect("abort");
         after.version = 2;
         assert_eq!(after.status, JobStatus::Aborted);
-        let update = job_update(&before, &after).expect("update");
+        let update = job_update(&before, &after)
+            .expect("update")
+            .to_document()
+            .expect("a document");
         assert_eq!(keys(&update, "$unset"), ["current_stage"]);
         assert_eq!(keys(&update, "$push"), ["stages"]);
         let mut set = keys(&update, "$set");
