@@ -18,6 +18,13 @@ use crate::messages::{DISPATCH_TYPE, EVENT_TYPE, JobEvent, StageDispatch, Worker
 use crate::meter;
 use crate::store::{Inserted, Store, StoreError};
 
+/// How many recently written jobs a process keeps to start the next event from.
+const RECENT_JOBS: usize = 1024;
+
+/// Jobs whose stage in flight has more tasks than this are not kept in [`Recent`]: they are
+/// large, and a batch of results for them is already one read per batch.
+const RECENT_MAX_TASKS: usize = 256;
+
 /// Dispatches of one stage published (and confirmed) together.
 const DISPATCH_CHUNK: usize = 1000;
 
@@ -83,7 +90,47 @@ pub struct Coordinator {
     /// (see [`Coordinator::handle`]).
     waiting: Arc<Batches>,
     leaders: Arc<std::sync::atomic::AtomicU64>,
+    /// Jobs as this process last wrote them (see [`Recent`]).
+    recent: Arc<Mutex<Recent>>,
 }
+
+/// The jobs this process wrote last, so the next event for one of them can start from it
+/// instead of reading it again. A copy can be behind the store (another replica wrote since);
+/// the compare-and-set then fails and the job is read afresh, so a copy only ever saves a read.
+#[derive(Default)]
+struct Recent {
+    jobs: HashMap<JobId, Arc<Job>>,
+    order: std::collections::VecDeque<JobId>,
+}
+
+impl Recent {
+    fn take(&mut self, id: &JobId) -> Option<Arc<Job>> {
+        self.jobs.remove(id)
+    }
+
+    fn put(&mut self, job: Arc<Job>) {
+        let id = job.id.clone();
+        if self.jobs.insert(id.clone(), job).is_none() {
+            self.order.push_back(id);
+        }
+        while self.jobs.len() > RECENT_JOBS {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.jobs.remove(&old);
+                }
+                None => break,
+            }
+        }
+        // Ids of entries taken since are dropped here, so `order` stays bounded too.
+        if self.order.len() > 2 * RECENT_JOBS {
+            let jobs = &self.jobs;
+            self.order.retain(|id| jobs.contains_key(id));
+        }
+    }
+}
+
+/// Outbox marks written by a dispatch: the stage, its tasks and the time written.
+type Mark = (StageId, Vec<TaskId>, Timestamp);
 
 /// An event coalesced into another caller's batch, and where its outcome goes.
 type Waiter = (Event, oneshot::Sender<Result<Handled, CoordinatorError>>);
@@ -129,6 +176,7 @@ impl Coordinator {
             declared: Arc::new(Mutex::new(HashSet::new())),
             waiting: Arc::new(Mutex::new(HashMap::new())),
             leaders: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            recent: Arc::new(Mutex::new(Recent::default())),
         }
     }
 
@@ -233,7 +281,8 @@ impl Coordinator {
             token,
         };
         // On an error the guard hands the waiters back; each then retries on its own.
-        let (mut outcomes, mut last) = self.apply_batch(id, vec![event], None).await?;
+        let known = self.recent.lock().ok().and_then(|mut r| r.take(id));
+        let (mut outcomes, mut last) = self.apply_batch(id, vec![event], known).await?;
         let mine = outcomes.remove(0);
         loop {
             let batch: Vec<Waiter> = match self.waiting.lock() {
@@ -260,6 +309,14 @@ impl Coordinator {
                     }
                 }
             }
+        }
+        if let Some(job) = last.filter(|j| {
+            j.current_stage
+                .as_ref()
+                .is_none_or(|s| s.tasks.len() <= RECENT_MAX_TASKS)
+        }) && let Ok(mut recent) = self.recent.lock()
+        {
+            recent.put(job);
         }
         Ok(mine)
     }
@@ -374,7 +431,7 @@ impl Coordinator {
                     }
                     all_effects.extend(step.effects);
                 }
-                let confirmed = self.execute(&written, all_effects).await?;
+                let (confirmed, marks) = self.execute(&written, all_effects).await?;
                 // Events the failure swallowed were taken into account too: the job ended.
                 let outcomes = outcomes
                     .into_iter()
@@ -386,11 +443,40 @@ impl Coordinator {
                         })
                     })
                     .collect();
-                // The outbox marks land in the store, not in this copy: after a dispatch the
-                // next batch reads afresh.
-                let keep = dispatching.is_empty();
-                let next = (keep && written.status.is_active()).then_some(written);
+                // The next batch may start from this copy, with the outbox marks the store got
+                // since the write; a wide stage's copy is not worth the clone: read afresh.
+                let next = if !written.status.is_active() {
+                    None
+                } else if marks.is_empty() {
+                    Some(written)
+                } else if written
+                    .current_stage
+                    .as_ref()
+                    .is_some_and(|s| s.tasks.len() <= RECENT_MAX_TASKS)
+                {
+                    let mut marked = Arc::unwrap_or_clone(written);
+                    for (stage_id, task_ids, at) in &marks {
+                        if let Some(stage) =
+                            marked.current_stage.as_mut().filter(|s| &s.id == stage_id)
+                        {
+                            for task in stage
+                                .tasks
+                                .iter_mut()
+                                .filter(|t| task_ids.contains(&t.task_id))
+                            {
+                                task.dispatched = Some(*at);
+                            }
+                        }
+                    }
+                    Some(Arc::new(marked))
+                } else {
+                    None
+                };
                 return Ok((outcomes, next));
+            }
+            if cached {
+                // The copy was behind the store: not a race, just read the job.
+                continue;
             }
             meter::cas_conflict();
             debug!(
@@ -409,21 +495,25 @@ impl Coordinator {
     }
 
     /// Carries out `effects`, dispatches first (they are what the workers wait for; the
-    /// engine's order holds among the rest). Returns when the first dispatch was confirmed.
+    /// engine's order holds among the rest). Returns when the first dispatch was confirmed, and
+    /// the outbox marks written.
     async fn execute(
         &self,
         job: &Job,
         effects: Vec<Effect>,
-    ) -> Result<Option<Instant>, CoordinatorError> {
+    ) -> Result<(Option<Instant>, Vec<Mark>), CoordinatorError> {
         let (dispatches, rest): (Vec<Effect>, Vec<Effect>) = effects
             .into_iter()
             .partition(|e| matches!(e, Effect::Dispatch { .. }));
         let mut confirmed = None;
+        let mut marks = Vec::new();
         for effect in dispatches.into_iter().chain(rest) {
             match effect {
                 Effect::Dispatch { stage_id, task_ids } => {
-                    let at = self.dispatch(job, &stage_id, &task_ids).await?;
-                    confirmed = confirmed.or(at);
+                    if let Some((at, marked)) = self.dispatch(job, &stage_id, &task_ids).await? {
+                        confirmed = confirmed.or(Some(at));
+                        marks.push((stage_id, task_ids, marked));
+                    }
                 }
                 Effect::Notify(notice) => self.notify(job, notice).await,
                 Effect::Archive => {
@@ -432,17 +522,17 @@ impl Coordinator {
                 }
             }
         }
-        Ok(confirmed)
+        Ok((confirmed, marks))
     }
 
-    /// Publishes the current attempt of `task_ids` and marks them dispatched. Returns when the
-    /// broker confirmed them, if anything was published.
+    /// Publishes the current attempt of `task_ids` and marks them dispatched. Returns, if
+    /// anything was published, when the broker confirmed it and the time written as the mark.
     pub async fn dispatch(
         &self,
         job: &Job,
         stage_id: &StageId,
         task_ids: &[TaskId],
-    ) -> Result<Option<Instant>, CoordinatorError> {
+    ) -> Result<Option<(Instant, Timestamp)>, CoordinatorError> {
         let Some(stage) = job.current_stage.as_ref().filter(|s| &s.id == stage_id) else {
             return Ok(None);
         };
@@ -498,11 +588,17 @@ impl Coordinator {
         }
         let confirmed = Instant::now();
         meter::tasks_dispatched(&spec.worker.id, count);
+        let marked = Timestamp::now();
         self.store
-            .mark_dispatched(&job.id, stage_id, task_ids, Timestamp::now())
+            .mark_dispatched(&job.id, stage_id, task_ids, marked)
             .await?;
+        // A copy kept for the next event would lack this mark: drop it (a batch that
+        // dispatched keeps a marked copy of its own).
+        if let Ok(mut recent) = self.recent.lock() {
+            recent.take(&job.id);
+        }
         debug!(job_id = %job.id, stage_id = %stage_id, tasks = count, "tasks dispatched");
-        Ok(Some(confirmed))
+        Ok(Some((confirmed, marked)))
     }
 
     async fn ensure_worker_queue(&self, worker_id: &str) -> Result<(), CoordinatorError> {

@@ -383,3 +383,56 @@ async fn a_job_whose_record_would_outgrow_the_document_cap_fails_instead_of_stic
     assert_eq!(status, 404, "the failed job left the active list");
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_copy_behind_the_store_neither_loses_nor_ignores_a_result() {
+    use job_manager::domain::{Decision, Event, TaskResult, apply};
+    let app = spawn_app().await;
+    app.register_seed_pipeline().await;
+    let id = app.start_job("behind").await;
+    // The replica wrote the job (stage 01 in flight) and keeps that copy for the next event.
+    app.wait_for_stage(&id, "01").await;
+    let job_id = job_manager::domain::JobId::parse(&id).expect("id");
+    let before = app
+        .store
+        .load_job(&job_id)
+        .await
+        .expect("load")
+        .expect("job");
+    // Another replica records stage 01's result: the store moves on to stage 02.
+    let task_id = before.current_stage.as_ref().expect("stage").tasks[0]
+        .task_id
+        .clone();
+    let event = Event::Result(TaskResult {
+        task_id,
+        outputs: vec![json!({"csv_file": "c"})],
+        log: None,
+        error: None,
+    });
+    let Decision::Apply { job: after, .. } = apply(&before, &event, Timestamp::now()) else {
+        panic!("the result applies");
+    };
+    assert!(
+        app.store
+            .compare_and_set(&before, &after)
+            .await
+            .expect("write")
+    );
+    let stage_two = after.current_stage.as_ref().expect("stage 02");
+    assert_eq!(stage_two.id.as_str(), "02");
+    // A result for stage 02 reaches this replica, whose copy still has stage 01 in flight: it
+    // must be recorded, not ignored as a task the copy does not know.
+    let result = json!({ stage_two.tasks[0].task_id.as_str(): {"output_csv": "o"} });
+    let (status, body) = app.post_json(&format!("/jobs/{id}"), &result).await;
+    assert_eq!(status, 202, "{body}");
+    let now = app.wait_for_stage(&id, "03").await;
+    assert_eq!(now["stages"][2]["outputs"], json!([{"output_csv": "o"}]));
+    let stored = app
+        .store
+        .load_job(&job_id)
+        .await
+        .expect("load")
+        .expect("job");
+    assert_eq!(stored.version, after.version + 1);
+    app.cleanup().await;
+}
