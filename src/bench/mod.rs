@@ -214,7 +214,7 @@ async fn all(mut args: AllArgs) -> anyhow::Result<()> {
             prefetch: *prefetch,
             ..Setup::replicas(1)
         };
-        let run = service::throughput(e, setup, args.jobs / 2, saturate).await?;
+        let run = service::throughput(e, setup, args.jobs, saturate).await?;
         rows.push((
             format!("(b) tasks/s with result prefetch {prefetch}"),
             format!("{:.0}", run.tasks_per_s),

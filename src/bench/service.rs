@@ -118,7 +118,7 @@ impl Cluster {
         config.endpoints = endpoints.clone();
         config.database = format!("jm_bench_{id}");
         config.prefix = format!("jm-bench-{id}");
-        config.sweep_interval_s = 1;
+        config.sweep_interval_s = 2;
         config.prefetch = setup.prefetch;
         let shutdown = CancellationToken::new();
         let mut set = JoinSet::new();
@@ -302,17 +302,20 @@ impl Cluster {
         Ok(())
     }
 
-    /// Waits until `count` jobs are in history.
+    /// Waits until `count` jobs are in history, looking every 20 ms.
     pub async fn wait_archived(&self, count: u64, limit: Duration) -> anyhow::Result<Duration> {
-        let marks = self.wait_archived_marks(&[count], limit).await?;
+        let every = Duration::from_millis(20);
+        let marks = self.wait_archived_marks(&[count], limit, every).await?;
         Ok(marks[0])
     }
 
-    /// Waits until each count of `marks` (ascending) is in history; the time each was reached.
+    /// Waits until each count of `marks` (ascending) is in history, looking `every` so often;
+    /// the time each was reached.
     pub async fn wait_archived_marks(
         &self,
         marks: &[u64],
         limit: Duration,
+        every: Duration,
     ) -> anyhow::Result<Vec<Duration>> {
         let started = Instant::now();
         let history = self.store.database().collection::<Document>("history");
@@ -331,7 +334,7 @@ impl Cluster {
                     marks[marks.len() - 1]
                 );
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(every).await;
         }
         Ok(reached)
     }
@@ -427,12 +430,21 @@ pub async fn throughput(
                 }
             }
         };
-        let waiting = cluster.wait_archived_marks(&marks, Duration::from_secs(600));
+        // Counting history takes the database's time too; under load, look only so often.
+        let waiting = cluster.wait_archived_marks(
+            &marks,
+            Duration::from_secs(600),
+            Duration::from_millis(100),
+        );
         let (submitted, reached) = tokio::join!(submitting, waiting);
         submitted?;
         let reached = reached?;
         cluster
-            .wait_archived(jobs as u64, Duration::from_secs(600))
+            .wait_archived_marks(
+                &[jobs as u64],
+                Duration::from_secs(600),
+                Duration::from_millis(100),
+            )
             .await?;
         Ok::<_, anyhow::Error>(reached)
     }
