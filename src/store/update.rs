@@ -192,6 +192,25 @@ mod tests {
         job
     }
 
+    /// A result for `task_id`.
+    fn result(task_id: &crate::domain::TaskId, error: Option<&str>) -> Event {
+        Event::Result(TaskResult {
+            task_id: task_id.clone(),
+            outputs: vec![serde_json::json!({"csv_file": "x"})],
+            log: None,
+            error: error.map(str::to_owned),
+        })
+    }
+
+    /// The update from `before` to `after` with the next version, as a `Document`.
+    fn update_of(before: &Job, mut after: Job) -> Document {
+        after.version = before.version + 1;
+        job_update(before, &after)
+            .expect("update")
+            .to_document()
+            .expect("a document")
+    }
+
     fn keys(update: &Document, operator: &str) -> Vec<String> {
         update
             .get_document(operator)
@@ -257,22 +276,10 @@ mod tests {
     fn a_stage_that_ends_is_pushed_and_the_next_one_set() {
         let before = started_job();
         let mut after = before.clone();
-        let task_id = before.current_stage.as_ref().expect("stage").tasks[0]
-            .task_id
-            .clone();
-        let result = TaskResult {
-            task_id,
-            outputs: vec![serde_json::json!({"csv_file": "x"})],
-            log: Some("ok".into()),
-            error: None,
-        };
+        let task_id = &before.current_stage.as_ref().expect("stage").tasks[0].task_id;
         // Stage 01 has one task, so its result ends the stage and plans stage 02.
-        apply_in_place(&mut after, &Event::Result(result), now()).expect("apply");
-        after.version = 2;
-        let update = job_update(&before, &after)
-            .expect("update")
-            .to_document()
-            .expect("a document");
+        apply_in_place(&mut after, &result(task_id, None), now()).expect("apply");
+        let update = update_of(&before, after);
         let set = keys(&update, "$set");
         assert!(set.contains(&"version".to_owned()));
         assert!(!set.contains(&"pipeline".to_owned()), "{set:?}");
@@ -295,20 +302,10 @@ mod tests {
                 t
             })
             .collect();
-        let task_id = stage.tasks[42].task_id.clone();
+        let event = result(&stage.tasks[42].task_id, None);
         let mut after = before.clone();
-        let result = TaskResult {
-            task_id,
-            outputs: vec![serde_json::json!({"csv_file": "x"})],
-            log: None,
-            error: None,
-        };
-        apply_in_place(&mut after, &Event::Result(result), now()).expect("apply");
-        after.version = 2;
-        let update = job_update(&before, &after)
-            .expect("update")
-            .to_document()
-            .expect("a document");
+        apply_in_place(&mut after, &event, now()).expect("apply");
+        let update = update_of(&before, after);
         let mut set = keys(&update, "$set");
         set.sort();
         assert_eq!(
@@ -329,20 +326,10 @@ mod tests {
         let mut before = started_job();
         let stage = before.current_stage.as_mut().expect("stage");
         stage.tasks[0].dispatched = Some(now());
-        let task_id = stage.tasks[0].task_id.clone();
+        let event = result(&stage.tasks[0].task_id, Some("boom"));
         let mut after = before.clone();
-        let result = TaskResult {
-            task_id,
-            outputs: vec![],
-            log: None,
-            error: Some("boom".into()),
-        };
-        apply_in_place(&mut after, &Event::Result(result), now().plus_seconds(5)).expect("apply");
-        after.version = 2;
-        let update = job_update(&before, &after)
-            .expect("update")
-            .to_document()
-            .expect("a document");
+        apply_in_place(&mut after, &event, now().plus_seconds(5)).expect("apply");
+        let update = update_of(&before, after);
         assert_eq!(
             keys(&update, "$unset"),
             ["current_stage.tasks.0.dispatched"]
@@ -368,12 +355,8 @@ mod tests {
         let before = started_job();
         let mut after = before.clone();
         apply_in_place(&mut after, &Event::Abort, now()).expect("abort");
-        after.version = 2;
         assert_eq!(after.status, JobStatus::Aborted);
-        let update = job_update(&before, &after)
-            .expect("update")
-            .to_document()
-            .expect("a document");
+        let update = update_of(&before, after);
         assert_eq!(keys(&update, "$unset"), ["current_stage"]);
         assert_eq!(keys(&update, "$push"), ["stages"]);
         let mut set = keys(&update, "$set");

@@ -21,20 +21,7 @@ fn silent_pipeline() -> Value {
 async fn a_task_that_never_answers_is_retried_then_fails_the_job_with_a_timeout() {
     let app = spawn_app().await;
     app.register(&silent_pipeline(), "quiet-machine").await;
-    let new_job = json!({"hash": "h", "machine_id": "quiet-machine", "file_name": "f"});
-    let response = app
-        .send(
-            reqwest::Method::POST,
-            "/jobs",
-            Some(&new_job),
-            Some("application/json"),
-        )
-        .await;
-    assert_eq!(response.status().as_u16(), 201);
-    let id = response.json::<Value>().await.expect("json")["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = app.start_job_on("quiet-machine", "h").await;
 
     let record = app.wait_for_history(&id, Duration::from_secs(20)).await;
     assert_eq!(record["status"], "failed", "{record}");
@@ -322,18 +309,7 @@ async fn a_job_whose_record_would_outgrow_the_document_cap_fails_instead_of_stic
                     "output": {"type": "multiple", "fields": [field("blob")]}},
          "input_map": {"item": "item"}}]});
     app.register(&pipeline, "bulky-machine").await;
-    let new_job = json!({"hash": "big", "machine_id": "bulky-machine", "file_name": "f"});
-    let response = app
-        .send(
-            reqwest::Method::POST,
-            "/jobs",
-            Some(&new_job),
-            Some("application/json"),
-        )
-        .await;
-    assert_eq!(response.status().as_u16(), 201);
-    let body: Value = response.json().await.expect("json");
-    let id = body["id"].as_str().expect("id").to_owned();
+    let id = app.start_job_on("bulky-machine", "big").await;
     let publisher = Publisher::open(&app.amqp).await.expect("publisher");
     let answer = |dispatch: &[u8], outputs: Value| {
         let dispatch: Value = serde_json::from_slice(dispatch).expect("dispatch");

@@ -207,6 +207,22 @@ impl TestApp {
         response.text().await.expect("id")
     }
 
+    /// Starts a job for `machine_id` on a made-up file name; returns the id.
+    pub async fn start_job_on(&self, machine_id: &str, hash: &str) -> String {
+        let body = json!({"hash": hash, "machine_id": machine_id, "file_name": "f"});
+        let response = self
+            .send(
+                reqwest::Method::POST,
+                "/jobs",
+                Some(&body),
+                Some("application/json"),
+            )
+            .await;
+        assert_eq!(response.status().as_u16(), 201);
+        let body: Value = response.json().await.expect("json");
+        body["id"].as_str().expect("the id").to_owned()
+    }
+
     /// Sends `method path` with an optional JSON body and `Accept` header.
     pub async fn send(
         &self,
