@@ -22,8 +22,9 @@ use crate::store::{Inserted, Store, StoreError};
 const RECENT_JOBS: usize = 1024;
 
 /// Jobs whose stage in flight has more tasks than this are not kept in [`Recent`]: they are
-/// large, and a batch of results for them is already one read per batch.
-const RECENT_MAX_TASKS: usize = 256;
+/// large (so 1,024 kept copies stay within tens of MiB), and their results already come in
+/// batches of one read each.
+const RECENT_MAX_TASKS: usize = 64;
 
 /// Dispatches of one stage published (and confirmed) together.
 const DISPATCH_CHUNK: usize = 1000;
