@@ -101,33 +101,50 @@ pub struct Coordinator {
 #[derive(Default)]
 struct Recent {
     jobs: HashMap<JobId, Arc<Job>>,
-    order: std::collections::VecDeque<JobId>,
 }
 
 impl Recent {
+    /// Whether a copy of `job` is worth keeping: only small jobs are.
+    fn keeps(job: &Job) -> bool {
+        job.current_stage
+            .as_ref()
+            .is_none_or(|s| s.tasks.len() <= RECENT_MAX_TASKS)
+    }
+
     fn take(&mut self, id: &JobId) -> Option<Arc<Job>> {
         self.jobs.remove(id)
     }
 
+    /// Keeps `job` if it is small; when full, an arbitrary other copy makes room.
     fn put(&mut self, job: Arc<Job>) {
-        let id = job.id.clone();
-        if self.jobs.insert(id.clone(), job).is_none() {
-            self.order.push_back(id);
+        if !Self::keeps(&job) {
+            return;
         }
-        while self.jobs.len() > RECENT_JOBS {
-            match self.order.pop_front() {
-                Some(old) => {
-                    self.jobs.remove(&old);
-                }
-                None => break,
-            }
+        if self.jobs.len() >= RECENT_JOBS
+            && !self.jobs.contains_key(&job.id)
+            && let Some(other) = self.jobs.keys().next().cloned()
+        {
+            self.jobs.remove(&other);
         }
-        // Ids of entries taken since are dropped here, so `order` stays bounded too.
-        if self.order.len() > 2 * RECENT_JOBS {
-            let jobs = &self.jobs;
-            self.order.retain(|id| jobs.contains_key(id));
+        self.jobs.insert(job.id.clone(), job);
+    }
+}
+
+/// `job` with the outbox marks a dispatch wrote to the store since it was written.
+fn with_marks(mut job: Job, marks: &[Mark]) -> Job {
+    for (stage_id, task_ids, at) in marks {
+        let Some(stage) = job.current_stage.as_mut().filter(|s| &s.id == stage_id) else {
+            continue;
+        };
+        for task in stage
+            .tasks
+            .iter_mut()
+            .filter(|t| task_ids.contains(&t.task_id))
+        {
+            task.dispatched = Some(*at);
         }
     }
+    job
 }
 
 /// Outbox marks written by a dispatch: the stage, its tasks and the time written.
@@ -311,11 +328,8 @@ impl Coordinator {
                 }
             }
         }
-        if let Some(job) = last.filter(|j| {
-            j.current_stage
-                .as_ref()
-                .is_none_or(|s| s.tasks.len() <= RECENT_MAX_TASKS)
-        }) && let Ok(mut recent) = self.recent.lock()
+        if let Some(job) = last
+            && let Ok(mut recent) = self.recent.lock()
         {
             recent.put(job);
         }
@@ -450,26 +464,8 @@ impl Coordinator {
                     None
                 } else if marks.is_empty() {
                     Some(written)
-                } else if written
-                    .current_stage
-                    .as_ref()
-                    .is_some_and(|s| s.tasks.len() <= RECENT_MAX_TASKS)
-                {
-                    let mut marked = Arc::unwrap_or_clone(written);
-                    for (stage_id, task_ids, at) in &marks {
-                        if let Some(stage) =
-                            marked.current_stage.as_mut().filter(|s| &s.id == stage_id)
-                        {
-                            for task in stage
-                                .tasks
-                                .iter_mut()
-                                .filter(|t| task_ids.contains(&t.task_id))
-                            {
-                                task.dispatched = Some(*at);
-                            }
-                        }
-                    }
-                    Some(Arc::new(marked))
+                } else if Recent::keeps(&written) {
+                    Some(Arc::new(with_marks(Arc::unwrap_or_clone(written), &marks)))
                 } else {
                     None
                 };

@@ -18,8 +18,8 @@ pub enum PublishError {
     NotConnected,
 }
 
-/// Pauses before publishing refused messages again; one round per entry.
-const NACK_RETRY_PAUSES_MS: [u64; 4] = [20, 100, 500, 0];
+/// Pauses before each new attempt to publish refused messages.
+const NACK_RETRY_PAUSES_MS: [u64; 3] = [20, 100, 500];
 
 /// One message to publish.
 #[derive(Debug, Clone)]
@@ -75,7 +75,8 @@ impl Publisher {
     /// see one twice, as at-least-once delivery allows.
     pub async fn publish_all(&self, messages: Vec<Outgoing>) -> Result<(), PublishError> {
         let mut todo: Vec<&Outgoing> = messages.iter().collect();
-        for (round, pause_ms) in NACK_RETRY_PAUSES_MS.iter().enumerate() {
+        let mut pauses = NACK_RETRY_PAUSES_MS.iter();
+        loop {
             let mut pending = Vec::with_capacity(todo.len());
             for message in &todo {
                 let confirm = self
@@ -92,23 +93,24 @@ impl Publisher {
             }
             let mut refused = Vec::new();
             for (message, confirm) in todo.into_iter().zip(pending) {
-                match confirm.await? {
-                    Confirmation::Nack(_) => refused.push(message),
-                    Confirmation::Ack(_) | Confirmation::NotRequested => {}
+                if let Confirmation::Nack(_) = confirm.await? {
+                    refused.push(message);
                 }
             }
             if refused.is_empty() {
                 return Ok(());
             }
+            let Some(pause_ms) = pauses.next() else {
+                return Err(PublishError::Nacked);
+            };
             tracing::warn!(
                 messages = refused.len(),
-                round,
+                pause_ms,
                 "the broker refused messages; publishing them again"
             );
             todo = refused;
             tokio::time::sleep(std::time::Duration::from_millis(*pause_ms)).await;
         }
-        Err(PublishError::Nacked)
     }
 
     pub async fn publish(&self, message: Outgoing) -> Result<(), PublishError> {

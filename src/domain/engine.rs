@@ -363,20 +363,19 @@ fn advance(job: &mut Job, now: Timestamp, effects: &mut Vec<Effect>) {
             log: None,
             error: None,
         };
-        match plan_inputs(job, index, &spec) {
+        let planned = plan_inputs(job, index, &spec).and_then(|inputs| {
+            if inputs.len() > MAX_STAGE_TASKS {
+                Err(format!(
+                    "it would have {} tasks, and a stage may have at most {MAX_STAGE_TASKS}",
+                    inputs.len()
+                ))
+            } else {
+                Ok(inputs)
+            }
+        });
+        match planned {
             Err(reason) => {
                 let message = format!("stage '{stage_id}' cannot start: {reason}");
-                record.error = Some(message.clone());
-                record.completed = Some(now);
-                job.stages.push(record);
-                end(job, JobStatus::Failed, Some(message), now, effects);
-                return;
-            }
-            Ok(inputs) if inputs.len() > MAX_STAGE_TASKS => {
-                let message = format!(
-                    "stage '{stage_id}' cannot start: it would have {} tasks, and a stage may have at most {MAX_STAGE_TASKS}",
-                    inputs.len()
-                );
                 record.error = Some(message.clone());
                 record.completed = Some(now);
                 job.stages.push(record);

@@ -160,7 +160,7 @@ fn malformed(error: impl std::fmt::Display) -> StoreError {
 /// A stored job that does not decode is malformed, not a connection problem.
 fn typed_error(error: mongodb::error::Error) -> StoreError {
     match error.kind.as_ref() {
-        ErrorKind::BsonDeserialization(e) => StoreError::Malformed(e.to_string()),
+        ErrorKind::BsonDeserialization(e) => malformed(e),
         _ => StoreError::Mongo(error),
     }
 }
@@ -183,7 +183,7 @@ fn from_doc<T: DeserializeOwned>(mut document: Document, id_field: &str) -> Resu
     if let Some(id) = document.remove("_id") {
         document.insert(id_field, id);
     }
-    bson::from_document(document).map_err(|e| StoreError::Malformed(e.to_string()))
+    bson::from_document(document).map_err(malformed)
 }
 
 impl Store {

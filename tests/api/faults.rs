@@ -89,13 +89,7 @@ async fn a_result_delivered_twice_changes_nothing_the_second_time() {
     publisher.publish(message()).await.expect("publish");
     let after_first = app.wait_for_stage(&id, "02").await;
     let job_id = job_manager::domain::JobId::parse(&id).expect("id");
-    let version = app
-        .store
-        .load_job(&job_id)
-        .await
-        .expect("load")
-        .expect("job")
-        .version;
+    let version = app.stored_job(&job_id).await.version;
 
     publisher.publish(message()).await.expect("publish");
     app.wait_until_consumed(&app.names.results_queue()).await;
@@ -109,12 +103,7 @@ async fn a_result_delivered_twice_changes_nothing_the_second_time() {
     assert!(ignored.is_some_and(|v| v >= 1.0), "{ignored:?}");
     let (_, after_second) = app.get(&format!("/jobs/{id}")).await;
     assert_eq!(after_second, after_first);
-    let stored = app
-        .store
-        .load_job(&job_id)
-        .await
-        .expect("load")
-        .expect("job");
+    let stored = app.stored_job(&job_id).await;
     assert_eq!(stored.version, version, "a duplicate must not write");
     assert_eq!(stored.stages[1].outputs, vec![json!({"csv_file": "c"})]);
     app.cleanup().await;
@@ -163,12 +152,7 @@ async fn the_sweep_finishes_interrupted_archives_starts_and_dispatches() {
         .expect("dispatched");
 
     // A dispatch recorded but never confirmed (as after a crash before the publish).
-    let before = app
-        .store
-        .load_job(&pending.id)
-        .await
-        .expect("load")
-        .expect("job");
+    let before = app.stored_job(&pending.id).await;
     let mut job = before.clone();
     let stage = job.current_stage.as_mut().expect("stage in flight");
     stage.tasks[0].dispatched = None;
@@ -190,12 +174,7 @@ async fn the_sweep_finishes_interrupted_archives_starts_and_dispatches() {
     );
     let started = Instant::now();
     loop {
-        let job = app
-            .store
-            .load_job(&pending.id)
-            .await
-            .expect("load")
-            .expect("job");
+        let job = app.stored_job(&pending.id).await;
         if job
             .current_stage
             .as_ref()
@@ -369,12 +348,7 @@ async fn a_copy_behind_the_store_neither_loses_nor_ignores_a_result() {
     // The replica wrote the job (stage 01 in flight) and keeps that copy for the next event.
     app.wait_for_stage(&id, "01").await;
     let job_id = job_manager::domain::JobId::parse(&id).expect("id");
-    let before = app
-        .store
-        .load_job(&job_id)
-        .await
-        .expect("load")
-        .expect("job");
+    let before = app.stored_job(&job_id).await;
     // Another replica records stage 01's result: the store moves on to stage 02.
     let task_id = before.current_stage.as_ref().expect("stage").tasks[0]
         .task_id
@@ -403,12 +377,7 @@ async fn a_copy_behind_the_store_neither_loses_nor_ignores_a_result() {
     assert_eq!(status, 202, "{body}");
     let now = app.wait_for_stage(&id, "03").await;
     assert_eq!(now["stages"][2]["outputs"], json!([{"output_csv": "o"}]));
-    let stored = app
-        .store
-        .load_job(&job_id)
-        .await
-        .expect("load")
-        .expect("job");
+    let stored = app.stored_job(&job_id).await;
     assert_eq!(stored.version, after.version + 1);
     app.cleanup().await;
 }

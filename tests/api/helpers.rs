@@ -207,6 +207,15 @@ impl TestApp {
         response.text().await.expect("id")
     }
 
+    /// The active job `id` as stored (panics when there is none).
+    pub async fn stored_job(&self, id: &job_manager::domain::JobId) -> job_manager::domain::Job {
+        self.store
+            .load_job(id)
+            .await
+            .expect("load")
+            .expect("an active job")
+    }
+
     /// Starts a job for `machine_id` on a made-up file name; returns the id.
     pub async fn start_job_on(&self, machine_id: &str, hash: &str) -> String {
         let body = json!({"hash": hash, "machine_id": machine_id, "file_name": "f"});
