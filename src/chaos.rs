@@ -416,6 +416,7 @@ fn spawn_workers(
                     let copy = StageResult {
                         task_id: dispatch.task_id.clone(),
                         job_id: dispatch.job_id.clone(),
+                        run_id: Some(dispatch.run_id.clone()),
                         outputs: outputs.clone(),
                         log: None,
                         error: None,
@@ -718,6 +719,7 @@ mod tests {
         StageDispatch {
             task_id: TaskId::derive("r", &StageId::for_index(0), 0, 1),
             job_id: JobId::derive("m", "h"),
+            run_id: "r".into(),
             machine_id: "m".into(),
             pipeline_id: "p".into(),
             stage_id: StageId::for_index(0),

@@ -10,7 +10,9 @@ use tracing::{debug, field, info, instrument, warn};
 
 use crate::amqp::publisher::{Outgoing, PublishError};
 use crate::amqp::{Link, Names, topology};
+use crate::clock::Clock;
 use crate::domain::TaskResult;
+use crate::domain::size::json_size;
 use crate::domain::{
     Effect, Event, Ignored, Job, JobId, Notice, StageId, TaskId, Timestamp, apply_in_place,
 };
@@ -32,7 +34,15 @@ const DISPATCH_CHUNK: usize = 1000;
 /// How often a lost compare-and-set is retried before giving up.
 pub const MAX_CAS_ATTEMPTS: u32 = 32;
 
-/// Why the shell could not finish handling an event. All of these may succeed on a retry.
+/// Most events of one job applied in one write.
+const BATCH_MAX_EVENTS: usize = 256;
+
+/// Most bytes of results (outputs, logs and errors, as JSON) applied in one write; the events
+/// past it wait for the next write, so a batch's size is known before it is applied.
+pub const BATCH_MAX_BYTES: usize = 16 * 1024 * 1024;
+
+/// Why the shell could not finish handling an event. [`CoordinatorError::is_transient`] tells
+/// whether a retry may help; the consumer and the sweep decide on it.
 #[derive(Debug, thiserror::Error)]
 pub enum CoordinatorError {
     #[error(transparent)]
@@ -42,8 +52,22 @@ pub enum CoordinatorError {
     #[error("gave up after {0} lost compare-and-set races")]
     Contention(u32),
     /// The batch this event was coalesced into failed; the text says why.
-    #[error("{0}")]
-    Batch(String),
+    #[error("{message}")]
+    Batch { message: String, transient: bool },
+}
+
+impl CoordinatorError {
+    /// Whether a retry may succeed: the store or the broker was unavailable, or other writers
+    /// won the race. A permanent error (a value the store cannot encode or refuses, a message
+    /// that cannot be encoded) fails the same way on every retry.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Store(error) => error.is_transient(),
+            Self::Publish(error) => !matches!(error, PublishError::Encode(_)),
+            Self::Contention(_) => true,
+            Self::Batch { transient, .. } => *transient,
+        }
+    }
 }
 
 /// What handling an event came to.
@@ -93,6 +117,8 @@ pub struct Coordinator {
     leaders: Arc<std::sync::atomic::AtomicU64>,
     /// Jobs as this process last wrote them (see [`Recent`]).
     recent: Arc<Mutex<Recent>>,
+    /// The time replicas agree on, for every time written or judged.
+    clock: Clock,
 }
 
 /// The jobs this process wrote last, so the next event for one of them can start from it
@@ -177,11 +203,45 @@ impl Drop for LeaderGuard<'_> {
     }
 }
 
-/// Re-creates an error for each event of a failed batch.
+/// Takes the first waiting events, up to [`BATCH_MAX_EVENTS`] and [`BATCH_MAX_BYTES`] (at
+/// least one, whatever its size: a single result is bounded by the message size limit).
+fn take_batch(queue: &mut Vec<Waiter>) -> Vec<Waiter> {
+    let mut bytes = 0usize;
+    let mut taken = 0;
+    for (event, _) in queue.iter() {
+        let size = event_bytes(event);
+        if taken > 0 && (taken >= BATCH_MAX_EVENTS || bytes + size > BATCH_MAX_BYTES) {
+            break;
+        }
+        bytes += size;
+        taken += 1;
+    }
+    queue.drain(..taken).collect()
+}
+
+/// About how many bytes an event brings into the job.
+fn event_bytes(event: &Event) -> usize {
+    match event {
+        Event::Result(result) => {
+            let text = |t: &Option<String>| t.as_ref().map_or(0, String::len);
+            result.outputs.iter().map(json_size).sum::<usize>()
+                + text(&result.log)
+                + text(&result.error)
+                + 64
+        }
+        Event::Fail { reason } => reason.len() + 64,
+        Event::Start | Event::Abort | Event::Timeout { .. } => 64,
+    }
+}
+
+/// Re-creates an error for each event of a failed batch, keeping its retry decision.
 fn share(error: &CoordinatorError) -> CoordinatorError {
     match error {
         CoordinatorError::Contention(n) => CoordinatorError::Contention(*n),
-        other => CoordinatorError::Batch(other.to_string()),
+        other => CoordinatorError::Batch {
+            message: other.to_string(),
+            transient: other.is_transient(),
+        },
     }
 }
 
@@ -195,7 +255,33 @@ impl Coordinator {
             waiting: Arc::new(Mutex::new(HashMap::new())),
             leaders: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             recent: Arc::new(Mutex::new(Recent::default())),
+            clock: Clock::default(),
         }
+    }
+
+    /// The same coordinator reading local time from `clock` (a test can set a clock that is
+    /// off, as a replica's may be).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The time replicas agree on (see [`crate::clock`]).
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Measures this process's clock against the database server's, so [`Coordinator::now`]
+    /// agrees with the other replicas'. Without the server's time the offset stays as it was.
+    pub async fn sync_clock(&self) -> Result<(), StoreError> {
+        let sent = self.clock.local();
+        let server = self.store.server_time().await?;
+        let received = self.clock.local();
+        match server {
+            Some(server) => self.clock.observe(sent, server, received),
+            None => debug!("the database server does not report its time; using the local clock"),
+        }
+        Ok(())
     }
 
     pub fn store(&self) -> &Store {
@@ -240,7 +326,7 @@ impl Coordinator {
             pipeline.stages,
             machine.configs,
             uuid::Uuid::new_v4().simple().to_string(),
-            Timestamp::now(),
+            self.clock.now(),
         );
         let id = job.id.clone();
         if self.store.insert_job(&job).await? == Inserted::AlreadyExists {
@@ -270,10 +356,10 @@ impl Coordinator {
             .leaders
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let follower = {
-            let mut map = self
-                .waiting
-                .lock()
-                .map_err(|_| CoordinatorError::Batch("batch map poisoned".into()))?;
+            let mut map = self.waiting.lock().map_err(|_| CoordinatorError::Batch {
+                message: "batch map poisoned".into(),
+                transient: false,
+            })?;
             match map.get_mut(id) {
                 Some((_, queue)) => {
                     let (sender, receiver) = oneshot::channel();
@@ -305,7 +391,7 @@ impl Coordinator {
         loop {
             let batch: Vec<Waiter> = match self.waiting.lock() {
                 Ok(mut map) => match map.get_mut(id) {
-                    Some((_, queue)) if !queue.is_empty() => std::mem::take(queue),
+                    Some((_, queue)) if !queue.is_empty() => take_batch(queue),
                     _ => {
                         map.remove(id);
                         break;
@@ -363,7 +449,7 @@ impl Coordinator {
             if let Some(stage) = &before.current_stage {
                 tracing::Span::current().record("stage_id", field::display(&stage.id));
             }
-            let now = Timestamp::now();
+            let now = self.clock.now();
             // One copy per attempt, changed in place by every event: a wide stage's job is
             // large, and a copy per event made a batch quadratic in it.
             let mut job = before.clone();
@@ -558,6 +644,7 @@ impl Coordinator {
                 let dispatch = StageDispatch {
                     task_id: task.task_id.clone(),
                     job_id: job.id.clone(),
+                    run_id: job.run_id.clone(),
                     machine_id: job.machine_id.clone(),
                     pipeline_id: job.pipeline_id.clone(),
                     stage_id: stage_id.clone(),
@@ -585,9 +672,9 @@ impl Coordinator {
         }
         let confirmed = Instant::now();
         meter::tasks_dispatched(&spec.worker.id, count);
-        let marked = Timestamp::now();
+        let marked = self.clock.now();
         self.store
-            .mark_dispatched(&job.id, stage_id, task_ids, marked)
+            .mark_dispatched(job, stage_id, task_ids, marked)
             .await?;
         // A copy kept for the next event would lack this mark: drop it (a batch that
         // dispatched keeps a marked copy of its own).
@@ -634,9 +721,10 @@ impl Coordinator {
         };
         let event = JobEvent {
             job_id: job.id.clone(),
+            run_id: job.run_id.clone(),
             status: job.status,
             stage_id,
-            at: Timestamp::now(),
+            at: self.clock.now(),
         };
         let message = match Outgoing::json(
             self.names.events_exchange(),

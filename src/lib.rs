@@ -16,13 +16,17 @@
 //! - [`schemas`]: JSON Schemas of every message and body, generated from the types.
 //! - [`openapi`]: the OpenAPI 3.1 document of the REST API.
 //! - [`config`], [`telemetry`], [`meter`]: settings, logging and Prometheus metrics.
+//! - [`backoff`]: capped exponential pauses between retries.
+//! - [`clock`]: the time replicas agree on (the database server's clock).
 //! - [`app`]: wires everything into a running service.
 
 pub mod amqp;
 pub mod app;
+pub mod backoff;
 pub mod bench;
 pub mod chaos;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod coordinator;
 pub mod demo;

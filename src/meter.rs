@@ -35,6 +35,12 @@ pub const CAS_CONFLICTS: &str = "job_manager_cas_conflicts_total";
 pub const EVENTS_PER_WRITE: &str = "job_manager_events_per_write";
 /// Reconnections to RabbitMQ.
 pub const AMQP_RECONNECTS: &str = "job_manager_amqp_reconnects_total";
+/// Results the store refused as sent, recorded as failed attempts instead.
+pub const RESULTS_REFUSED: &str = "job_manager_results_refused_total";
+/// Jobs whose handling failed in a sweep (skipped; the next sweep tries again).
+pub const SWEEP_ERRORS: &str = "job_manager_sweep_errors_total";
+/// Stored documents that do not decode, by `collection` (skipped and logged).
+pub const UNDECODABLE: &str = "job_manager_documents_undecodable_total";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -142,6 +148,18 @@ pub fn job_written(events: usize) {
 
 pub fn cas_conflict() {
     counter!(CAS_CONFLICTS).increment(1);
+}
+
+pub fn result_refused() {
+    counter!(RESULTS_REFUSED).increment(1);
+}
+
+pub fn sweep_error() {
+    counter!(SWEEP_ERRORS).increment(1);
+}
+
+pub fn undecodable(collection: &'static str) {
+    counter!(UNDECODABLE, "collection" => collection).increment(1);
 }
 
 pub fn amqp_reconnect() {

@@ -10,66 +10,100 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::coordinator::{Coordinator, CoordinatorError};
-use crate::domain::{Event, JobStatus, TaskStatus, Timestamp};
+use crate::domain::{Event, Job, JobId, JobStatus, TaskStatus, Timestamp};
+use crate::meter;
 
 /// Most jobs one sweep looks at; the next sweep takes the rest.
 const BATCH: i64 = 500;
 
-/// Runs one sweep at `now`. Returns how many actions it took.
+/// What one sweep did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    /// Actions taken: archives finished, jobs started, timeouts handled, dispatches re-published.
+    pub actions: usize,
+    /// Jobs whose handling failed; each was logged, counted and skipped.
+    pub failed: usize,
+}
+
+impl Swept {
+    /// Counts the outcome of one job's handling; a failure is logged and counted, never
+    /// returned, so one job cannot stop the sweep of the others.
+    fn note(&mut self, job_id: &JobId, what: &str, outcome: Result<usize, CoordinatorError>) {
+        match outcome {
+            Ok(actions) => self.actions += actions,
+            Err(error) => {
+                self.failed += 1;
+                meter::sweep_error();
+                warn!(job_id = %job_id, %error, "sweep could not {what}; skipped until the next sweep");
+            }
+        }
+    }
+}
+
+/// Runs one sweep at `now`. Only listing the jobs to look at can fail it as a whole.
 pub async fn sweep_once(
     coordinator: &Coordinator,
     now: Timestamp,
     grace: Duration,
-) -> Result<usize, CoordinatorError> {
+) -> Result<Swept, CoordinatorError> {
     let store = coordinator.store();
-    let mut actions = 0;
+    let mut swept = Swept::default();
     for job in store.ended_jobs(BATCH).await? {
         info!(job_id = %job.id, "finishing an interrupted move to history");
-        store.archive(&job).await?;
-        actions += 1;
+        let archived = store.archive(&job).await.map(|()| 1).map_err(Into::into);
+        swept.note(&job.id, "finish a move to history", archived);
     }
     let cutoff =
         Timestamp::from(now.as_datetime() - chrono::TimeDelta::from_std(grace).unwrap_or_default());
     for job in store.jobs_needing_attention(now, cutoff, BATCH).await? {
-        if job.status == JobStatus::Pending {
-            info!(job_id = %job.id, "starting a job whose start was interrupted");
-            coordinator.handle(&job.id, Event::Start).await?;
+        let outcome = attend(coordinator, &job, now, cutoff).await;
+        swept.note(&job.id, "attend to the job", outcome);
+    }
+    Ok(swept)
+}
+
+/// Starts a pending job, or times out its overdue tasks and re-publishes its unconfirmed
+/// dispatches. Returns how many actions it took.
+async fn attend(
+    coordinator: &Coordinator,
+    job: &Job,
+    now: Timestamp,
+    cutoff: Timestamp,
+) -> Result<usize, CoordinatorError> {
+    if job.status == JobStatus::Pending {
+        info!(job_id = %job.id, "starting a job whose start was interrupted");
+        coordinator.handle(&job.id, Event::Start).await?;
+        return Ok(1);
+    }
+    let Some(stage) = job.current_stage.as_ref() else {
+        return Ok(0);
+    };
+    let mut actions = 0;
+    let mut unconfirmed = Vec::new();
+    for task in stage
+        .tasks
+        .iter()
+        .filter(|t| t.status == TaskStatus::Pending)
+    {
+        if task.deadline < now {
+            warn!(job_id = %job.id, task_id = %task.task_id, stage_id = %stage.id, attempt = task.attempt, "task timed out");
+            let task_id = task.task_id.clone();
+            coordinator
+                .handle(&job.id, Event::Timeout { task_id })
+                .await?;
             actions += 1;
-            continue;
+        } else if task.dispatched.is_none() && task.issued < cutoff {
+            unconfirmed.push(task.task_id.clone());
         }
-        let Some(stage) = job.current_stage.as_ref() else {
-            continue;
-        };
-        let mut unconfirmed = Vec::new();
-        for task in stage
-            .tasks
-            .iter()
-            .filter(|t| t.status == TaskStatus::Pending)
-        {
-            if task.deadline < now {
-                warn!(job_id = %job.id, task_id = %task.task_id, stage_id = %stage.id, attempt = task.attempt, "task timed out");
-                coordinator
-                    .handle(
-                        &job.id,
-                        Event::Timeout {
-                            task_id: task.task_id.clone(),
-                        },
-                    )
-                    .await?;
-                actions += 1;
-            } else if task.dispatched.is_none() && task.issued < cutoff {
-                unconfirmed.push(task.task_id.clone());
-            }
-        }
-        if !unconfirmed.is_empty() {
-            info!(job_id = %job.id, stage_id = %stage.id, tasks = unconfirmed.len(), "re-publishing unconfirmed dispatches");
-            // Reload so a timeout handled above is not undone by publishing a stale attempt.
-            if let Some(fresh) = store.load_job(&job.id).await? {
-                coordinator
-                    .dispatch(&fresh, &stage.id, &unconfirmed)
-                    .await?;
-                actions += 1;
-            }
+    }
+    if !unconfirmed.is_empty() {
+        info!(job_id = %job.id, stage_id = %stage.id, tasks = unconfirmed.len(), "re-publishing unconfirmed dispatches");
+        // Reload so a timeout handled above is not undone by publishing a stale attempt.
+        if let Some(fresh) = coordinator.store().load_job(&job.id).await? {
+            coordinator
+                .dispatch(&fresh, &stage.id, &unconfirmed)
+                .await?;
+            actions += 1;
         }
     }
     Ok(actions)
@@ -88,9 +122,12 @@ pub async fn run(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = ticker.tick() => {
-                match sweep_once(&coordinator, Timestamp::now(), grace).await {
-                    Ok(0) => {}
-                    Ok(actions) => debug!(actions, "sweep done"),
+                if let Err(error) = coordinator.sync_clock().await {
+                    debug!(%error, "could not read the database's clock; keeping the last offset");
+                }
+                match sweep_once(&coordinator, coordinator.now(), grace).await {
+                    Ok(Swept { actions: 0, failed: 0 }) => {}
+                    Ok(Swept { actions, failed }) => debug!(actions, failed, "sweep done"),
                     Err(error) => warn!(%error, "sweep failed; will retry"),
                 }
             }

@@ -121,6 +121,7 @@ async fn work<H, Fut>(
         .unwrap_or(default_reply);
     let task_id = dispatch.task_id.clone();
     let job_id = dispatch.job_id.clone();
+    let run_id = Some(dispatch.run_id.clone());
     // Run the handler in its own task so a panic becomes an error result, not a lost message.
     let outcome = match tokio::spawn(handler(dispatch)).await {
         Ok(outcome) => outcome,
@@ -130,6 +131,7 @@ async fn work<H, Fut>(
         Ok(output) => StageResult {
             task_id: task_id.clone(),
             job_id,
+            run_id,
             outputs: output.outputs,
             log: output.log,
             error: None,
@@ -137,6 +139,7 @@ async fn work<H, Fut>(
         Err(message) => StageResult {
             task_id: task_id.clone(),
             job_id,
+            run_id,
             outputs: Value::Null,
             log: None,
             error: Some(message),

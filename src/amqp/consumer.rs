@@ -1,5 +1,6 @@
 //! The result consumer: one decision per delivery, and a thin loop around it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -9,10 +10,12 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, message::Delivery};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::backoff::Backoff;
 use crate::coordinator::{Coordinator, CoordinatorError, Handled};
 use crate::domain::{Event, TaskResult};
 use crate::messages::{StageResult, clip_log, normalize_outputs};
@@ -22,6 +25,12 @@ use crate::meter;
 pub const MAX_RESULT_BYTES: usize = 4 * 1024 * 1024;
 /// Longest pause between in-process retries of a delivery whose store write failed.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Most bytes of result bodies parsed and applied at once by one replica; deliveries past it
+/// wait, unacknowledged, until earlier ones are settled.
+pub const RESULT_BYTES_IN_HAND: usize = 64 * 1024 * 1024;
+/// Most in-process tries of a delivery that fails while the store answers pings: past it, the
+/// failure is taken to be the message's own and the attempt fails with the reason.
+pub const MAX_TRIES: u32 = 8;
 
 /// What to do with a delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +47,9 @@ pub enum Outcome {
     /// Too many lost compare-and-set races: nack with requeue, so it comes back later, perhaps
     /// to another replica.
     Requeue(String),
+    /// The result is well formed but cannot be recorded as sent (the store refuses it, now and
+    /// on every retry): record it as a failed attempt with the reason instead.
+    Refused(String),
 }
 
 /// Turns a parsed result into an engine event. Outputs of the wrong shape fail the attempt with
@@ -49,24 +61,52 @@ pub fn result_event(result: StageResult) -> Event {
     };
     Event::Result(TaskResult {
         task_id: result.task_id,
+        run_id: result.run_id,
         outputs,
         log: clip_log(result.log),
         error: clip_log(error),
     })
 }
 
-/// Decides what one result delivery means, carrying out its effect on the job.
-pub async fn handle_delivery(coordinator: &Coordinator, body: &[u8]) -> Outcome {
+/// Parses a delivery's body, or says why it is dead-lettered.
+fn parse(body: &[u8]) -> Result<StageResult, Outcome> {
     if body.len() > MAX_RESULT_BYTES {
-        return Outcome::DeadLetter(format!(
+        return Err(Outcome::DeadLetter(format!(
             "body of {} bytes exceeds the limit of {MAX_RESULT_BYTES}",
             body.len()
-        ));
+        )));
     }
-    let result: StageResult = match serde_json::from_slice(body) {
+    serde_json::from_slice(body)
+        .map_err(|error| Outcome::DeadLetter(format!("not a valid stage-result: {error}")))
+}
+
+/// Decides what one result delivery means, carrying out its effect on the job.
+pub async fn handle_delivery(coordinator: &Coordinator, body: &[u8]) -> Outcome {
+    match parse(body) {
+        Ok(result) => handle_result(coordinator, result).await,
+        Err(outcome) => outcome,
+    }
+}
+
+/// Records the result of a delivery whose result could not be recorded as sent: the attempt
+/// fails with `reason`. If even that cannot be recorded, the delivery is dead-lettered.
+pub async fn handle_refused(coordinator: &Coordinator, body: &[u8], reason: &str) -> Outcome {
+    let mut result = match parse(body) {
         Ok(result) => result,
-        Err(error) => return Outcome::DeadLetter(format!("not a valid stage-result: {error}")),
+        Err(outcome) => return outcome,
     };
+    result.outputs = serde_json::Value::Null;
+    result.log = None;
+    result.error = Some(format!("the result could not be recorded: {reason}"));
+    match handle_result(coordinator, result).await {
+        Outcome::Refused(again) => Outcome::DeadLetter(format!(
+            "the result could not be recorded ({reason}), nor its failure ({again})"
+        )),
+        other => other,
+    }
+}
+
+async fn handle_result(coordinator: &Coordinator, result: StageResult) -> Outcome {
     let job_id = result.job_id.clone();
     let task_id = result.task_id.clone();
     let started = std::time::Instant::now();
@@ -88,66 +128,90 @@ pub async fn handle_delivery(coordinator: &Coordinator, body: &[u8]) -> Outcome 
             ))
         }
         Err(error @ CoordinatorError::Contention(_)) => Outcome::Requeue(error.to_string()),
-        Err(error) => Outcome::Retry(error.to_string()),
+        Err(error) if error.is_transient() => Outcome::Retry(error.to_string()),
+        Err(error) => Outcome::Refused(error.to_string()),
     }
 }
 
-/// Handles one delivery to the end: retries in process while a retry may help, so an outage of
-/// the store holds the message unacked instead of bouncing it towards the delivery limit.
+/// Handles one delivery to the end. A transient failure is retried in process with backoff, so
+/// an outage of the store holds the message unacked instead of bouncing it towards the delivery
+/// limit; but only while the store is down does a try not count: [`MAX_TRIES`] failures while
+/// it answers make the failure the message's own, and the attempt fails with the reason.
 async fn process(
     coordinator: Coordinator,
     channel: Channel,
     delivery: Delivery,
+    budget: Arc<Semaphore>,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(100);
+    // Bounds the bytes parsed at once; a closed semaphore never happens (it is never closed).
+    let permits = u32::try_from(delivery.data.len().clamp(1, MAX_RESULT_BYTES)).unwrap_or(1);
+    let _permit = budget.acquire_many(permits).await;
+    let mut backoff = Backoff::new(Duration::from_millis(100), MAX_BACKOFF);
+    let mut tries = 0;
+    let mut outcome = handle_delivery(&coordinator, &delivery.data).await;
     loop {
-        let outcome = handle_delivery(&coordinator, &delivery.data).await;
-        let acked = match &outcome {
-            Outcome::Processed => delivery.ack(BasicAckOptions::default()).await,
-            Outcome::Ignored(reason) => {
-                info!(reason = %reason, "result ignored");
-                delivery.ack(BasicAckOptions::default()).await
+        let reason = match &outcome {
+            Outcome::Retry(reason) => reason.clone(),
+            Outcome::Refused(reason) => {
+                meter::result_refused();
+                warn!(reason = %reason, "result refused by the store; failing the attempt");
+                outcome = handle_refused(&coordinator, &delivery.data, reason).await;
+                continue;
             }
-            Outcome::DeadLetter(reason) => {
-                meter::dead_lettered();
-                warn!(reason = %reason, "result dead-lettered");
-                delivery.reject(BasicRejectOptions { requeue: false }).await
-            }
-            Outcome::Requeue(reason) => {
-                warn!(reason = %reason, "result requeued");
-                delivery
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..BasicNackOptions::default()
-                    })
-                    .await
-            }
-            Outcome::Retry(_) if !channel.status().connected() => {
-                // The channel is gone and the broker redelivers the message; nothing to settle.
-                return;
-            }
-            Outcome::Retry(reason) => {
-                warn!(reason = %reason, backoff_ms = backoff.as_millis() as u64, "result not processed yet; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
-                        continue;
-                    }
-                    _ = shutdown.cancelled() => {
-                        // Hand it back for another replica or the next start.
-                        delivery
-                            .nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() })
-                            .await
-                    }
-                }
-            }
+            _ => break,
         };
-        if let Err(error) = acked {
-            // The channel is gone; the broker redelivers the message to another consumer.
-            warn!(%error, "could not settle a delivery");
+        if !channel.status().connected() {
+            // The channel is gone and the broker redelivers the message; nothing to settle.
+            return;
         }
-        return;
+        if coordinator.store().ping().await.is_ok() {
+            tries += 1;
+        }
+        if tries >= MAX_TRIES {
+            outcome = Outcome::Refused(format!("{reason} (failed {tries} times)"));
+            continue;
+        }
+        let pause = backoff.pause();
+        warn!(reason = %reason, backoff_ms = pause.as_millis() as u64, tries, "result not processed yet; retrying");
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = shutdown.cancelled() => {
+                outcome = Outcome::Requeue("shutting down".into());
+                break;
+            }
+        }
+        outcome = handle_delivery(&coordinator, &delivery.data).await;
+    }
+    settle(&delivery, &outcome).await;
+}
+
+/// Acks, rejects or requeues a delivery as `outcome` says.
+async fn settle(delivery: &Delivery, outcome: &Outcome) {
+    let settled = match outcome {
+        Outcome::Processed => delivery.ack(BasicAckOptions::default()).await,
+        Outcome::Ignored(reason) => {
+            info!(reason = %reason, "result ignored");
+            delivery.ack(BasicAckOptions::default()).await
+        }
+        Outcome::DeadLetter(reason) => {
+            meter::dead_lettered();
+            warn!(reason = %reason, "result dead-lettered");
+            delivery.reject(BasicRejectOptions { requeue: false }).await
+        }
+        Outcome::Requeue(reason) | Outcome::Retry(reason) | Outcome::Refused(reason) => {
+            warn!(reason = %reason, "result requeued");
+            delivery
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                })
+                .await
+        }
+    };
+    if let Err(error) = settled {
+        // The channel is gone; the broker redelivers the message to another consumer.
+        warn!(%error, "could not settle a delivery");
     }
 }
 
@@ -173,12 +237,13 @@ pub async fn run(
         .await?;
     info!(queue = %queue, prefetch, "consuming results");
     let mut in_flight = JoinSet::new();
+    let budget = Arc::new(Semaphore::new(RESULT_BYTES_IN_HAND));
     let result = loop {
         tokio::select! {
             _ = shutdown.cancelled() => break Ok(()),
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
-                    in_flight.spawn(process(coordinator.clone(), channel.clone(), delivery, shutdown.clone()));
+                    in_flight.spawn(process(coordinator.clone(), channel.clone(), delivery, budget.clone(), shutdown.clone()));
                 }
                 Some(Err(error)) => break Err(error),
                 None => break Ok(()),

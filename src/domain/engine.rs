@@ -7,7 +7,9 @@ use serde_json::Value;
 
 use super::ids::{StageId, TaskId};
 use super::job::{Job, JobStatus, StageRecord, TaskRecord, TaskStatus};
-use super::mapping::{merge_configs, plan_inputs};
+use super::mapping::{merge_configs, plan_inputs, planned_size};
+use super::pipeline::StageSpec;
+use super::size::{map_size, mib};
 use super::time::Timestamp;
 
 /// Something that happened to a job.
@@ -30,6 +32,9 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskResult {
     pub task_id: TaskId,
+    /// The run the result says it belongs to, when the worker echoed it: a result of another
+    /// run of the same job is ignored with that reason.
+    pub run_id: Option<String>,
     /// Already normalised: every entry is an object or `null`.
     pub outputs: Vec<Value>,
     pub log: Option<String>,
@@ -72,6 +77,8 @@ pub enum Ignored {
     StaleAttempt,
     /// The job was started already.
     AlreadyStarted,
+    /// The result belongs to another run of the job (an earlier run of the same file).
+    OtherRun,
 }
 
 impl Ignored {
@@ -82,6 +89,7 @@ impl Ignored {
             Self::UnknownTask => "unknown task",
             Self::StaleAttempt => "stale attempt",
             Self::AlreadyStarted => "already started",
+            Self::OtherRun => "result of another run",
         }
     }
 }
@@ -99,6 +107,12 @@ pub enum Decision {
 /// at 16 MiB; 20,000 small tasks take about 7 MiB. (The shell also fails a job whose document
 /// would outgrow the cap, whatever the width.)
 pub const MAX_STAGE_TASKS: usize = 20_000;
+
+/// The most a stage's tasks may take together (inputs and configs, as JSON). They live in the
+/// job document, which MongoDB caps at 16 MiB; checked from sizes before anything is copied, so
+/// a stage that fans a large output out to many tasks fails with the reason instead of
+/// building gigabytes first.
+pub const MAX_STAGE_BYTES: usize = 12 * 1024 * 1024;
 
 /// Applies `event` to `job` at `now`.
 pub fn apply(job: &Job, event: &Event, now: Timestamp) -> Decision {
@@ -198,6 +212,9 @@ fn on_result(
 ) -> Result<(), Ignored> {
     if job.status != JobStatus::Running {
         return Err(Ignored::JobNotActive(job.status));
+    }
+    if result.run_id.as_ref().is_some_and(|run| run != &job.run_id) {
+        return Err(Ignored::OtherRun);
     }
     let (index, is_latest) = match find_task(job, &result.task_id) {
         Found::Current { index, is_latest } => (index, is_latest),
@@ -363,16 +380,7 @@ fn advance(job: &mut Job, now: Timestamp, effects: &mut Vec<Effect>) {
             log: None,
             error: None,
         };
-        let planned = plan_inputs(job, index, &spec).and_then(|inputs| {
-            if inputs.len() > MAX_STAGE_TASKS {
-                Err(format!(
-                    "it would have {} tasks, and a stage may have at most {MAX_STAGE_TASKS}",
-                    inputs.len()
-                ))
-            } else {
-                Ok(inputs)
-            }
-        });
+        let planned = check_plan(job, index, &spec).and_then(|()| plan_inputs(job, index, &spec));
         match planned {
             Err(reason) => {
                 let message = format!("stage '{stage_id}' cannot start: {reason}");
@@ -416,6 +424,32 @@ fn advance(job: &mut Job, now: Timestamp, effects: &mut Vec<Effect>) {
             }
         }
     }
+}
+
+/// Checks the stage at `index` against the budgets from counts and sizes alone, before any
+/// input or config is copied into its tasks.
+fn check_plan(job: &Job, index: usize, spec: &StageSpec) -> Result<(), String> {
+    let planned = planned_size(job, index, spec)?;
+    if planned.tasks > MAX_STAGE_TASKS {
+        return Err(format!(
+            "it would have {} tasks, and a stage may have at most {MAX_STAGE_TASKS}",
+            planned.tasks
+        ));
+    }
+    // Every task carries the merged configs, whatever the worker's and the machine's overlap.
+    let configs = map_size(&spec.worker.configs) + map_size(&job.machine_configs);
+    let bytes = planned
+        .input_bytes
+        .saturating_add(planned.tasks.saturating_mul(configs));
+    if bytes > MAX_STAGE_BYTES {
+        return Err(format!(
+            "its {} task(s) would take about {} MiB of inputs and configs, more than the {} MiB a stage may take",
+            planned.tasks,
+            mib(bytes),
+            MAX_STAGE_BYTES / 1024 / 1024
+        ));
+    }
+    Ok(())
 }
 
 /// Ends the job with `status`; a stage still in flight is closed with the reason.

@@ -48,6 +48,7 @@ fn applied(job: &Job, event: Event) -> (Job, Vec<Effect>) {
 fn ok(task_id: &TaskId, outputs: Vec<Value>) -> Event {
     Event::Result(TaskResult {
         task_id: task_id.clone(),
+        run_id: None,
         outputs,
         log: None,
         error: None,
@@ -57,6 +58,7 @@ fn ok(task_id: &TaskId, outputs: Vec<Value>) -> Event {
 fn failure(task_id: &TaskId, error: &str) -> Event {
     Event::Result(TaskResult {
         task_id: task_id.clone(),
+        run_id: None,
         outputs: vec![Value::Null],
         log: None,
         error: Some(error.into()),
@@ -435,4 +437,55 @@ fn a_fail_event_ends_the_job_with_its_reason_and_closes_the_stage_in_flight() {
         ),
         Decision::Ignore(Ignored::JobNotActive(JobStatus::Failed))
     );
+}
+
+#[test]
+fn a_result_that_names_another_run_is_ignored_with_that_reason() {
+    let job = started();
+    let task_id = current_ids(&job)[0].clone();
+    let event = Event::Result(TaskResult {
+        task_id,
+        run_id: Some("an-earlier-run".into()),
+        outputs: vec![Value::Null],
+        log: None,
+        error: None,
+    });
+    assert_eq!(
+        apply(&job, &event, now()),
+        Decision::Ignore(Ignored::OtherRun)
+    );
+}
+
+#[test]
+fn a_fan_out_that_would_copy_a_large_output_into_many_tasks_fails_before_copying() {
+    let mut job = started();
+    // Stage 01's output is about 4 MB; stage 04 copies it into each of 300 tasks.
+    let chunk = "x".repeat(60 * 1024);
+    let large: Map<String, Value> = (0..64)
+        .map(|i| (format!("part{i}"), Value::String(chunk.clone())))
+        .collect();
+    job = applied(
+        &job,
+        ok(&current_ids(&job)[0], vec![json!({"csv_file": large})]),
+    )
+    .0;
+    job = applied(
+        &job,
+        ok(&current_ids(&job)[0], vec![json!({"output_csv": "t"})]),
+    )
+    .0;
+    let tables: Vec<Value> = (0..300)
+        .map(|i| json!({"unique_id": i, "result_table": format!("t{i}")}))
+        .collect();
+    let (job, effects) = applied(&job, ok(&current_ids(&job)[0], tables));
+    assert_eq!(job.status, JobStatus::Failed);
+    let error = job.error.clone().expect("a reason");
+    assert!(
+        error.contains("stage '04' cannot start") && error.contains("MiB a stage may take"),
+        "{error}"
+    );
+    assert!(job.current_stage.is_none());
+    assert!(effects.contains(&Effect::Archive));
+    let last = job.stages.last().expect("stage 04 is recorded");
+    assert!(last.tasks.is_empty(), "no task was built");
 }

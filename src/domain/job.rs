@@ -191,10 +191,23 @@ impl Job {
     }
 }
 
+impl Job {
+    /// Whether `task_id` was issued by this run (any attempt of any stage).
+    pub fn issued(&self, task_id: &TaskId) -> bool {
+        self.stages
+            .iter()
+            .chain(self.current_stage.iter())
+            .flat_map(|s| s.tasks.iter())
+            .any(|t| &t.task_id == task_id || t.previous_ids.contains(task_id))
+    }
+}
+
 /// The job as the REST API shows it: the seed's keys plus extensions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct JobView {
     pub id: JobId,
+    /// This run of the job: a rerun of the same file keeps the id and gets a new run id.
+    pub run_id: String,
     pub machine_id: String,
     pub status: JobStatus,
     pub stages: Vec<StageRecord>,
@@ -216,6 +229,7 @@ impl From<&Job> for JobView {
     fn from(job: &Job) -> Self {
         Self {
             id: job.id.clone(),
+            run_id: job.run_id.clone(),
             machine_id: job.machine_id.clone(),
             status: job.status,
             stages: job.stages.clone(),

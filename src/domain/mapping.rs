@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use super::ids::StageId;
 use super::job::Job;
 use super::pipeline::{IoType, StageSpec, parse_source};
+use super::size::json_size;
 
 /// The input sets of a stage's tasks, in task order.
 pub type TaskInputs = Vec<Map<String, Value>>;
@@ -27,6 +28,10 @@ struct Binding<'a> {
 
 /// Reads `field` from `output`, the `position`-th (0-based) output of `stage`.
 fn lookup(binding: &Binding<'_>, position: usize) -> Result<Value, String> {
+    lookup_ref(binding, position).cloned()
+}
+
+fn lookup_ref<'a>(binding: &Binding<'a>, position: usize) -> Result<&'a Value, String> {
     let output = binding.outputs.get(position).ok_or_else(|| {
         format!(
             "stage '{}' has no output {} for input '{}'",
@@ -43,7 +48,7 @@ fn lookup(binding: &Binding<'_>, position: usize) -> Result<Value, String> {
             binding.input,
             binding.field
         )),
-        Value::Object(map) => map.get(&binding.field).cloned().ok_or_else(|| {
+        Value::Object(map) => map.get(&binding.field).ok_or_else(|| {
             format!(
                 "output {} of stage '{}' lacks the field '{}' that input '{}' is mapped to",
                 position + 1,
@@ -60,8 +65,27 @@ fn lookup(binding: &Binding<'_>, position: usize) -> Result<Value, String> {
     }
 }
 
-/// Computes the task input sets of the stage at zero-based `index` of `job`'s pipeline.
-pub fn plan_inputs(job: &Job, index: usize, spec: &StageSpec) -> Result<TaskInputs, String> {
+/// The sources of a stage's inputs, and the one source with other than one output, if any,
+/// with its output count.
+struct Sources<'a> {
+    bindings: Vec<Binding<'a>>,
+    multi: Option<(StageId, usize)>,
+}
+
+impl Sources<'_> {
+    fn is_multi(&self, binding: &Binding<'_>) -> bool {
+        self.multi
+            .as_ref()
+            .is_some_and(|(stage, _)| stage == &binding.stage)
+    }
+
+    /// How many positions the multi-output source has (1 without one).
+    fn count(&self) -> usize {
+        self.multi.as_ref().map_or(1, |(_, n)| *n)
+    }
+}
+
+fn sources<'a>(job: &'a Job, index: usize, spec: &'a StageSpec) -> Result<Sources<'a>, String> {
     let mut bindings = Vec::with_capacity(spec.input_map.len());
     for (input, source) in &spec.input_map {
         let source = parse_source(index, source)?;
@@ -82,7 +106,6 @@ pub fn plan_inputs(job: &Job, index: usize, spec: &StageSpec) -> Result<TaskInpu
             outputs: &record.outputs,
         });
     }
-
     let mut multi: BTreeMap<&StageId, usize> = BTreeMap::new();
     for binding in &bindings {
         if binding.outputs.len() != 1 {
@@ -96,12 +119,57 @@ pub fn plan_inputs(job: &Job, index: usize, spec: &StageSpec) -> Result<TaskInpu
             names.join(", ")
         ));
     }
-    let multi_source = multi.into_iter().next();
-    let is_multi = |b: &Binding<'_>| multi_source.is_some_and(|(stage, _)| stage == &b.stage);
+    let multi = multi.into_iter().next().map(|(s, n)| (s.clone(), n));
+    Ok(Sources { bindings, multi })
+}
 
+/// What a stage would be, worked out before anything is copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlannedSize {
+    /// How many tasks it would have.
+    pub tasks: usize,
+    /// About how many bytes its tasks' inputs would take together (every copied value counted
+    /// once per task that gets it).
+    pub input_bytes: usize,
+}
+
+/// The size of the stage at zero-based `index`, from counts and value sizes alone: a fan-out
+/// copies its single-output fields into every task, so a large field times many tasks is
+/// caught here rather than after the copies were made.
+pub fn planned_size(job: &Job, index: usize, spec: &StageSpec) -> Result<PlannedSize, String> {
+    let sources = sources(job, index, spec)?;
+    let count = sources.count();
+    let mut bytes = 0usize;
+    for binding in &sources.bindings {
+        let per_copy = binding.input.len() + 8;
+        if sources.is_multi(binding) {
+            for position in 0..count {
+                bytes = bytes.saturating_add(per_copy + json_size(lookup_ref(binding, position)?));
+            }
+        } else {
+            let once = per_copy + json_size(lookup_ref(binding, 0)?);
+            bytes = bytes.saturating_add(once.saturating_mul(count.max(1)));
+        }
+    }
+    let tasks = match spec.worker.input.kind {
+        IoType::Single => count,
+        IoType::Multiple => 1,
+    };
+    Ok(PlannedSize {
+        tasks,
+        input_bytes: bytes,
+    })
+}
+
+/// Computes the task input sets of the stage at zero-based `index` of `job`'s pipeline.
+pub fn plan_inputs(job: &Job, index: usize, spec: &StageSpec) -> Result<TaskInputs, String> {
+    let sources = sources(job, index, spec)?;
+    let bindings = &sources.bindings;
+    let is_multi = |b: &Binding<'_>| sources.is_multi(b);
+    let multi_source = sources.multi.as_ref();
     match spec.worker.input.kind {
         IoType::Single => {
-            let count = multi_source.map_or(1, |(_, n)| n);
+            let count = multi_source.map_or(1, |(_, n)| *n);
             (0..count)
                 .map(|i| {
                     bindings
@@ -115,10 +183,10 @@ pub fn plan_inputs(job: &Job, index: usize, spec: &StageSpec) -> Result<TaskInpu
                 .collect()
         }
         IoType::Multiple => {
-            let count = multi_source.map_or(1, |(_, n)| n);
+            let count = multi_source.map_or(1, |(_, n)| *n);
             let mut inputs = Map::new();
             for n in 1..=count.max(1) {
-                for b in &bindings {
+                for b in bindings {
                     let value = if is_multi(b) {
                         if n > count {
                             continue;

@@ -5,6 +5,7 @@ pub mod ids;
 pub mod job;
 pub mod mapping;
 pub mod pipeline;
+pub mod size;
 pub mod time;
 
 pub use engine::{Decision, Effect, Event, Ignored, Notice, TaskResult, apply, apply_in_place};

@@ -116,8 +116,14 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// A transient failure is a 503 (try again later); a permanent one means what was sent cannot
+/// be stored as it is, a 422 whose message carries no internal detail (that is logged).
 impl From<CoordinatorError> for ApiError {
     fn from(error: CoordinatorError) -> Self {
-        Self::Unavailable(error.to_string())
+        if error.is_transient() {
+            return Self::Unavailable(error.to_string());
+        }
+        tracing::warn!(%error, "request refused: it cannot be stored");
+        Self::unprocessable("the request cannot be stored as sent")
     }
 }

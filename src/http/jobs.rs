@@ -13,11 +13,10 @@ use super::AppState;
 use super::bodies::{AbortAccepted, IdBody, ResultAccepted, ResultOutcome};
 use super::error::ApiError;
 use super::extract::JsonBody;
-use crate::amqp::consumer::result_event;
 use crate::coordinator::{Created, Handled, NewJob};
 use crate::domain::engine::Ignored;
-use crate::domain::{Event, JobId, JobView, TaskId};
-use crate::messages::StageResult;
+use crate::domain::{Event, JobId, JobView, TaskId, TaskResult};
+use crate::messages::normalize_outputs;
 
 /// Longest accepted `hash`, `machine_id` or `file_name`, in bytes.
 pub const MAX_FIELD_LEN: usize = 1024;
@@ -190,13 +189,25 @@ async fn record_results(
 ) -> Result<Response, ApiError> {
     let mut results = Vec::with_capacity(body.len());
     for (key, outputs) in body {
+        let shown = || {
+            key.chars()
+                .take(64)
+                .collect::<String>()
+                .escape_debug()
+                .to_string()
+        };
         let task_id = TaskId::parse(&key).map_err(|e| ApiError::Unprocessable {
             message: e.to_string(),
-            path: Some(format!("$.{}", key.chars().take(64).collect::<String>())),
+            path: Some(format!("$.{}", shown())),
         })?;
-        results.push(StageResult {
+        // A value that cannot be stored is refused here, where the client can still fix it.
+        let outputs = normalize_outputs(outputs).map_err(|e| ApiError::Unprocessable {
+            message: format!("invalid outputs: {}", e.message),
+            path: Some(format!("$.{}{}", shown(), e.path)),
+        })?;
+        results.push(TaskResult {
             task_id,
-            job_id: id.clone(),
+            run_id: None,
             outputs,
             log: None,
             error: None,
@@ -209,24 +220,24 @@ async fn record_results(
             missing => Err(missing),
         };
     };
-    // Refuse the whole body if any task id was never issued for this job.
-    for result in &results {
-        let issued = job
-            .stages
-            .iter()
-            .chain(job.current_stage.iter())
-            .flat_map(|s| s.tasks.iter())
-            .any(|t| t.task_id == result.task_id || t.previous_ids.contains(&result.task_id));
-        if !issued {
+    // Refuse the whole body if any task id was never issued for this job; results of an
+    // earlier run of it are set aside and ignored.
+    let mut outcome = (ResultOutcome::Recorded, String::new());
+    let mut current = Vec::with_capacity(results.len());
+    for result in results {
+        if job.issued(&result.task_id) {
+            current.push(result);
+        } else if issued_in_an_earlier_run(state, id, &result.task_id).await? {
+            outcome = (ResultOutcome::Ignored, Ignored::OtherRun.as_str().into());
+        } else {
             return Err(ApiError::Unprocessable {
                 message: format!("task '{}' was not issued for job '{id}'", result.task_id),
                 path: Some(format!("$.{}", result.task_id)),
             });
         }
     }
-    let mut outcome = (ResultOutcome::Recorded, String::new());
-    for result in results {
-        match state.coordinator.handle(id, result_event(result)).await? {
+    for result in current {
+        match state.coordinator.handle(id, Event::Result(result)).await? {
             Handled::Applied { .. } => {}
             Handled::Ignored(Ignored::Duplicate) => {
                 outcome = (ResultOutcome::Duplicate, "already recorded".into())
@@ -236,6 +247,21 @@ async fn record_results(
         }
     }
     Ok(accepted(id, outcome.0, &outcome.1))
+}
+
+/// Whether an archived run of the job issued `task_id`: a late result of an earlier run is
+/// acknowledged and ignored, as over AMQP, rather than refused.
+async fn issued_in_an_earlier_run(
+    state: &AppState,
+    id: &JobId,
+    task_id: &TaskId,
+) -> Result<bool, ApiError> {
+    let Some(record) = state.coordinator.store().load_history(id).await? else {
+        return Ok(false);
+    };
+    Ok(std::iter::once(&record.job)
+        .chain(record.previous_runs.iter())
+        .any(|run| run.issued(task_id)))
 }
 
 fn accepted(id: &JobId, outcome: ResultOutcome, reason: &str) -> Response {

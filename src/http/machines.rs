@@ -34,9 +34,9 @@ async fn upsert(
             "a machine id must be 1-{MAX_MACHINE_ID_LEN} bytes"
         )));
     }
-    check_keys(&body.configs, 1).map_err(|message| ApiError::Unprocessable {
-        message,
-        path: Some("$.configs".into()),
+    check_keys(&body.configs).map_err(|e| ApiError::Unprocessable {
+        message: e.message,
+        path: Some(format!("$.configs{}", e.path)),
     })?;
     if configs_too_large(&body.configs) {
         return Err(ApiError::Unprocessable {

@@ -30,9 +30,9 @@ fn invalid(error: ValidationError) -> ApiError {
 
 fn validate(body: PipelineBody, id: String) -> Result<Pipeline, ApiError> {
     for (index, stage) in body.stages.iter().enumerate() {
-        check_keys(&stage.worker.configs, 1).map_err(|message| ApiError::Unprocessable {
-            message,
-            path: Some(format!("$.stages[{index}].worker.configs")),
+        check_keys(&stage.worker.configs).map_err(|e| ApiError::Unprocessable {
+            message: e.message,
+            path: Some(format!("$.stages[{index}].worker.configs{}", e.path)),
         })?;
     }
     body.into_pipeline(id).map_err(invalid)

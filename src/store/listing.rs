@@ -21,6 +21,16 @@ pub enum Listing {
     History,
 }
 
+impl Listing {
+    /// The collection listed.
+    pub fn collection(self) -> &'static str {
+        match self {
+            Self::Active => "jobs",
+            Self::History => "history",
+        }
+    }
+}
+
 /// Where the previous page ended: the last `(created, id)` it returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageCursor {
@@ -136,17 +146,24 @@ impl Store {
             find = find.limit(i64::from(limit));
         }
         let cursor = find.await?;
-        Ok(cursor.map(|document| {
-            let document = document?;
-            match (document.get("_id"), document.get("created")) {
-                (Some(Bson::String(id)), Some(Bson::String(created))) => Ok(Listed {
-                    id: id.clone(),
-                    created: created.clone(),
-                }),
-                other => Err(StoreError::Malformed(format!(
-                    "listed document without string _id and created: {other:?}"
-                ))),
-            }
+        // A document without a string `_id` and `created` is reported and skipped: one bad
+        // document must not end everyone's listing.
+        Ok(cursor.filter_map(move |document| {
+            let listed = match document {
+                Err(error) => Some(Err(error.into())),
+                Ok(document) => match (document.get("_id"), document.get("created")) {
+                    (Some(Bson::String(id)), Some(Bson::String(created))) => Some(Ok(Listed {
+                        id: id.clone(),
+                        created: created.clone(),
+                    })),
+                    other => {
+                        crate::meter::undecodable(listing.collection());
+                        tracing::warn!(document = ?other, "a listed document has no string _id and created; skipped");
+                        None
+                    }
+                },
+            };
+            std::future::ready(listed)
         }))
     }
 }

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use mongodb::bson::raw::{RawArrayBuf, RawBsonRef, RawDocumentBuf};
+use mongodb::bson::raw::{RawArrayBuf, RawDocumentBuf};
 use mongodb::bson::{self, Bson, Document, doc};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::ClientOptions;
@@ -15,6 +15,7 @@ use mongodb::{Client, Collection, Database, IndexModel};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+mod archive;
 mod listing;
 mod update;
 
@@ -28,9 +29,6 @@ const ACTIVE_STATUSES: [&str; 2] = ["pending", "running"];
 /// The most a job's document may take. MongoDB refuses documents over 16 MiB; the margin
 /// leaves room for the history record's own fields.
 pub const MAX_JOB_BYTES: usize = 15 * 1024 * 1024;
-
-/// The most a history record may take, earlier runs included.
-const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024 - 64 * 1024;
 
 /// The size of `job` as stored.
 pub fn job_bytes(job: &Job) -> Result<usize, StoreError> {
@@ -57,6 +55,47 @@ pub enum StoreError {
     /// A value could not be converted to BSON.
     #[error("cannot encode document: {0}")]
     Encode(String),
+    /// Other writers kept changing the document; a later retry may succeed.
+    #[error("{0}")]
+    Contention(String),
+}
+
+/// Server error codes that say "try again": the server is stepping down, shutting down, busy
+/// or interrupted, or a network hop failed. Any other server error refuses the operation as
+/// sent, and a retry of the same operation would be refused again.
+const TRANSIENT_CODES: [i32; 20] = [
+    6, 7, 50, 89, 91, 112, 189, 251, 262, 9001, 10107, 11600, 11602, 13435, 13436, 63, 150, 10058,
+    46, 24,
+];
+
+impl StoreError {
+    /// Whether a retry of the same operation may succeed: the server was unreachable, busy or
+    /// lost a race. A document that does not encode or decode, or that the server refuses,
+    /// is refused again on every retry.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Mongo(error) => is_transient(error),
+            Self::Contention(_) => true,
+            Self::Malformed(_) | Self::Refused(_) | Self::Encode(_) => false,
+        }
+    }
+}
+
+fn is_transient(error: &mongodb::error::Error) -> bool {
+    if error.contains_label("RetryableWriteError")
+        || error.contains_label("TransientTransactionError")
+    {
+        return true;
+    }
+    match error.kind.as_ref() {
+        ErrorKind::BsonSerialization(_)
+        | ErrorKind::BsonDeserialization(_)
+        | ErrorKind::InvalidArgument { .. } => false,
+        ErrorKind::Command(_) | ErrorKind::Write(WriteFailure::WriteError(_)) => {
+            server_code(error).is_some_and(|code| TRANSIENT_CODES.contains(&code))
+        }
+        _ => true,
+    }
 }
 
 /// Result of inserting a document with a chosen `_id`.
@@ -82,6 +121,8 @@ pub struct Store {
     /// The same collection, read straight into [`Job`] without an intermediate `Document`
     /// (a wide stage's job is megabytes, read on every write).
     typed_jobs: Collection<Job>,
+    /// The same collection as raw BSON, for decoding document by document.
+    raw_jobs: Collection<RawDocumentBuf>,
     history: Collection<Document>,
     /// The same collection as raw BSON, for archiving large records.
     raw_history: Collection<RawDocumentBuf>,
@@ -204,6 +245,7 @@ impl Store {
             client,
             jobs: db.collection("jobs"),
             typed_jobs: db.collection("jobs"),
+            raw_jobs: db.collection("jobs"),
             history: db.collection("history"),
             raw_history: db.collection("history"),
             pipelines: db.collection("pipelines"),
@@ -256,6 +298,17 @@ impl Store {
         Ok(())
     }
 
+    /// The server's own clock (`localTime` of `hello`), or `None` if the server does not say.
+    pub async fn server_time(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+        let reply = self.db.run_command(doc! {"hello": 1}).await?;
+        Ok(match reply.get("localTime") {
+            Some(Bson::DateTime(time)) => {
+                chrono::DateTime::from_timestamp_millis(time.timestamp_millis())
+            }
+            _ => None,
+        })
+    }
+
     /// Round-trips to the server.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.db.run_command(doc! {"ping": 1}).await?;
@@ -282,8 +335,11 @@ impl Store {
         debug_assert_eq!(after.version, before.version + 1);
         let update = update::job_update(before, after)?;
         // The `update` command, sent as raw BSON: the driver's `update_one` takes a `Document`.
+        // The run is part of the match: a rerun of the same file keeps the job id and counts
+        // versions from 0 again, so `{_id, version}` alone could match another run.
         let mut filter = RawDocumentBuf::new();
         filter.append("_id", before.id.as_str());
+        filter.append("run_id", before.run_id.as_str());
         filter.append("version", before.version);
         let mut statement = RawDocumentBuf::new();
         statement.append("q", filter);
@@ -297,6 +353,12 @@ impl Store {
         if let Ok(errors) = reply.get_array("writeErrors")
             && let Some(first) = errors.first()
         {
+            let code = first.as_document().and_then(|d| d.get_i32("code").ok());
+            if code.is_some_and(|c| TRANSIENT_CODES.contains(&c)) {
+                return Err(StoreError::Contention(format!(
+                    "the server asked to retry: {first}"
+                )));
+            }
             return Err(StoreError::Refused(first.to_string()));
         }
         let matched = match reply.get("n") {
@@ -312,15 +374,18 @@ impl Store {
     /// harmless re-publish by the relay.
     pub async fn mark_dispatched(
         &self,
-        id: &JobId,
+        job: &Job,
         stage_id: &StageId,
         task_ids: &[TaskId],
         at: Timestamp,
     ) -> Result<(), StoreError> {
         let ids: Vec<&str> = task_ids.iter().map(TaskId::as_str).collect();
+        let filter = doc! {
+            "_id": job.id.as_str(), "run_id": job.run_id.as_str(), "current_stage.id": stage_id.as_str(),
+        };
         self.jobs
             .update_one(
-                doc! {"_id": id.as_str(), "current_stage.id": stage_id.as_str()},
+                filter,
                 doc! {"$set": {"current_stage.tasks.$[t].dispatched": at.to_string()}},
             )
             .array_filters(vec![doc! {"t.task_id": {"$in": ids}}])
@@ -334,10 +399,22 @@ impl Store {
         Ok(self.jobs.count_documents(filter).await?)
     }
 
-    /// At most `limit` jobs matching `filter`.
+    /// At most `limit` jobs matching `filter`. Each document is decoded on its own: one that
+    /// does not decode is logged, counted and skipped, so it cannot stop the others.
     async fn find_jobs(&self, filter: Document, limit: i64) -> Result<Vec<Job>, StoreError> {
-        let cursor = self.typed_jobs.find(filter).limit(limit).await?;
-        cursor.try_collect().await.map_err(typed_error)
+        let mut cursor = self.raw_jobs.find(filter).limit(limit).await?;
+        let mut jobs = Vec::new();
+        while let Some(raw) = cursor.try_next().await? {
+            match bson::from_slice::<Job>(raw.as_bytes()) {
+                Ok(job) => jobs.push(job),
+                Err(error) => {
+                    crate::meter::undecodable("jobs");
+                    let id = raw.get("_id").ok().flatten().map(|v| format!("{v:?}"));
+                    tracing::warn!(id = id.as_deref().unwrap_or("?"), %error, "a stored job does not decode; skipped");
+                }
+            }
+        }
+        Ok(jobs)
     }
 
     /// Jobs that ended but are still in `jobs`: a move to history that did not complete.
@@ -365,86 +442,6 @@ impl Store {
     }
 
     // ---- history ----
-
-    /// Moves an ended job to history: upsert there, then delete from `jobs` if unchanged.
-    ///
-    /// Built from raw BSON throughout: a wide job's record is megabytes, and a `Document` tree
-    /// of it takes many times that in memory.
-    pub async fn archive(&self, job: &Job) -> Result<(), StoreError> {
-        let encoded =
-            bson::to_raw_document_buf(job).map_err(|e| StoreError::Encode(e.to_string()))?;
-        let id = job.id.as_str();
-        let mut record = RawDocumentBuf::new();
-        record.append("_id", id);
-        for element in encoded.iter() {
-            let (key, value) = element.map_err(malformed)?;
-            if key != "id" {
-                record.append_ref(key, value);
-            }
-        }
-        drop(encoded);
-        // Earlier runs, oldest first: those on record, then the run on record if it is another.
-        let mut previous: Vec<RawDocumentBuf> = Vec::new();
-        if let Some(existing) = self.raw_history.find_one(doc! {"_id": id}).await? {
-            if let Ok(runs) = existing.get_array("previous_runs") {
-                for run in runs.into_iter().flatten() {
-                    if let RawBsonRef::Document(run) = run {
-                        previous.push(run.to_raw_document_buf());
-                    }
-                }
-            }
-            // A repeated archive of the same run replaces it; a new run pushes the old one down.
-            if existing.get_str("run_id").ok() != Some(job.run_id.as_str()) {
-                let mut run = RawDocumentBuf::new();
-                for element in existing.iter() {
-                    let (key, value) = element.map_err(malformed)?;
-                    match key {
-                        "_id" => run.append_ref("id", value),
-                        "previous_runs" => {}
-                        _ => run.append_ref(key, value),
-                    }
-                }
-                previous.push(run);
-            }
-        }
-        if previous.len() > MAX_PREVIOUS_RUNS {
-            previous.drain(..previous.len() - MAX_PREVIOUS_RUNS);
-        }
-        // Keep the newest earlier runs that fit beside this one under the document cap.
-        let mut room = MAX_RECORD_BYTES.saturating_sub(record.as_bytes().len());
-        let mut kept = 0;
-        for run in previous.iter().rev() {
-            let bytes = run.as_bytes().len() + 16;
-            if bytes > room {
-                break;
-            }
-            room -= bytes;
-            kept += 1;
-        }
-        if kept < previous.len() {
-            tracing::warn!(
-                job_id = id,
-                dropped = previous.len() - kept,
-                "earlier runs dropped from the history record to keep it under the document cap"
-            );
-            previous.drain(..previous.len() - kept);
-        }
-        if !previous.is_empty() {
-            let mut runs = RawArrayBuf::new();
-            for run in previous {
-                runs.push(run);
-            }
-            record.append("previous_runs", runs);
-        }
-        self.raw_history
-            .replace_one(doc! {"_id": id}, record)
-            .upsert(true)
-            .await?;
-        self.jobs
-            .delete_one(doc! {"_id": id, "version": job.version})
-            .await?;
-        Ok(())
-    }
 
     pub async fn load_history(&self, id: &JobId) -> Result<Option<HistoryRecord>, StoreError> {
         let Some(mut document) = self.history.find_one(doc! {"_id": id.as_str()}).await? else {

@@ -196,6 +196,7 @@ mod tests {
     fn result(task_id: &crate::domain::TaskId, error: Option<&str>) -> Event {
         Event::Result(TaskResult {
             task_id: task_id.clone(),
+            run_id: None,
             outputs: vec![serde_json::json!({"csv_file": "x"})],
             log: None,
             error: error.map(str::to_owned),

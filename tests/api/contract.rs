@@ -333,7 +333,8 @@ async fn input_limits_are_enforced_with_clear_reasons() {
     let (status, reply) = app.post_json("/pipelines", &pipeline).await;
     assert_eq!(status, 422, "{reply}");
     assert_eq!(reply["error"]["path"], "$.stages[3].input_map");
-    // A result with more outputs than a task may return fails that attempt with the reason.
+    // A result with more outputs than a task may return is refused over HTTP with the reason,
+    // and the attempt stays open (over AMQP it fails the attempt: see the messages tests).
     let id = app.start_job("limits").await;
     let running = app.wait_for_stage(&id, "01").await;
     let task_id = running["current_stage"]["tasks"][0]["task_id"]
@@ -342,17 +343,23 @@ async fn input_limits_are_enforced_with_clear_reasons() {
         .to_owned();
     let too_many = Value::Array(vec![json!({}); job_manager::messages::MAX_TASK_OUTPUTS + 1]);
     let (status, reply) = app
-        .post_json(&format!("/jobs/{id}"), &json!({ task_id: too_many }))
+        .post_json(
+            &format!("/jobs/{id}"),
+            &json!({ task_id.clone(): too_many }),
+        )
         .await;
-    assert_eq!(status, 202, "{reply}");
-    let (_, record) = app.get(&format!("/jobs/{id}")).await;
-    let task = &record["current_stage"]["tasks"][0];
-    assert_eq!(task["attempt"], 2, "{record}");
+    assert_eq!(status, 422, "{reply}");
+    assert_eq!(reply["error"]["path"], format!("$.{task_id}"));
     assert!(
-        task["error"]
+        reply["error"]["message"]
             .as_str()
             .is_some_and(|e| e.contains("at most 100000 outputs")),
-        "{task}"
+        "{reply}"
+    );
+    let (_, record) = app.get(&format!("/jobs/{id}")).await;
+    assert_eq!(
+        record["current_stage"]["tasks"][0]["attempt"], 1,
+        "{record}"
     );
     // A string value over the limit in a machine's configs.
     let configs = json!({"pipeline_id": demo::PIPELINE_ID, "configs": {"k": "x".repeat(70_000)}});

@@ -355,6 +355,7 @@ async fn a_copy_behind_the_store_neither_loses_nor_ignores_a_result() {
         .clone();
     let event = Event::Result(TaskResult {
         task_id,
+        run_id: None,
         outputs: vec![json!({"csv_file": "c"})],
         log: None,
         error: None,

@@ -286,6 +286,22 @@ impl TestApp {
         }
     }
 
+    /// Waits until `GET /history/{id}` shows the run `run_id` on top.
+    pub async fn wait_for_history_of_run(&self, id: &str, run_id: &str) -> Value {
+        let started = Instant::now();
+        loop {
+            let (status, body) = self.get(&format!("/history/{id}")).await;
+            if status == 200 && body["run_id"] == run_id {
+                return body;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "run {run_id} of job {id} not in history: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits until the job's stage in flight has `id` and every task is dispatched.
     pub async fn wait_for_stage(&self, job: &str, stage: &str) -> Value {
         let started = Instant::now();
@@ -390,8 +406,8 @@ impl TestApp {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
-    /// Stops everything and removes the test's queues, exchanges and database.
-    pub async fn cleanup(mut self) {
+    /// Stops the workers and the service, and asserts the service stopped cleanly.
+    async fn stop_service(&mut self) {
         if let Some((token, mut set)) = self.workers.take() {
             token.cancel();
             while set.join_next().await.is_some() {}
@@ -402,6 +418,19 @@ impl TestApp {
             matches!(served, Ok(Ok(Ok(())))),
             "service did not stop cleanly: {served:?}"
         );
+    }
+
+    /// Stops a replica that shares its queues and database with another [`TestApp`], leaving
+    /// them for that one's [`TestApp::cleanup`].
+    pub async fn stop(mut self) {
+        self.stop_service().await;
+        let _ = self.amqp.close(200, "stopped".into()).await;
+        self.store.shutdown().await;
+    }
+
+    /// Stops everything and removes the test's queues, exchanges and database.
+    pub async fn cleanup(mut self) {
+        self.stop_service().await;
         let channel = self.amqp.create_channel().await.expect("channel");
         let mut workers: Vec<String> = demo::WORKERS.iter().map(|w| (*w).to_owned()).collect();
         workers.push("cli-worker".to_owned());

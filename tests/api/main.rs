@@ -2,6 +2,7 @@
 //! starts both; each test gets its own database name and queue prefix.
 
 mod abort;
+mod budgets;
 mod cli;
 mod contract;
 mod dashboard;
@@ -12,3 +13,5 @@ mod helpers;
 mod messages;
 #[cfg(feature = "otel")]
 mod otel;
+mod runs;
+mod trust;

@@ -1,0 +1,202 @@
+//! Moving an ended job to `history`.
+//!
+//! A history record holds the latest run of a file on top and its earlier runs, oldest first,
+//! under `previous_runs`. Each run is known by its `run_id`, so the move is safe to repeat and
+//! safe to race: a run already on record is not written again, and the record is replaced only
+//! if its top run is still the one this archiver read (a compare-and-set on `run_id`). Then the
+//! job leaves `jobs`, matched by id, run and version, so a later run of the same file is never
+//! deleted by a late archiver of an earlier one.
+
+use mongodb::bson::doc;
+use mongodb::bson::raw::{RawArrayBuf, RawBsonRef, RawDocument, RawDocumentBuf};
+use mongodb::bson::{self, Bson};
+
+use super::{MAX_PREVIOUS_RUNS, Store, StoreError, is_duplicate_key, malformed};
+use crate::domain::Job;
+
+/// The most a history record may take, earlier runs included.
+const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024 - 64 * 1024;
+
+/// How often the history write is tried when other archivers change the record meanwhile.
+const ATTEMPTS: usize = 8;
+
+/// What one attempt at the history write found and does.
+enum Plan {
+    /// The run is on record already (on top or among the earlier runs).
+    OnRecord,
+    /// No record yet: insert this one.
+    Insert(RawDocumentBuf),
+    /// Replace the record whose top run is `top` (`None`: a record without a run id).
+    Replace {
+        top: Option<String>,
+        record: RawDocumentBuf,
+    },
+}
+
+impl Store {
+    /// Moves an ended job to history, then deletes it from `jobs` if it is still this run at
+    /// this version.
+    ///
+    /// Built from raw BSON throughout: a wide job's record is megabytes, and a `Document` tree
+    /// of it takes many times that in memory.
+    pub async fn archive(&self, job: &Job) -> Result<(), StoreError> {
+        let run = run_document(job)?;
+        let id = job.id.as_str();
+        let mut written = false;
+        for _ in 0..ATTEMPTS {
+            let existing = self.raw_history.find_one(doc! {"_id": id}).await?;
+            written = match plan(existing.as_deref(), &run, job)? {
+                Plan::OnRecord => true,
+                Plan::Insert(record) => match self.raw_history.insert_one(record).await {
+                    Ok(_) => true,
+                    Err(e) if is_duplicate_key(&e) => false,
+                    Err(e) => return Err(e.into()),
+                },
+                Plan::Replace { top, record } => {
+                    let top = top.map_or(Bson::Null, Bson::String);
+                    let filter = doc! {"_id": id, "run_id": top};
+                    self.raw_history
+                        .replace_one(filter, record)
+                        .await?
+                        .matched_count
+                        == 1
+                }
+            };
+            if written {
+                break;
+            }
+        }
+        if !written {
+            return Err(StoreError::Contention(format!(
+                "the history record of job '{id}' kept changing; the sweep will finish the move"
+            )));
+        }
+        self.jobs
+            .delete_one(doc! {"_id": id, "run_id": job.run_id.as_str(), "version": job.version})
+            .await?;
+        Ok(())
+    }
+}
+
+/// The job as a history run: its fields with `id` as `_id`.
+fn run_document(job: &Job) -> Result<RawDocumentBuf, StoreError> {
+    let encoded = bson::to_raw_document_buf(job).map_err(|e| StoreError::Encode(e.to_string()))?;
+    let mut run = RawDocumentBuf::new();
+    run.append("_id", job.id.as_str());
+    for element in encoded.iter() {
+        let (key, value) = element.map_err(malformed)?;
+        if key != "id" {
+            run.append_ref(key, value);
+        }
+    }
+    Ok(run)
+}
+
+/// Decides the history write for `run` (of `job`) against the record on file, if any.
+fn plan(
+    existing: Option<&RawDocument>,
+    run: &RawDocumentBuf,
+    job: &Job,
+) -> Result<Plan, StoreError> {
+    let Some(existing) = existing else {
+        return Ok(Plan::Insert(run.clone()));
+    };
+    let mut runs = earlier_runs(existing);
+    let top_run = existing.get_str("run_id").ok().map(str::to_owned);
+    let is_this_run = |doc: &RawDocument| doc.get_str("run_id").ok() == Some(job.run_id.as_str());
+    if is_this_run(existing) || runs.iter().any(|r| is_this_run(r)) {
+        return Ok(Plan::OnRecord);
+    }
+    let top_created = existing.get_str("created").unwrap_or_default().to_owned();
+    let this_created = job.created.to_string();
+    let record = if top_created.as_str() > this_created.as_str() {
+        // A later run is on top (this archiver was late, and the record lost this run to
+        // trimming): file this one among the earlier runs, in time order.
+        let at = runs
+            .iter()
+            .position(|r| r.get_str("created").unwrap_or_default() > this_created.as_str())
+            .unwrap_or(runs.len());
+        runs.insert(at, as_earlier_run(run)?);
+        build_record(as_earlier_run(existing)?, runs)
+    } else {
+        runs.push(as_earlier_run(existing)?);
+        build_record(as_earlier_run(run)?, runs)
+    };
+    Ok(Plan::Replace {
+        top: top_run,
+        record: record?,
+    })
+}
+
+/// The record's earlier runs, oldest first.
+fn earlier_runs(record: &RawDocument) -> Vec<RawDocumentBuf> {
+    let Ok(runs) = record.get_array("previous_runs") else {
+        return Vec::new();
+    };
+    runs.into_iter()
+        .flatten()
+        .filter_map(|run| match run {
+            RawBsonRef::Document(run) => Some(run.to_raw_document_buf()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A run as kept in `previous_runs`: its fields without `_id` and `previous_runs`, `id` first.
+fn as_earlier_run(record: &RawDocument) -> Result<RawDocumentBuf, StoreError> {
+    let mut run = RawDocumentBuf::new();
+    for element in record.iter() {
+        let (key, value) = element.map_err(malformed)?;
+        match key {
+            "_id" => run.append_ref("id", value),
+            "previous_runs" => {}
+            _ => run.append_ref(key, value),
+        }
+    }
+    Ok(run)
+}
+
+/// A record with `top` on top (as an earlier run: `id`, turned back into `_id`) and the newest
+/// of `previous` that fit under the caps.
+fn build_record(
+    top: RawDocumentBuf,
+    mut previous: Vec<RawDocumentBuf>,
+) -> Result<RawDocumentBuf, StoreError> {
+    let mut record = RawDocumentBuf::new();
+    for element in top.iter() {
+        let (key, value) = element.map_err(malformed)?;
+        match key {
+            "id" => record.append_ref("_id", value),
+            _ => record.append_ref(key, value),
+        }
+    }
+    if previous.len() > MAX_PREVIOUS_RUNS {
+        previous.drain(..previous.len() - MAX_PREVIOUS_RUNS);
+    }
+    // Keep the newest earlier runs that fit beside this one under the document cap.
+    let mut room = MAX_RECORD_BYTES.saturating_sub(record.as_bytes().len());
+    let mut kept = 0;
+    for run in previous.iter().rev() {
+        let bytes = run.as_bytes().len() + 16;
+        if bytes > room {
+            break;
+        }
+        room -= bytes;
+        kept += 1;
+    }
+    if kept < previous.len() {
+        tracing::warn!(
+            dropped = previous.len() - kept,
+            "earlier runs dropped from a history record to keep it under the document cap"
+        );
+        previous.drain(..previous.len() - kept);
+    }
+    if !previous.is_empty() {
+        let mut runs = RawArrayBuf::new();
+        for run in previous {
+            runs.push(run);
+        }
+        record.append("previous_runs", runs);
+    }
+    Ok(record)
+}
