@@ -12,3 +12,4 @@ mod helpers;
 mod messages;
 #[cfg(feature = "otel")]
 mod otel;
+mod topology;
