@@ -15,7 +15,8 @@ fi
 # Queues left by an interrupted earlier run (a passing test removes its own).
 if command -v rabbitmqctl >/dev/null 2>&1; then
     rabbitmqctl -q list_queues name 2>/dev/null | grep '^jm-test-' | while read -r queue; do
-        rabbitmqctl -q delete_queue "$queue" >/dev/null 2>&1 || true
+        # </dev/null: rabbitmqctl reads stdin and would swallow the rest of the list.
+        rabbitmqctl -q delete_queue "$queue" </dev/null >/dev/null 2>&1 || true
     done || true
 fi
 # The fault tests and the API fuzzing first, so the last lines are the test runner's.

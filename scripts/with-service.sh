@@ -2,7 +2,7 @@
 # Runs a command against a job-manager of its own: starts `job-manager serve` on a free
 # 127.0.0.1 port with its own database and queue prefix, exports JOB_MANAGER_API_URL,
 # JOB_MANAGER_PREFIX and JOB_MANAGER_AMQP_URL for the command, then stops the service and
-# removes its queues.
+# removes its queues and exchanges, whether the command succeeded or not.
 #   scripts/with-service.sh COMMAND [ARGS...]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -22,7 +22,13 @@ stop() {
     wait "$SERVICE" 2>/dev/null || true
     if command -v rabbitmqctl >/dev/null 2>&1; then
         rabbitmqctl -q list_queues name 2>/dev/null | grep "^jm-$RUN\." | while read -r queue; do
-            rabbitmqctl -q delete_queue "$queue" >/dev/null 2>&1 || true
+            # </dev/null: rabbitmqctl reads stdin and would swallow the rest of the list.
+            rabbitmqctl -q delete_queue "$queue" </dev/null >/dev/null 2>&1 || true
+        done || true
+        # rabbitmqctl has no delete_exchange; the broker's own function does it (ok when gone).
+        rabbitmqctl -q list_exchanges name 2>/dev/null | grep "^jm-$RUN\." | while read -r exchange; do
+            rabbitmqctl -q eval "rabbit_exchange:delete(rabbit_misc:r(<<\"/\">>, exchange, <<\"$exchange\">>), false, <<\"with-service\">>)." \
+                </dev/null >/dev/null 2>&1 || true
         done || true
     fi
 }

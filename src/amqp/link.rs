@@ -22,9 +22,7 @@ impl Session {
     /// Connects to `url`, declares the topology and opens the publishing channel.
     pub async fn open(url: &str, names: &Names, generation: u64) -> Result<Self, lapin::Error> {
         let connection = super::connect(url, "job-manager").await?;
-        let setup = connection.create_channel().await?;
-        topology::declare(&setup, names).await?;
-        setup.close(200, "topology declared".into()).await?;
+        topology::declare(&connection, names).await?;
         let publisher = Publisher::open(&connection).await?;
         Ok(Self {
             connection: Arc::new(connection),

@@ -2,10 +2,65 @@
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{Channel, ExchangeKind};
+use lapin::{Channel, Connection, ErrorKind, ExchangeKind};
+use tracing::warn;
 
 /// How often a result may be redelivered before the quorum queue dead-letters it.
 pub const RESULTS_DELIVERY_LIMIT: i64 = 20;
+
+/// Most messages `P.results.dead` keeps; beyond, the oldest are dropped.
+pub const DEAD_QUEUE_MAX_LENGTH: i64 = 100_000;
+/// Most bytes of message bodies `P.results.dead` keeps (1 GiB); beyond, the oldest are dropped.
+pub const DEAD_QUEUE_MAX_BYTES: i64 = 1024 * 1024 * 1024;
+
+/// How much `P.results.dead` holds before it drops its oldest messages (`x-overflow: drop-head`),
+/// so a flood of poison results cannot fill the broker's disk, while the newest, which explain a
+/// live problem, stay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeadQueueBound {
+    /// `x-max-length`: messages.
+    pub max_length: i64,
+    /// `x-max-length-bytes`: bytes of message bodies.
+    pub max_bytes: i64,
+}
+
+impl Default for DeadQueueBound {
+    fn default() -> Self {
+        Self {
+            max_length: DEAD_QUEUE_MAX_LENGTH,
+            max_bytes: DEAD_QUEUE_MAX_BYTES,
+        }
+    }
+}
+
+impl DeadQueueBound {
+    fn arguments(self) -> FieldTable {
+        let mut arguments = FieldTable::default();
+        arguments.insert(
+            "x-max-length".into(),
+            AMQPValue::LongLongInt(self.max_length),
+        );
+        arguments.insert(
+            "x-max-length-bytes".into(),
+            AMQPValue::LongLongInt(self.max_bytes),
+        );
+        arguments.insert(
+            "x-overflow".into(),
+            AMQPValue::LongString(LongString::from("drop-head")),
+        );
+        arguments
+    }
+}
+
+/// How `P.results.dead` came out of [`declare`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadQueue {
+    /// Declared (or found) with the bound asked for.
+    Bounded,
+    /// It already existed with other arguments (an earlier version declared it unbounded), so it
+    /// is used as it is; a warning told the operator how to bound it.
+    Existing,
+}
 
 /// Every name the protocol uses, derived from the prefix `P`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,19 +156,53 @@ async fn bind(
         .await
 }
 
-/// Declares the exchanges, the results queue and the dead-letter queue. Idempotent.
-pub async fn declare(channel: &Channel, names: &Names) -> Result<(), lapin::Error> {
-    exchange(channel, names.dispatch_exchange(), ExchangeKind::Direct).await?;
-    exchange(channel, names.events_exchange(), ExchangeKind::Topic).await?;
-    exchange(channel, names.dead_exchange(), ExchangeKind::Fanout).await?;
-    channel
+/// Declares the exchanges, the results queue and the dead-letter queue, with the default
+/// [`DeadQueueBound`]. Idempotent.
+pub async fn declare(connection: &Connection, names: &Names) -> Result<DeadQueue, lapin::Error> {
+    declare_bounded(connection, names, DeadQueueBound::default()).await
+}
+
+/// Like [`declare`], with the dead-letter queue bounded by `bound`. Opens its own channels: a
+/// dead-letter queue that already exists with other arguments makes the broker close the channel
+/// (PRECONDITION_FAILED), and the rest is declared on a fresh one.
+pub async fn declare_bounded(
+    connection: &Connection,
+    names: &Names,
+    bound: DeadQueueBound,
+) -> Result<DeadQueue, lapin::Error> {
+    let mut channel = connection.create_channel().await?;
+    exchange(&channel, names.dispatch_exchange(), ExchangeKind::Direct).await?;
+    exchange(&channel, names.events_exchange(), ExchangeKind::Topic).await?;
+    exchange(&channel, names.dead_exchange(), ExchangeKind::Fanout).await?;
+    let dead = match channel
         .queue_declare(
             names.dead_queue().into(),
             durable_queue(),
-            FieldTable::default(),
+            bound.arguments(),
         )
-        .await?;
-    bind(channel, names.dead_queue(), names.dead_exchange(), "").await?;
+        .await
+    {
+        Ok(_) => DeadQueue::Bounded,
+        Err(error) if is_precondition_failed(&error) => {
+            channel = connection.create_channel().await?;
+            let passive = QueueDeclareOptions {
+                passive: true,
+                ..durable_queue()
+            };
+            channel
+                .queue_declare(names.dead_queue().into(), passive, FieldTable::default())
+                .await?;
+            warn!(
+                queue = %names.dead_queue(),
+                %error,
+                hint = %bound_hint(names, bound),
+                "dead-letter queue exists with other arguments and may grow without bound; using it as it is"
+            );
+            DeadQueue::Existing
+        }
+        Err(error) => return Err(error),
+    };
+    bind(&channel, names.dead_queue(), names.dead_exchange(), "").await?;
     let mut results = quorum_arguments();
     results.insert(
         "x-dead-letter-exchange".into(),
@@ -126,7 +215,39 @@ pub async fn declare(channel: &Channel, names: &Names) -> Result<(), lapin::Erro
     channel
         .queue_declare(names.results_queue().into(), durable_queue(), results)
         .await?;
-    Ok(())
+    channel.close(200, "topology declared".into()).await?;
+    Ok(dead)
+}
+
+fn is_precondition_failed(error: &lapin::Error) -> bool {
+    matches!(error.kind(), ErrorKind::ProtocolError(amqp) if amqp.get_id() == 406)
+}
+
+/// What an operator runs to bound a dead-letter queue declared without a bound.
+fn bound_hint(names: &Names, bound: DeadQueueBound) -> String {
+    let pattern = format!("^{}$", regex_escape(&names.dead_queue()));
+    format!(
+        "rabbitmqctl set_policy --apply-to queues {prefix}-dead-bound '{pattern}' \
+         '{{\"max-length\":{length},\"max-length-bytes\":{bytes},\"overflow\":\"drop-head\"}}', \
+         or, once every replica runs this version, rabbitmqctl delete_queue {queue} (its messages are lost) \
+         and restart a replica",
+        prefix = names.prefix(),
+        length = bound.max_length,
+        bytes = bound.max_bytes,
+        queue = names.dead_queue(),
+    )
+}
+
+/// `text` as a regular expression matching it literally (RabbitMQ policy patterns are regexes).
+fn regex_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
 }
 
 /// Declares a worker's queue exactly as any worker may (durable, quorum, nothing else) and binds
@@ -184,5 +305,24 @@ mod tests {
         assert_eq!(names.dead_exchange(), "job-manager.dead");
         assert_eq!(names.dead_queue(), "job-manager.results.dead");
         assert_eq!(names.events_exchange(), "job-manager.events");
+    }
+
+    #[test]
+    fn the_bound_hint_names_a_policy_matching_only_the_dead_queue() {
+        let hint = bound_hint(&Names::new("job-manager"), DeadQueueBound::default());
+        assert!(
+            hint.contains("rabbitmqctl set_policy --apply-to queues job-manager-dead-bound '^job-manager\\.results\\.dead$'"),
+            "{hint}"
+        );
+        assert!(
+            hint.contains(
+                r#""max-length":100000,"max-length-bytes":1073741824,"overflow":"drop-head""#
+            ),
+            "{hint}"
+        );
+        assert!(
+            hint.contains("rabbitmqctl delete_queue job-manager.results.dead"),
+            "{hint}"
+        );
     }
 }

@@ -14,4 +14,5 @@ mod messages;
 #[cfg(feature = "otel")]
 mod otel;
 mod runs;
+mod topology;
 mod trust;

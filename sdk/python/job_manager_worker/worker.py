@@ -3,9 +3,9 @@
 import inspect
 import json
 import logging
+import math
 import os
 import threading
-
 import traceback
 import uuid
 
@@ -17,6 +17,101 @@ log = logging.getLogger("job_manager_worker")
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2f"
 DEFAULT_PREFIX = "job-manager"
 
+#: The coordinator keeps integers as signed 64-bit values and refuses a result with any other.
+MIN_INT = -(2**63)
+MAX_INT = 2**63 - 1
+#: The largest result body the coordinator takes; it dead-letters a larger one unread.
+MAX_RESULT_BYTES = 4 * 1024 * 1024
+#: The coordinator keeps this much of ``log`` and ``error``.
+MAX_TEXT_BYTES = 64 * 1024
+
+
+class UnsendableOutputs(ValueError):
+    """The handler's outputs cannot be sent as a JSON stage-result."""
+
+
+def _first_bad_number(value):
+    """``(path, reason)`` of the first number JSON or the coordinator cannot take (NaN, an
+    infinity, an integer outside the signed 64-bit range) in ``value``, or ``None``."""
+    stack = [("$", value)]
+    seen = set()
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int):
+            if not MIN_INT <= value <= MAX_INT:
+                digits = str(value)
+                if len(digits) > 40:
+                    digits = "%s… (%d digits)" % (digits[:20], len(digits.lstrip("-")))
+                return path, "integer %s is outside the signed 64-bit range" % digits
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                return path, "%r is not a JSON number" % value
+        elif isinstance(value, (dict, list, tuple)) and id(value) not in seen:
+            seen.add(id(value))
+            if isinstance(value, dict):
+                items = [("%s.%s" % (path, key), item) for key, item in value.items()]
+            else:
+                items = [("%s[%d]" % (path, index), item) for index, item in enumerate(value)]
+            stack.extend(reversed(items))
+    return None
+
+
+def _text(value):
+    """``value`` as text the coordinator keeps whole: lone surrogates (say, from an undecodable
+    file name) escaped, cut to :data:`MAX_TEXT_BYTES`."""
+    if value is None:
+        return None
+    encoded = str(value).encode("utf-8", "backslashreplace")
+    if len(encoded) > MAX_TEXT_BYTES:
+        encoded = encoded[:MAX_TEXT_BYTES] + " …[cut]".encode()
+    return encoded.decode("utf-8", "ignore")
+
+
+def _strict_json(result):
+    """``result`` as strict JSON in UTF-8: no NaN or Infinity, integers within 64 bits, only text
+    that UTF-8 can encode. Raises :class:`UnsendableOutputs` with the reason; only ``outputs`` can
+    be at fault (the texts are cleaned and the ids checked beforehand)."""
+    try:
+        body = json.dumps(result, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise UnsendableOutputs(
+            "outputs cannot be sent as JSON: text holds %r, which UTF-8 cannot encode (%s)"
+            % (error.object[error.start:error.end], error.reason)) from None
+    except (TypeError, ValueError, RecursionError) as error:
+        found = _first_bad_number(result["outputs"]) if isinstance(error, ValueError) else None
+        reason = "%s (at %s)" % (found[1], found[0]) if found else error
+        raise UnsendableOutputs("outputs cannot be sent as JSON: %s" % reason) from None
+    found = _first_bad_number(result["outputs"])
+    if found is not None:
+        raise UnsendableOutputs("outputs cannot be sent as JSON: %s (at %s)" % (found[1], found[0]))
+    if len(body) > MAX_RESULT_BYTES:
+        raise UnsendableOutputs("outputs cannot be sent: the result is %d bytes, more than the %d bytes "
+                                "the coordinator accepts" % (len(body), MAX_RESULT_BYTES))
+    return body
+
+
+def encode_result(task_id, job_id, outputs, log_text, error):
+    """The body of a stage-result. Outputs that cannot be sent become an ``error`` result with the
+    reason, so the job shows it instead of the worker dying or the task timing out."""
+    result = {"task_id": task_id, "job_id": job_id, "outputs": outputs,
+              "log": _text(log_text), "error": _text(error)}
+    try:
+        return _strict_json(result)
+    except UnsendableOutputs as unsendable:
+        log.warning("task %s: %s", task_id, unsendable)
+        result.update(outputs=None, error=_text(unsendable))
+        return _strict_json(result)
+
+
+def _describe(error):
+    """``str(error)``, even when the exception's ``__str__`` itself fails."""
+    try:
+        return str(error)
+    except Exception:  # noqa: BLE001
+        return "(its message could not be turned into text)"
+
 
 class Task:
     """One dispatched task: what the handler gets besides ``inputs`` and ``configs``."""
@@ -25,6 +120,10 @@ class Task:
         self.dispatch = dispatch
         self.task_id = dispatch["task_id"]
         self.job_id = dispatch["job_id"]
+        if not isinstance(self.task_id, str) or not isinstance(self.job_id, str):
+            raise TypeError("task_id and job_id must be strings")
+        # Raises UnicodeEncodeError (a ValueError) on a lone surrogate, which no result could carry.
+        (self.task_id + self.job_id).encode("utf-8")
         self.stage_id = dispatch.get("stage_id")
         self.attempt = dispatch.get("attempt", 1)
         self.inputs = dispatch.get("inputs") or {}
@@ -150,9 +249,14 @@ class Worker:
             try:
                 arguments = (task.inputs, task.configs, task) if self._wants_task else (task.inputs, task.configs)
                 outcome["outputs"] = self.handler(*arguments)
-            except Exception as error:  # noqa: BLE001 - every failure becomes an error result
-                outcome["error"] = "%s: %s" % (type(error).__name__, error)
-                task.log("".join(traceback.format_exception(type(error), error, error.__traceback__))[-4000:])
+            # BaseException too: a SystemExit in this thread would end it silently, and the task
+            # would be reported done with null outputs.
+            except BaseException as error:  # noqa: BLE001 - every failure becomes an error result
+                outcome["error"] = "%s: %s" % (type(error).__name__, _describe(error))
+                try:
+                    task.log("".join(traceback.format_exception(type(error), error, error.__traceback__))[-4000:])
+                except Exception:  # noqa: BLE001 - a broken __str__ must not lose the error result
+                    pass
 
         thread = threading.Thread(target=call, name="task-%s" % task.task_id, daemon=True)
         thread.start()
@@ -168,18 +272,15 @@ class Worker:
             # Shutting down mid-task: hand it back for another worker.
             channel.basic_nack(method.delivery_tag, requeue=True)
             return
-        result = {
-            "task_id": task.task_id,
-            "job_id": task.job_id,
-            "outputs": outcome.get("outputs"),
-            "log": task.log_text,
-            "error": outcome.get("error"),
-        }
+        body = encode_result(task.task_id, task.job_id, outcome.get("outputs"), task.log_text,
+                             outcome.get("error"))
         reply_to = properties.reply_to or "%s.results" % self.prefix
+        # Publisher confirms are on: basic_publish returns once the broker has the result, and
+        # only then is the dispatch acked.
         channel.basic_publish(
             exchange="",
             routing_key=reply_to,
-            body=json.dumps(result).encode(),
+            body=body,
             properties=pika.BasicProperties(
                 content_type="application/json",
                 delivery_mode=2,

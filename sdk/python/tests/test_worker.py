@@ -85,3 +85,47 @@ def test_the_worker_reconnects_after_its_connection_drops(jobs, run_worker):
     close_connection(sdk_worker.connection_name)
     wait_for(lambda: sdk_worker.connections >= 2, timeout=20, what="a second connection")
     assert jobs.finished(jobs.start("second"))["status"] == "finished"
+
+
+def test_outputs_that_cannot_be_sent_fail_the_attempt_and_the_worker_serves_on(run_worker):
+    jobs = Jobs(max_attempts=1)
+    unsendable = {
+        "set": ({"words": {1, 2}}, "Object of type set is not JSON serializable"),
+        "bytes": ({"words": b"six"}, "Object of type bytes is not JSON serializable"),
+        "nan": ({"words": float("nan")}, "nan is not a JSON number (at $.words)"),
+        "infinity": ({"words": float("inf")}, "inf is not a JSON number (at $.words)"),
+        "2**64": ({"words": 2**64}, "integer 18446744073709551616 is outside the signed 64-bit range (at $.words)"),
+    }
+
+    def handler(inputs, configs):
+        if inputs["text"] in unsendable:
+            return unsendable[inputs["text"]][0]
+        return {"words": 1, "distinct": 1}
+
+    sdk_worker = Worker(jobs.worker_id, handler)
+    run_worker(sdk_worker)
+    started = {text: jobs.start(text) for text in unsendable}
+    for text, job_id in started.items():
+        record = jobs.finished(job_id)
+        assert record["status"] == "failed", record
+        stage = record["stages"][1]
+        reason = "outputs cannot be sent as JSON: " + unsendable[text][1]
+        assert [task["error"] for task in stage["tasks"]] == ["worker error: " + reason], stage
+        assert reason in stage["error"], stage
+    # The same worker, on its first connection, still completes a normal task.
+    record = jobs.finished(jobs.start("normal"))
+    assert record["status"] == "finished", record
+    assert record["stages"][1]["outputs"] == [{"words": 1, "distinct": 1}]
+    assert sdk_worker.connections == 1
+
+
+def test_a_handler_that_exits_reports_an_error_not_a_success(run_worker):
+    jobs = Jobs(max_attempts=1)
+
+    def leaving(inputs, configs):
+        raise SystemExit(3)
+
+    run_worker(Worker(jobs.worker_id, leaving))
+    record = jobs.finished(jobs.start("bye"))
+    assert record["status"] == "failed", record
+    assert "SystemExit: 3" in record["stages"][1]["error"], record
