@@ -92,11 +92,14 @@ def _strict_json(result):
     return body
 
 
-def encode_result(task_id, job_id, outputs, log_text, error):
+def encode_result(task_id, job_id, outputs, log_text, error, run_id=None):
     """The body of a stage-result. Outputs that cannot be sent become an ``error`` result with the
-    reason, so the job shows it instead of the worker dying or the task timing out."""
+    reason, so the job shows it instead of the worker dying or the task timing out. ``run_id``
+    (the dispatch's) is echoed, so a late result of an earlier run of the job is told apart."""
     result = {"task_id": task_id, "job_id": job_id, "outputs": outputs,
               "log": _text(log_text), "error": _text(error)}
+    if isinstance(run_id, str):
+        result["run_id"] = run_id
     try:
         return _strict_json(result)
     except UnsendableOutputs as unsendable:
@@ -124,6 +127,7 @@ class Task:
             raise TypeError("task_id and job_id must be strings")
         # Raises UnicodeEncodeError (a ValueError) on a lone surrogate, which no result could carry.
         (self.task_id + self.job_id).encode("utf-8")
+        self.run_id = dispatch.get("run_id")
         self.stage_id = dispatch.get("stage_id")
         self.attempt = dispatch.get("attempt", 1)
         self.inputs = dispatch.get("inputs") or {}
@@ -273,7 +277,7 @@ class Worker:
             channel.basic_nack(method.delivery_tag, requeue=True)
             return
         body = encode_result(task.task_id, task.job_id, outcome.get("outputs"), task.log_text,
-                             outcome.get("error"))
+                             outcome.get("error"), task.run_id)
         reply_to = properties.reply_to or "%s.results" % self.prefix
         # Publisher confirms are on: basic_publish returns once the broker has the result, and
         # only then is the dispatch acked.

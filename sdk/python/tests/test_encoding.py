@@ -57,3 +57,10 @@ def test_log_and_error_text_is_cut_and_lone_surrogates_escaped():
     result = sent(None, log_text="a" * (MAX_TEXT_BYTES + 10), error="no file \udcff.csv")
     assert len(result["log"].encode()) <= MAX_TEXT_BYTES + 16 and result["log"].endswith("…[cut]")
     assert result["error"] == "no file \\udcff.csv"
+
+
+def test_the_dispatch_run_id_is_echoed_when_there_is_one():
+    with_run = json.loads(encode_result("t1", "j1", None, None, None, "run-7"))
+    assert with_run["run_id"] == "run-7"
+    without = json.loads(encode_result("t1", "j1", None, None, None))
+    assert "run_id" not in without
