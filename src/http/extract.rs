@@ -55,13 +55,14 @@ where
                     ApiError::BadRequest(format!("cannot read request body: {rejection}"))
                 }
             })?;
-        let value: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
-        let parsed = serde_json::from_value(value).map_err(|e| ApiError::Unprocessable {
-            message: format!("invalid body: {e}"),
-            path: None,
-        })?;
-        Ok(Self(parsed))
+        // Straight into the type: a generic JSON tree first would take many times the body.
+        serde_json::from_slice(&bytes).map(Self).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => ApiError::Unprocessable {
+                message: format!("invalid body: {e}"),
+                path: None,
+            },
+            _ => ApiError::BadRequest(format!("malformed JSON: {e}")),
+        })
     }
 }
 
