@@ -1,4 +1,9 @@
-//! Operator commands that talk to a running service over its REST API.
+//! Operator commands that talk to a running service over its REST API. Everything printed
+//! from the API goes through [`render`], which escapes control characters.
+
+mod render;
+
+pub use render::{escape, pretty_json, render_job};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -137,7 +142,7 @@ impl Client {
                 .as_str()
                 .map(str::to_owned)
                 .unwrap_or_else(|| value.to_string());
-            bail!("{status}: {message}");
+            bail!("{status}: {}", escape(&message));
         }
         Ok((status, value))
     }
@@ -169,74 +174,6 @@ fn list_query(args: &ListArgs) -> String {
     serde_urlencoded::to_string(query).unwrap_or_default()
 }
 
-fn seconds(from: &Value, to: &Value) -> String {
-    match (
-        from.as_str()
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()),
-        to.as_str()
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()),
-    ) {
-        (Some(from), Some(to)) => {
-            format!("{:.2} s", (to - from).num_milliseconds() as f64 / 1000.0)
-        }
-        _ => String::new(),
-    }
-}
-
-/// The stage-by-stage view of a job record.
-pub fn render_job(job: &Value) -> String {
-    let mut out = format!(
-        "job {}  {}\n  machine {}  pipeline {}\n  file {}  created {}\n",
-        job["id"].as_str().unwrap_or("?"),
-        job["status"].as_str().unwrap_or("?"),
-        job["machine_id"].as_str().unwrap_or("?"),
-        job["pipeline_id"].as_str().unwrap_or("?"),
-        job["file_name"].as_str().unwrap_or("?"),
-        job["created"].as_str().unwrap_or("?"),
-    );
-    let mut line = |stage: &Value, state: &str| {
-        let tasks = stage["tasks"].as_array().map_or(0, Vec::len);
-        let pending = stage["tasks"]
-            .as_array()
-            .map_or(0, |t| t.iter().filter(|t| t["status"] == "pending").count());
-        let retries: u64 = stage["tasks"].as_array().map_or(0, |t| {
-            t.iter()
-                .map(|t| t["attempt"].as_u64().unwrap_or(1).saturating_sub(1))
-                .sum()
-        });
-        out.push_str(&format!(
-            "  {:<5} {:<8} {:>3} task(s) {:>3} pending {:>3} retries {:>4} output(s) {}\n",
-            stage["id"].as_str().unwrap_or("?"),
-            state,
-            tasks,
-            pending,
-            retries,
-            stage["outputs"].as_array().map_or(0, Vec::len),
-            seconds(&stage["started"], &stage["completed"]),
-        ));
-        if let Some(error) = stage["error"].as_str() {
-            out.push_str(&format!("        error: {error}\n"));
-        }
-    };
-    for stage in job["stages"].as_array().into_iter().flatten() {
-        line(
-            stage,
-            if stage["error"].is_string() {
-                "failed"
-            } else {
-                "done"
-            },
-        );
-    }
-    if job["current_stage"].is_object() {
-        line(&job["current_stage"], "running");
-    }
-    if let Some(error) = job["error"].as_str() {
-        out.push_str(&format!("  error: {error}\n"));
-    }
-    out
-}
-
 async fn print_list(client: &Client, listing: &str, args: &ListArgs) -> anyhow::Result<()> {
     let ids = client
         .get(&format!("/{listing}?{}", list_query(args)))
@@ -263,13 +200,14 @@ async fn print_list(client: &Client, listing: &str, args: &ListArgs) -> anyhow::
                     .and_then(|s| s["id"].as_str())
             })
             .unwrap_or("");
+        let field = |name: &str| escape(job[name].as_str().unwrap_or(""));
         println!(
             "{:<24} {:<9} {:<34} {:<6} {}",
-            id,
-            job["status"].as_str().unwrap_or(""),
-            job["machine_id"].as_str().unwrap_or(""),
-            stage,
-            job["created"].as_str().unwrap_or("")
+            escape(id),
+            field("status"),
+            field("machine_id"),
+            escape(stage),
+            field("created")
         );
     }
     Ok(())
@@ -322,8 +260,9 @@ pub async fn run(api: ApiArgs, command: Command) -> anyhow::Result<()> {
                 )
                 .await?;
             eprint!(
-                "aborting {id} ({})",
-                answer["status"].as_str().unwrap_or("?")
+                "aborting {} ({})",
+                escape(&id),
+                escape(answer["status"].as_str().unwrap_or("?"))
             );
             let started = Instant::now();
             loop {
@@ -350,7 +289,7 @@ pub async fn run(api: ApiArgs, command: Command) -> anyhow::Result<()> {
                 .flatten()
                 .filter_map(Value::as_str)
             {
-                println!("{id}");
+                println!("{}", escape(id));
             }
             Ok(())
         }
@@ -373,7 +312,10 @@ pub async fn run(api: ApiArgs, command: Command) -> anyhow::Result<()> {
                 }
             };
             let verb = if status == 201 { "created" } else { "replaced" };
-            println!("{verb} pipeline {}", answer["id"].as_str().unwrap_or("?"));
+            println!(
+                "{verb} pipeline {}",
+                escape(answer["id"].as_str().unwrap_or("?"))
+            );
             Ok(())
         }
         Command::Machines(MachinesCommand::Set {
@@ -396,18 +338,16 @@ pub async fn run(api: ApiArgs, command: Command) -> anyhow::Result<()> {
                 )
                 .await?;
             println!(
-                "{} machine {machine_id} → pipeline {pipeline}",
-                if status == 201 { "created" } else { "updated" }
+                "{} machine {} → pipeline {}",
+                if status == 201 { "created" } else { "updated" },
+                escape(&machine_id),
+                escape(&pipeline)
             );
             Ok(())
         }
         Command::Machines(MachinesCommand::Show { machine_id }) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(
-                    &client.get(&format!("/machines/{machine_id}")).await?
-                )?
-            );
+            let machine = client.get(&format!("/machines/{machine_id}")).await?;
+            println!("{}", pretty_json(&machine));
             Ok(())
         }
     }
@@ -416,32 +356,6 @@ pub async fn run(api: ApiArgs, command: Command) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_job_view_lists_every_stage_in_order() {
-        let job = json!({"id": "j", "status": "running", "machine_id": "m", "pipeline_id": "p", "file_name": "f",
-            "created": "2020-07-16T10:15:53.278087Z",
-            "stages": [{"id": "init", "outputs": [{"init_source": "f"}]},
-                       {"id": "01", "outputs": [{}], "tasks": [{"status": "done", "attempt": 2}],
-                        "started": "2020-07-16T10:15:53.000000Z", "completed": "2020-07-16T10:15:54.500000Z"}],
-            "current_stage": {"id": "02", "outputs": [], "tasks": [{"status": "pending", "attempt": 1}]}});
-        let view = render_job(&job);
-        let lines: Vec<&str> = view.lines().collect();
-        assert!(lines[0].starts_with("job j  running"));
-        assert!(lines[3].contains("init") && lines[3].contains("done"));
-        assert!(
-            lines[4].contains("01")
-                && lines[4].contains("1 retries")
-                && lines[4].contains("1.50 s"),
-            "{}",
-            lines[4]
-        );
-        assert!(
-            lines[5].contains("02")
-                && lines[5].contains("running")
-                && lines[5].contains("1 pending")
-        );
-    }
 
     #[test]
     fn pipelines_read_from_yaml_and_json() {
