@@ -1,12 +1,13 @@
 //! `/history` and `/history/{job}`: ended jobs.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 
 use super::AppState;
 use super::bodies::HistoryView;
 use super::error::ApiError;
+use super::extract::PathParam;
 use crate::domain::{JobId, JobView};
 
 pub fn router() -> Router<AppState> {
@@ -17,7 +18,7 @@ pub fn router() -> Router<AppState> {
 
 async fn show(
     State(state): State<AppState>,
-    Path(job): Path<String>,
+    PathParam(job): PathParam<String>,
 ) -> Result<Json<HistoryView>, ApiError> {
     let id = JobId::parse(&job).map_err(|_| ApiError::not_found("job", &job))?;
     let record = state

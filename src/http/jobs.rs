@@ -1,6 +1,6 @@
 //! `/jobs` and `/jobs/{job}`: start, list, inspect, advance and abort jobs.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header::{ACCEPT, CONTENT_TYPE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use super::AppState;
 use super::bodies::{AbortAccepted, IdBody, ResultAccepted, ResultOutcome};
 use super::error::ApiError;
-use super::extract::JsonBody;
+use super::extract::{JsonBody, PathParam};
 use crate::amqp::consumer::result_event;
 use crate::coordinator::{Created, Handled, NewJob};
 use crate::domain::engine::Ignored;
@@ -115,7 +115,7 @@ fn parse_job_id(job: &str) -> Result<JobId, ApiError> {
 
 async fn show(
     State(state): State<AppState>,
-    Path(job): Path<String>,
+    PathParam(job): PathParam<String>,
 ) -> Result<Json<JobView>, ApiError> {
     let id = parse_job_id(&job)?;
     let record = state
@@ -130,7 +130,7 @@ async fn show(
 /// `{"status": "aborted"}` aborts; `{"<task_id>": <outputs>, …}` records results.
 async fn update(
     State(state): State<AppState>,
-    Path(job): Path<String>,
+    PathParam(job): PathParam<String>,
     JsonBody(body): JsonBody<Map<String, Value>>,
 ) -> Result<Response, ApiError> {
     let id = parse_job_id(&job)?;
