@@ -8,7 +8,9 @@ mod dashboard;
 mod errors;
 mod faults;
 mod flow;
+mod hardening;
 mod helpers;
+mod hostile;
 mod messages;
 #[cfg(feature = "otel")]
 mod otel;
