@@ -26,7 +26,7 @@ const API_POLICY: &str =
 fn inline_hash(page: &str, open: &str, close: &str) -> Option<String> {
     let start = page.find(open)? + open.len();
     let end = start + page[start..].find(close)?;
-    let digest = Sha256::digest(page[start..end].as_bytes());
+    let digest = Sha256::digest(&page.as_bytes()[start..end]);
     Some(format!(
         "'sha256-{}'",
         base64::engine::general_purpose::STANDARD.encode(digest)

@@ -189,17 +189,9 @@ const SEGMENTS: [&[u8]; 14] = [
     b"%",
 ];
 
-#[tokio::test]
-async fn no_hostile_request_on_any_route_gets_a_server_error_or_a_non_json_error() {
-    let app = spawn_app().await;
-    let pipeline_id = app
-        .register(&pipeline("hostile-worker"), "hostile-machine")
-        .await;
-    let mut sweep = Sweep::default();
-    let values = values();
-
-    // Results: each payload as a task's outputs, on a job of its own so that it is the
-    // first result of its task and reaches the store.
+/// Each payload as a task's outputs, on a job of its own, so that it is the first result of
+/// its task and reaches the store.
+async fn sweep_results(app: &TestApp, sweep: &mut Sweep, values: &[Vec<u8>]) {
     for (n, value) in values.iter().enumerate() {
         for shape in [
             "{\"@task\": @}",
@@ -215,28 +207,31 @@ async fn no_hostile_request_on_any_route_gets_a_server_error_or_a_non_json_error
                 .expect("a task id");
             let body = splice(&shape.replace("@task", task), value);
             sweep
-                .check(&app, "POST", format!("/jobs/{job}").as_bytes(), Some(&body))
+                .check(app, "POST", format!("/jobs/{job}").as_bytes(), Some(&body))
                 .await;
         }
     }
-    let job = app.start_job_on("hostile-machine", "h-bodies").await;
+}
 
-    // Every other body of every write route.
+/// Every payload in every body of every write route.
+async fn sweep_bodies(app: &TestApp, sweep: &mut Sweep, values: &[Vec<u8>], pipeline_id: &str) {
+    let job = app.start_job_on("hostile-machine", "h-bodies").await;
     let machine = format!("{{\"pipeline_id\": \"{pipeline_id}\", \"configs\": {{\"k\": @}}}}");
     let stage_configs = pipeline("hostile-worker").to_string().replacen(
         "\"name\":\"w\"",
         "\"name\":\"w\",\"configs\":{\"k\":@}",
         1,
     );
+    let new_job = |field: &str| {
+        let mut body = json!({"hash": "h", "machine_id": "hostile-machine", "file_name": "f"});
+        body[field] = json!("@");
+        body.to_string().replace("\"@\"", "@")
+    };
     let writes: Vec<(&str, String, Vec<String>)> = vec![
         (
             "POST",
             "/jobs".into(),
-            vec![
-                "@".into(),
-                "{\"hash\": @, \"machine_id\": \"hostile-machine\", \"file_name\": \"f\"}".into(),
-                "{\"hash\": \"h\", \"machine_id\": \"hostile-machine\", \"file_name\": @}".into(),
-            ],
+            vec!["@".into(), new_job("hash"), new_job("file_name")],
         ),
         (
             "POST",
@@ -255,93 +250,87 @@ async fn no_hostile_request_on_any_route_gets_a_server_error_or_a_non_json_error
         (
             "PUT",
             "/pipelines/hostile-pipeline".into(),
-            vec!["@".into(), stage_configs.clone()],
+            vec!["@".into(), stage_configs],
         ),
         (
             "PUT",
             "/machines/hostile-machine".into(),
-            vec!["@".into(), machine.clone(), "{\"pipeline_id\": @}".into()],
+            vec!["@".into(), machine, "{\"pipeline_id\": @}".into()],
         ),
     ];
     for (method, path, templates) in &writes {
         for template in templates {
-            for value in &values {
+            for value in values {
                 let body = splice(template, value);
-                sweep
-                    .check(&app, method, path.as_bytes(), Some(&body))
-                    .await;
+                sweep.check(app, method, path.as_bytes(), Some(&body)).await;
             }
         }
     }
+}
 
-    // Every route and method of the document, with hostile path segments and queries.
+/// Request targets for one path of the document: hostile segments in place of its parameter,
+/// or after it and in its query when it has none.
+fn targets(template: &str) -> Vec<Vec<u8>> {
+    let with = |prefix: &str, segment: &[u8]| [prefix.as_bytes(), segment].concat();
+    if let Some(open) = template.find('{') {
+        let prefix = &template[..open];
+        let mut targets: Vec<Vec<u8>> = SEGMENTS.iter().map(|s| with(prefix, s)).collect();
+        targets.push(with(prefix, "A".repeat(10_000).as_bytes()));
+        return targets;
+    }
+    let mut targets = vec![template.as_bytes().to_vec()];
+    for segment in SEGMENTS {
+        targets.push(with(&format!("{template}/"), segment));
+        for query in ["limit=", "status=", "since=", "after=", "machine_id=", ""] {
+            targets.push(with(&format!("{template}?{query}"), segment));
+        }
+    }
+    for query in [
+        "limit=9223372036854775808",
+        "limit=-9223372036854775809",
+        "limit=18446744073709551616",
+        "limit=1e400",
+        "limit=-0",
+        "limit=1e-400",
+        "limit=1&limit=2",
+        "until=9999-99-99T99:99:99Z",
+        &format!("machine_id={}", "m".repeat(10_000)),
+    ] {
+        targets.push(format!("{template}?{query}").into_bytes());
+    }
+    targets
+}
+
+/// Every route and method of the served OpenAPI document.
+async fn sweep_routes(app: &TestApp, sweep: &mut Sweep) {
     let (status, document) = app.get("/openapi.json").await;
     assert_eq!(status, 200);
     let paths = document["paths"].as_object().expect("paths");
-    assert!(
-        paths.len() >= 12,
-        "the document lists every route: {:?}",
-        paths.keys()
-    );
+    assert!(paths.len() >= 12, "every route: {:?}", paths.keys());
     for (template, item) in paths {
-        let methods: Vec<String> = item
-            .as_object()
-            .expect("a path item")
-            .keys()
-            .filter(|k| ["get", "post", "put", "delete"].contains(&k.as_str()))
-            .map(|k| k.to_ascii_uppercase())
-            .collect();
-        let mut targets: Vec<Vec<u8>> = Vec::new();
-        match template.find('{') {
-            Some(open) => {
-                for segment in SEGMENTS {
-                    let mut target = template[..open].as_bytes().to_vec();
-                    target.extend_from_slice(segment);
-                    targets.push(target);
-                }
-                targets.push(format!("{}{}", &template[..open], "A".repeat(10_000)).into_bytes());
-            }
-            None => {
-                targets.push(template.as_bytes().to_vec());
-                for segment in SEGMENTS {
-                    let mut target = format!("{template}/").into_bytes();
-                    target.extend_from_slice(segment);
-                    targets.push(target);
-                    for query in [
-                        "?limit=",
-                        "?status=",
-                        "?since=",
-                        "?after=",
-                        "?machine_id=",
-                        "?",
-                    ] {
-                        let mut target = format!("{template}{query}").into_bytes();
-                        target.extend_from_slice(segment);
-                        targets.push(target);
-                    }
-                }
-                for query in [
-                    "limit=9223372036854775808",
-                    "limit=-9223372036854775809",
-                    "limit=1e400",
-                    "limit=-0",
-                    "limit=1e-400",
-                    "limit=1&limit=2",
-                    "until=9999-99-99T99:99:99Z",
-                    "limit=18446744073709551616",
-                ] {
-                    targets.push(format!("{template}?{query}").into_bytes());
-                }
-                targets.push(format!("{template}?machine_id={}", "m".repeat(10_000)).into_bytes());
-            }
-        }
-        for method in &methods {
-            for target in &targets {
-                let body = (method != "GET" && method != "DELETE").then_some(&b"{}"[..]);
-                sweep.check(&app, method, target, body).await;
+        let methods = item.as_object().expect("a path item").keys();
+        for method in methods.filter(|m| ["get", "post", "put", "delete"].contains(&m.as_str())) {
+            let method = method.to_ascii_uppercase();
+            let body = ["POST", "PUT"]
+                .contains(&method.as_str())
+                .then_some(&b"{}"[..]);
+            for target in targets(template) {
+                sweep.check(app, &method, &target, body).await;
             }
         }
     }
+}
+
+#[tokio::test]
+async fn no_hostile_request_on_any_route_gets_a_server_error_or_a_non_json_error() {
+    let app = spawn_app().await;
+    let worker = pipeline("hostile-worker");
+    let pipeline_id = app.register(&worker, "hostile-machine").await;
+    let mut sweep = Sweep::default();
+    let values = values();
+    sweep_results(&app, &mut sweep, &values).await;
+    sweep_bodies(&app, &mut sweep, &values, &pipeline_id).await;
+    sweep_routes(&app, &mut sweep).await;
 
     let (status, _) = app.get("/health/ready").await;
     assert_eq!(status, 200, "the service is still ready after the sweep");
