@@ -2,9 +2,10 @@
 
 use axum::extract::State;
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 
 use super::AppState;
+use super::auth::{Role, hide_task_ids, may_see_task_ids};
 use super::bodies::HistoryView;
 use super::error::ApiError;
 use super::extract::PathParam;
@@ -18,8 +19,9 @@ pub fn router() -> Router<AppState> {
 
 async fn show(
     State(state): State<AppState>,
+    role: Option<Extension<Role>>,
     PathParam(job): PathParam<String>,
-) -> Result<Json<HistoryView>, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     let id = JobId::parse(&job).map_err(|_| ApiError::not_found("job", &job))?;
     let record = state
         .coordinator
@@ -27,8 +29,14 @@ async fn show(
         .load_history(&id)
         .await?
         .ok_or_else(|| ApiError::not_found("job", &job))?;
-    Ok(Json(HistoryView {
+    let view = HistoryView {
         job: JobView::from(&record.job),
         previous_runs: record.previous_runs.iter().map(JobView::from).collect(),
-    }))
+    };
+    let mut view = serde_json::to_value(view)
+        .map_err(|e| ApiError::Internal(format!("cannot serialise job {id}: {e}")))?;
+    if !may_see_task_ids(role.map(|Extension(role)| role)) {
+        hide_task_ids(&mut view);
+    }
+    Ok(Json(view))
 }

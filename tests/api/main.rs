@@ -2,6 +2,7 @@
 //! starts both; each test gets its own database name and queue prefix.
 
 mod abort;
+mod access;
 mod cli;
 mod contract;
 mod dashboard;
