@@ -153,14 +153,28 @@ impl Client {
 
     /// The job from `/jobs`, or from `/history` once it ended.
     async fn job(&self, id: &str) -> anyhow::Result<(Value, bool)> {
-        match self.get(&format!("/jobs/{id}")).await {
+        match self.get(&format!("/jobs/{}", segment(id))).await {
             Ok(job) => Ok((job, false)),
             Err(error) if error.to_string().starts_with("404") => {
-                Ok((self.get(&format!("/history/{id}")).await?, true))
+                Ok((self.get(&format!("/history/{}", segment(id))).await?, true))
             }
             Err(error) => Err(error),
         }
     }
+}
+
+/// `text` as one path segment: every byte but `A-Z a-z 0-9 - . _ ~` percent-encoded, so an id
+/// holding `/`, `?` or `#` cannot address another route.
+fn segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 fn list_query(args: &ListArgs) -> String {
@@ -188,7 +202,7 @@ async fn print_list(client: &Client, listing: &str, args: &ListArgs) -> anyhow::
         .flatten()
         .filter_map(Value::as_str)
     {
-        let Ok(job) = client.get(&format!("/{listing}/{id}")).await else {
+        let Ok(job) = client.get(&format!("/{listing}/{}", segment(id))).await else {
             continue;
         };
         let stage = job["current_stage"]["id"]
@@ -255,7 +269,7 @@ pub async fn run(api: ApiArgs, command: Command) -> anyhow::Result<()> {
             let (_, answer) = client
                 .call(
                     reqwest::Method::POST,
-                    &format!("/jobs/{id}"),
+                    &format!("/jobs/{}", segment(&id)),
                     Some(&json!({"status": "aborted"})),
                 )
                 .await?;
@@ -266,7 +280,7 @@ pub async fn run(api: ApiArgs, command: Command) -> anyhow::Result<()> {
             );
             let started = Instant::now();
             loop {
-                match client.get(&format!("/history/{id}")).await {
+                match client.get(&format!("/history/{}", segment(&id))).await {
                     Ok(job) => {
                         eprintln!(" done");
                         print!("{}", render_job(&job));
@@ -300,7 +314,7 @@ pub async fn run(api: ApiArgs, command: Command) -> anyhow::Result<()> {
                     client
                         .call(
                             reqwest::Method::PUT,
-                            &format!("/pipelines/{id}"),
+                            &format!("/pipelines/{}", segment(id)),
                             Some(&body),
                         )
                         .await?
@@ -333,7 +347,7 @@ pub async fn run(api: ApiArgs, command: Command) -> anyhow::Result<()> {
             let (status, _) = client
                 .call(
                     reqwest::Method::PUT,
-                    &format!("/machines/{machine_id}"),
+                    &format!("/machines/{}", segment(&machine_id)),
                     Some(&body),
                 )
                 .await?;
@@ -346,7 +360,9 @@ pub async fn run(api: ApiArgs, command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Machines(MachinesCommand::Show { machine_id }) => {
-            let machine = client.get(&format!("/machines/{machine_id}")).await?;
+            let machine = client
+                .get(&format!("/machines/{}", segment(&machine_id)))
+                .await?;
             println!("{}", pretty_json(&machine));
             Ok(())
         }
@@ -356,6 +372,13 @@ pub async fn run(api: ApiArgs, command: Command) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_are_sent_as_one_path_segment() {
+        assert_eq!(segment("UVpxMTeqgMijLlbmNI8A_A"), "UVpxMTeqgMijLlbmNI8A_A");
+        assert_eq!(segment("a/../b?c#d"), "a%2F..%2Fb%3Fc%23d");
+        assert_eq!(segment("é "), "%C3%A9%20");
+    }
 
     #[test]
     fn pipelines_read_from_yaml_and_json() {
