@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Fuzzes the REST API from its own OpenAPI document with schemathesis (PyPI, pinned, installed
 # into target/fuzz-venv): no generated input, valid or not, may produce a 5xx. Runs against a
-# job-manager of its own (scripts/with-service.sh).
+# job-manager of its own (scripts/with-service.sh). The hostile inputs random generation rarely
+# reaches (integers beyond 64 bits, deep nesting, huge keys, invalid UTF-8 and NUL bytes) are
+# swept deterministically by tests/api/hostile.rs.
 #   scripts/fuzz.sh [SECONDS]   time budget of the run (default 60)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -57,6 +57,9 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let base_path =
+        crate::config::parse_base_path(&config.base_path).map_err(anyhow::Error::msg)?;
+    check_amqp_url(&config.endpoints.amqp_url)?;
     let tokens = config.tokens().map_err(anyhow::Error::msg)?;
     crate::meter::install();
     if !tokens.is_empty() {
@@ -92,11 +95,17 @@ pub async fn run(
         shutdown.clone(),
     ));
 
-    let app = http::router(AppState { coordinator }, &config.base_path, tokens);
-    info!(address = %listener.local_addr()?, base_path = %config.base_path, "serving");
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await;
+    let limits = http::limits::Limits::new(config.max_requests as usize, config.request_timeout());
+    let app = http::router(AppState { coordinator }, &base_path, tokens, limits);
+    info!(address = %listener.local_addr()?, base_path = %base_path, "serving");
+    http::serve::serve(
+        listener,
+        app,
+        config.request_timeout(),
+        shutdown.clone(),
+        SHUTDOWN_GRACE,
+    )
+    .await;
     shutdown.cancel();
 
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
@@ -107,7 +116,6 @@ pub async fn run(
     })
     .await;
     store_handle.shutdown().await;
-    served.context("http server failed")?;
     match drained {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(error))) => return Err(error).context("result consumer failed"),
@@ -116,6 +124,21 @@ pub async fn run(
     }
     info!("stopped");
     Ok(())
+}
+
+/// Refuses an AMQP URL that cannot parse, with the password masked: the broker client's own
+/// message quotes the whole URL, and it would be logged on every reconnection attempt.
+fn check_amqp_url(url: &str) -> anyhow::Result<()> {
+    match url.parse::<lapin::uri::AMQPUri>() {
+        Ok(_) => Ok(()),
+        Err(error) => {
+            let redacted = crate::config::redact_url(url);
+            anyhow::bail!(
+                "invalid AMQP URL {redacted}: {}",
+                error.replace(url, &redacted)
+            )
+        }
+    }
 }
 
 /// Keeps a session with RabbitMQ and a result consumer on it, reconnecting (and declaring the

@@ -247,7 +247,8 @@ pub fn document(base_path: &str) -> Value {
                     "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": {"type": "object"}}}}}}
         }
     });
-    let schemas = b.generator.take_definitions(true);
+    let mut schemas = Value::Object(b.generator.take_definitions(true));
+    crate::schemas::hideable_task_ids(&mut schemas);
     json!({
         "openapi": "3.1.0",
         "info": {"title": "job-manager", "version": env!("CARGO_PKG_VERSION"),

@@ -14,12 +14,37 @@ fn schema<T: JsonSchema>() -> Value {
     schemars::schema_for!(T).to_value()
 }
 
+/// A job's tasks are shown without `task_id` to callers with only the `read` role when access
+/// control is on (holding a task id is what posting a result takes), so the response schemas
+/// do not require it. `definitions` is a `$defs` or `components/schemas` map.
+pub fn hideable_task_ids(definitions: &mut Value) {
+    let Some(record) = definitions.get_mut("TaskRecord") else {
+        return;
+    };
+    if let Some(required) = record.get_mut("required").and_then(Value::as_array_mut) {
+        required.retain(|name| name != "task_id");
+    }
+    if let Some(description) = record.pointer_mut("/properties/task_id/description") {
+        *description = Value::String(
+            "The id of the current attempt; absent for callers with only the read role when \
+             access control is on."
+                .into(),
+        );
+    }
+}
+
+fn job_response<T: JsonSchema>() -> Value {
+    let mut schema = schema::<T>();
+    hideable_task_ids(&mut schema["$defs"]);
+    schema
+}
+
 /// Every schema, as `(file name, schema)`.
 pub fn all() -> Vec<(&'static str, Value)> {
     vec![
         ("new-job.schema.json", schema::<NewJobBody>()),
-        ("job.schema.json", schema::<JobView>()),
-        ("history-record.schema.json", schema::<HistoryView>()),
+        ("job.schema.json", job_response::<JobView>()),
+        ("history-record.schema.json", job_response::<HistoryView>()),
         ("id-list.schema.json", schema::<Vec<String>>()),
         ("pipeline.schema.json", schema::<PipelineBody>()),
         ("machine.schema.json", schema::<MachineBody>()),

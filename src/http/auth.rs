@@ -1,5 +1,6 @@
 //! Bearer-token access control, off unless tokens are configured. `read` may GET; `write` may
-//! also POST, PUT and DELETE. Tokens are compared in constant time.
+//! also POST, PUT and DELETE. Tokens are compared in constant time. The caller's role goes into
+//! the request's extensions, so a handler can show a `read` caller less ([`hide_task_ids`]).
 
 use std::sync::Arc;
 
@@ -109,7 +110,7 @@ fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
 /// Middleware: 401 without a valid bearer token, 403 when its role is too weak.
 pub async fn authorize(
     State(tokens): State<Arc<Tokens>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let needed = match *request.method() {
@@ -143,7 +144,48 @@ pub async fn authorize(
             "forbidden",
             "this token may only read",
         ),
-        Some(_) => next.run(request).await,
+        Some(role) => {
+            request.extensions_mut().insert(role);
+            next.run(request).await
+        }
+    }
+}
+
+/// Whether a caller may see task ids. Holding one is what posting a result takes, so with
+/// access control on, a `read` caller sees jobs without them; with it off, everyone may.
+pub fn may_see_task_ids(role: Option<Role>) -> bool {
+    role.is_none_or(|role| role >= Role::Write)
+}
+
+/// Removes `task_id` and `previous_ids` from every task of a job view (or a history view and
+/// its `previous_runs`) serialised as JSON.
+pub fn hide_task_ids(view: &mut serde_json::Value) {
+    let Some(view) = view.as_object_mut() else {
+        return;
+    };
+    let mut stages: Vec<&mut serde_json::Value> = Vec::new();
+    let mut runs: Vec<&mut serde_json::Value> = Vec::new();
+    for (key, value) in view.iter_mut() {
+        match (key.as_str(), value) {
+            ("stages", serde_json::Value::Array(list)) => stages.extend(list.iter_mut()),
+            ("current_stage", stage) => stages.push(stage),
+            ("previous_runs", serde_json::Value::Array(list)) => runs.extend(list.iter_mut()),
+            _ => {}
+        }
+    }
+    for stage in stages {
+        let tasks = stage
+            .get_mut("tasks")
+            .and_then(serde_json::Value::as_array_mut);
+        for task in tasks.into_iter().flatten() {
+            if let Some(task) = task.as_object_mut() {
+                task.remove("task_id");
+                task.remove("previous_ids");
+            }
+        }
+    }
+    for run in runs {
+        hide_task_ids(run);
     }
 }
 
@@ -169,6 +211,31 @@ mod tests {
         assert!(Tokens::parse("read:short").is_err());
         assert!(Tokens::parse("nocolon").is_err());
         assert!(Tokens::parse("").is_ok_and(|t| t.is_empty()));
+    }
+
+    #[test]
+    fn read_callers_see_jobs_without_task_ids() {
+        assert!(may_see_task_ids(None));
+        assert!(may_see_task_ids(Some(Role::Write)));
+        assert!(!may_see_task_ids(Some(Role::Read)));
+        let task = json!({"task_id": "t", "previous_ids": ["p"], "status": "pending"});
+        let mut view = json!({"stages": [{"id": "01", "tasks": [task.clone()]}],
+            "current_stage": {"id": "02", "tasks": [task.clone()]},
+            "previous_runs": [{"stages": [{"id": "01", "tasks": [task]}]}]});
+        hide_task_ids(&mut view);
+        let mut bare = json!({"stages": [{"id": "init", "outputs": []}]});
+        hide_task_ids(&mut bare);
+        assert_eq!(
+            bare,
+            json!({"stages": [{"id": "init", "outputs": []}]}),
+            "nothing added"
+        );
+        let text = view.to_string();
+        assert!(
+            !text.contains("task_id") && !text.contains("previous_ids"),
+            "{text}"
+        );
+        assert_eq!(view["current_stage"]["tasks"][0]["status"], "pending");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The one error type of the API: a status and a JSON body `{"error": {"code", "message"}}`.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tracing::error;
@@ -50,6 +51,15 @@ pub enum ApiError {
     /// A dependency (MongoDB, RabbitMQ) is unavailable; the request may succeed later.
     #[error("service unavailable")]
     Unavailable(String),
+    /// More requests are in flight than `--max-requests` allows.
+    #[error("too many requests in flight; retry later")]
+    Overloaded,
+    /// The response head was not ready within `--request-timeout-s`.
+    #[error("the request took longer than {0} s; retry later")]
+    TimedOut(u64),
+    /// A fault of ours, not of the request; the detail is logged.
+    #[error("internal error")]
+    Internal(String),
 }
 
 impl ApiError {
@@ -74,7 +84,10 @@ impl ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::Overloaded | Self::TimedOut(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -88,6 +101,18 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Unprocessable { .. } => "unprocessable",
             Self::Unavailable(_) => "unavailable",
+            Self::Overloaded => "overloaded",
+            Self::TimedOut(_) => "timeout",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    /// Seconds a client should wait before retrying, for the 503s.
+    fn retry_after(&self) -> Option<&'static str> {
+        match self {
+            Self::Overloaded => Some("1"),
+            Self::Unavailable(_) | Self::TimedOut(_) => Some("5"),
+            _ => None,
         }
     }
 }
@@ -100,13 +125,23 @@ impl IntoResponse for ApiError {
                 error!(detail = %detail, "dependency unavailable");
                 json!({"error": {"code": self.code(), "message": "a dependency is unavailable; retry later"}})
             }
+            Self::Internal(detail) => {
+                error!(detail = %detail, "internal error");
+                json!({"error": {"code": self.code(), "message": self.to_string()}})
+            }
             Self::Unprocessable {
                 message,
                 path: Some(path),
             } => json!({"error": {"code": self.code(), "message": message, "path": path}}),
             other => json!({"error": {"code": other.code(), "message": other.to_string()}}),
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after() {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static(seconds));
+        }
+        response
     }
 }
 

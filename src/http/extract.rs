@@ -1,9 +1,12 @@
-//! `JsonBody<T>`: like axum's `Json`, but every rejection speaks our error format.
+//! `JsonBody<T>` and `PathParam<T>`: like axum's `Json` and `Path`, but every rejection speaks
+//! our error format.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
@@ -63,6 +66,34 @@ where
             },
             _ => ApiError::BadRequest(format!("malformed JSON: {e}")),
         })
+    }
+}
+
+/// A path parameter: 400 with our error body when a segment does not decode (not UTF-8, say).
+pub struct PathParam<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for PathParam<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(Self(value)),
+            Err(rejection) => Err(path_rejection(rejection)),
+        }
+    }
+}
+
+fn path_rejection(rejection: PathRejection) -> ApiError {
+    let text: String = rejection.body_text().chars().take(300).collect();
+    if rejection.status().is_client_error() {
+        ApiError::BadRequest(format!("invalid path: {}", text.escape_debug()))
+    } else {
+        // Missing parameters are a routing bug of ours, never the client's input.
+        ApiError::Internal(text)
     }
 }
 

@@ -16,7 +16,7 @@ pub fn router() -> Router<AppState> {
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
-        .route("/dashboard", get(dashboard))
+        .route("/dashboard", get(super::security::dashboard))
 }
 
 /// The process is up and serving.
@@ -73,9 +73,4 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         )],
         crate::meter::render(active),
     )
-}
-
-/// The dashboard: one self-contained page that reads the API; nothing is fetched from elsewhere.
-async fn dashboard() -> axum::response::Html<&'static str> {
-    axum::response::Html(include_str!("dashboard.html"))
 }

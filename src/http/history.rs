@@ -1,12 +1,14 @@
 //! `/history` and `/history/{job}`: ended jobs.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 
 use super::AppState;
+use super::auth::{Role, hide_task_ids, may_see_task_ids};
 use super::bodies::HistoryView;
 use super::error::ApiError;
+use super::extract::PathParam;
 use crate::domain::{JobId, JobView};
 
 pub fn router() -> Router<AppState> {
@@ -17,8 +19,9 @@ pub fn router() -> Router<AppState> {
 
 async fn show(
     State(state): State<AppState>,
-    Path(job): Path<String>,
-) -> Result<Json<HistoryView>, ApiError> {
+    role: Option<Extension<Role>>,
+    PathParam(job): PathParam<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let id = JobId::parse(&job).map_err(|_| ApiError::not_found("job", &job))?;
     let record = state
         .coordinator
@@ -26,8 +29,14 @@ async fn show(
         .load_history(&id)
         .await?
         .ok_or_else(|| ApiError::not_found("job", &job))?;
-    Ok(Json(HistoryView {
+    let view = HistoryView {
         job: JobView::from(&record.job),
         previous_runs: record.previous_runs.iter().map(JobView::from).collect(),
-    }))
+    };
+    let mut view = serde_json::to_value(view)
+        .map_err(|e| ApiError::Internal(format!("cannot serialise job {id}: {e}")))?;
+    if !may_see_task_ids(role.map(|Extension(role)| role)) {
+        hide_task_ids(&mut view);
+    }
+    Ok(Json(view))
 }

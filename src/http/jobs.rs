@@ -1,18 +1,19 @@
 //! `/jobs` and `/jobs/{job}`: start, list, inspect, advance and abort jobs.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header::{ACCEPT, CONTENT_TYPE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::AppState;
+use super::auth::{Role, hide_task_ids, may_see_task_ids};
 use super::bodies::{AbortAccepted, IdBody, ResultAccepted, ResultOutcome};
 use super::error::ApiError;
-use super::extract::JsonBody;
+use super::extract::{JsonBody, PathParam};
 use crate::coordinator::{Created, Handled, NewJob};
 use crate::domain::engine::Ignored;
 use crate::domain::{Event, JobId, JobView, TaskId, TaskResult};
@@ -114,8 +115,9 @@ fn parse_job_id(job: &str) -> Result<JobId, ApiError> {
 
 async fn show(
     State(state): State<AppState>,
-    Path(job): Path<String>,
-) -> Result<Json<JobView>, ApiError> {
+    role: Option<Extension<Role>>,
+    PathParam(job): PathParam<String>,
+) -> Result<Json<Value>, ApiError> {
     let id = parse_job_id(&job)?;
     let record = state
         .coordinator
@@ -123,13 +125,18 @@ async fn show(
         .load_job(&id)
         .await?
         .ok_or_else(|| ApiError::not_found("job", &job))?;
-    Ok(Json(JobView::from(&record)))
+    let mut view = serde_json::to_value(JobView::from(&record))
+        .map_err(|e| ApiError::Internal(format!("cannot serialise job {id}: {e}")))?;
+    if !may_see_task_ids(role.map(|Extension(role)| role)) {
+        hide_task_ids(&mut view);
+    }
+    Ok(Json(view))
 }
 
 /// `{"status": "aborted"}` aborts; `{"<task_id>": <outputs>, …}` records results.
 async fn update(
     State(state): State<AppState>,
-    Path(job): Path<String>,
+    PathParam(job): PathParam<String>,
     JsonBody(body): JsonBody<Map<String, Value>>,
 ) -> Result<Response, ApiError> {
     let id = parse_job_id(&job)?;

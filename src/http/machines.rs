@@ -1,6 +1,6 @@
 //! `/machines/{machine_id}`: which pipeline a machine's jobs run.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::put;
@@ -8,7 +8,7 @@ use axum::{Json, Router};
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::JsonBody;
+use super::extract::{JsonBody, PathParam};
 use crate::domain::pipeline::{MAX_CONFIGS_BYTES, configs_too_large};
 use crate::domain::{Machine, MachineBody};
 use crate::messages::check_keys;
@@ -26,7 +26,7 @@ pub fn router() -> Router<AppState> {
 
 async fn upsert(
     State(state): State<AppState>,
-    Path(machine_id): Path<String>,
+    PathParam(machine_id): PathParam<String>,
     JsonBody(body): JsonBody<MachineBody>,
 ) -> Result<Response, ApiError> {
     if machine_id.trim().is_empty() || machine_id.len() > MAX_MACHINE_ID_LEN {
@@ -68,7 +68,7 @@ async fn upsert(
 
 async fn show(
     State(state): State<AppState>,
-    Path(machine_id): Path<String>,
+    PathParam(machine_id): PathParam<String>,
 ) -> Result<Json<Machine>, ApiError> {
     state
         .coordinator
@@ -81,7 +81,7 @@ async fn show(
 
 async fn remove(
     State(state): State<AppState>,
-    Path(machine_id): Path<String>,
+    PathParam(machine_id): PathParam<String>,
 ) -> Result<StatusCode, ApiError> {
     if state
         .coordinator

@@ -7,9 +7,12 @@ pub mod extract;
 mod health;
 mod history;
 pub mod jobs;
+pub mod limits;
 pub mod listing;
 mod machines;
 mod pipelines;
+pub mod security;
+pub mod serve;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -24,9 +27,15 @@ pub struct AppState {
     pub coordinator: Coordinator,
 }
 
-/// The whole API under `base_path` (e.g. `/job-manager`). With `tokens`, every route but the
-/// health checks needs a bearer token.
-pub fn router(state: AppState, base_path: &str, tokens: auth::Tokens) -> Router {
+/// The whole API under `base_path` (e.g. `/job-manager`, or `""` for none; checked by
+/// [`crate::config::parse_base_path`]). With `tokens`, every route but the health checks needs
+/// a bearer token. Every response carries the security headers; `limits` bounds every request.
+pub fn router(
+    state: AppState,
+    base_path: &str,
+    tokens: auth::Tokens,
+    limits: limits::Limits,
+) -> Router {
     let mut protected = Router::new()
         .merge(jobs::router())
         .merge(history::router())
@@ -60,6 +69,11 @@ pub fn router(state: AppState, base_path: &str, tokens: auth::Tokens) -> Router 
     app.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            limits,
+            limits::enforce,
+        ))
+        .layer(axum::middleware::map_response(security::headers))
         .with_state(state)
 }
 

@@ -1,6 +1,6 @@
 //! `/pipelines`: register, list, inspect, replace and delete pipelines.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -9,7 +9,7 @@ use axum::{Json, Router};
 use super::AppState;
 use super::bodies::{IdBody, PipelineView};
 use super::error::ApiError;
-use super::extract::JsonBody;
+use super::extract::{JsonBody, PathParam};
 use crate::domain::pipeline::ValidationError;
 use crate::domain::{Pipeline, PipelineBody};
 use crate::messages::check_keys;
@@ -64,7 +64,7 @@ async fn create(
 
 async fn show(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> Result<Json<PipelineView>, ApiError> {
     let pipeline = state
         .coordinator
@@ -77,7 +77,7 @@ async fn show(
 
 async fn replace(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
     JsonBody(body): JsonBody<PipelineBody>,
 ) -> Result<Response, ApiError> {
     if body.id.as_deref().is_some_and(|given| given != id) {
@@ -96,7 +96,7 @@ async fn replace(
 
 async fn remove(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> Result<StatusCode, ApiError> {
     let store = state.coordinator.store();
     let users = store.machines_using(&id, 10).await?;

@@ -2,6 +2,7 @@
 //! starts both; each test gets its own database name and queue prefix.
 
 mod abort;
+mod access;
 mod budgets;
 mod cli;
 mod contract;
@@ -9,7 +10,9 @@ mod dashboard;
 mod errors;
 mod faults;
 mod flow;
+mod hardening;
 mod helpers;
+mod hostile;
 mod messages;
 #[cfg(feature = "otel")]
 mod otel;

@@ -1,4 +1,9 @@
-//! Operator commands that talk to a running service over its REST API.
+//! Operator commands that talk to a running service over its REST API. Everything printed
+//! from the API goes through [`render`], which escapes control characters.
+
+mod render;
+
+pub use render::{escape, pretty_json, render_job};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -137,7 +142,7 @@ impl Client {
                 .as_str()
                 .map(str::to_owned)
                 .unwrap_or_else(|| value.to_string());
-            bail!("{status}: {message}");
+            bail!("{status}: {}", escape(&message));
         }
         Ok((status, value))
     }
@@ -148,14 +153,28 @@ impl Client {
 
     /// The job from `/jobs`, or from `/history` once it ended.
     async fn job(&self, id: &str) -> anyhow::Result<(Value, bool)> {
-        match self.get(&format!("/jobs/{id}")).await {
+        match self.get(&format!("/jobs/{}", segment(id))).await {
             Ok(job) => Ok((job, false)),
             Err(error) if error.to_string().starts_with("404") => {
-                Ok((self.get(&format!("/history/{id}")).await?, true))
+                Ok((self.get(&format!("/history/{}", segment(id))).await?, true))
             }
             Err(error) => Err(error),
         }
     }
+}
+
+/// `text` as one path segment: every byte but `A-Z a-z 0-9 - . _ ~` percent-encoded, so an id
+/// holding `/`, `?` or `#` cannot address another route.
+fn segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 fn list_query(args: &ListArgs) -> String {
@@ -167,74 +186,6 @@ fn list_query(args: &ListArgs) -> String {
         query.push(("machine_id", machine.clone()));
     }
     serde_urlencoded::to_string(query).unwrap_or_default()
-}
-
-fn seconds(from: &Value, to: &Value) -> String {
-    match (
-        from.as_str()
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()),
-        to.as_str()
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()),
-    ) {
-        (Some(from), Some(to)) => {
-            format!("{:.2} s", (to - from).num_milliseconds() as f64 / 1000.0)
-        }
-        _ => String::new(),
-    }
-}
-
-/// The stage-by-stage view of a job record.
-pub fn render_job(job: &Value) -> String {
-    let mut out = format!(
-        "job {}  {}\n  machine {}  pipeline {}\n  file {}  created {}\n",
-        job["id"].as_str().unwrap_or("?"),
-        job["status"].as_str().unwrap_or("?"),
-        job["machine_id"].as_str().unwrap_or("?"),
-        job["pipeline_id"].as_str().unwrap_or("?"),
-        job["file_name"].as_str().unwrap_or("?"),
-        job["created"].as_str().unwrap_or("?"),
-    );
-    let mut line = |stage: &Value, state: &str| {
-        let tasks = stage["tasks"].as_array().map_or(0, Vec::len);
-        let pending = stage["tasks"]
-            .as_array()
-            .map_or(0, |t| t.iter().filter(|t| t["status"] == "pending").count());
-        let retries: u64 = stage["tasks"].as_array().map_or(0, |t| {
-            t.iter()
-                .map(|t| t["attempt"].as_u64().unwrap_or(1).saturating_sub(1))
-                .sum()
-        });
-        out.push_str(&format!(
-            "  {:<5} {:<8} {:>3} task(s) {:>3} pending {:>3} retries {:>4} output(s) {}\n",
-            stage["id"].as_str().unwrap_or("?"),
-            state,
-            tasks,
-            pending,
-            retries,
-            stage["outputs"].as_array().map_or(0, Vec::len),
-            seconds(&stage["started"], &stage["completed"]),
-        ));
-        if let Some(error) = stage["error"].as_str() {
-            out.push_str(&format!("        error: {error}\n"));
-        }
-    };
-    for stage in job["stages"].as_array().into_iter().flatten() {
-        line(
-            stage,
-            if stage["error"].is_string() {
-                "failed"
-            } else {
-                "done"
-            },
-        );
-    }
-    if job["current_stage"].is_object() {
-        line(&job["current_stage"], "running");
-    }
-    if let Some(error) = job["error"].as_str() {
-        out.push_str(&format!("  error: {error}\n"));
-    }
-    out
 }
 
 async fn print_list(client: &Client, listing: &str, args: &ListArgs) -> anyhow::Result<()> {
@@ -251,7 +202,7 @@ async fn print_list(client: &Client, listing: &str, args: &ListArgs) -> anyhow::
         .flatten()
         .filter_map(Value::as_str)
     {
-        let Ok(job) = client.get(&format!("/{listing}/{id}")).await else {
+        let Ok(job) = client.get(&format!("/{listing}/{}", segment(id))).await else {
             continue;
         };
         let stage = job["current_stage"]["id"]
@@ -263,13 +214,14 @@ async fn print_list(client: &Client, listing: &str, args: &ListArgs) -> anyhow::
                     .and_then(|s| s["id"].as_str())
             })
             .unwrap_or("");
+        let field = |name: &str| escape(job[name].as_str().unwrap_or(""));
         println!(
             "{:<24} {:<9} {:<34} {:<6} {}",
-            id,
-            job["status"].as_str().unwrap_or(""),
-            job["machine_id"].as_str().unwrap_or(""),
-            stage,
-            job["created"].as_str().unwrap_or("")
+            escape(id),
+            field("status"),
+            field("machine_id"),
+            escape(stage),
+            field("created")
         );
     }
     Ok(())
@@ -317,17 +269,18 @@ pub async fn run(api: ApiArgs, command: Command) -> anyhow::Result<()> {
             let (_, answer) = client
                 .call(
                     reqwest::Method::POST,
-                    &format!("/jobs/{id}"),
+                    &format!("/jobs/{}", segment(&id)),
                     Some(&json!({"status": "aborted"})),
                 )
                 .await?;
             eprint!(
-                "aborting {id} ({})",
-                answer["status"].as_str().unwrap_or("?")
+                "aborting {} ({})",
+                escape(&id),
+                escape(answer["status"].as_str().unwrap_or("?"))
             );
             let started = Instant::now();
             loop {
-                match client.get(&format!("/history/{id}")).await {
+                match client.get(&format!("/history/{}", segment(&id))).await {
                     Ok(job) => {
                         eprintln!(" done");
                         print!("{}", render_job(&job));
@@ -350,7 +303,7 @@ pub async fn run(api: ApiArgs, command: Command) -> anyhow::Result<()> {
                 .flatten()
                 .filter_map(Value::as_str)
             {
-                println!("{id}");
+                println!("{}", escape(id));
             }
             Ok(())
         }
@@ -361,7 +314,7 @@ pub async fn run(api: ApiArgs, command: Command) -> anyhow::Result<()> {
                     client
                         .call(
                             reqwest::Method::PUT,
-                            &format!("/pipelines/{id}"),
+                            &format!("/pipelines/{}", segment(id)),
                             Some(&body),
                         )
                         .await?
@@ -373,7 +326,10 @@ pub async fn run(api: ApiArgs, command: Command) -> anyhow::Result<()> {
                 }
             };
             let verb = if status == 201 { "created" } else { "replaced" };
-            println!("{verb} pipeline {}", answer["id"].as_str().unwrap_or("?"));
+            println!(
+                "{verb} pipeline {}",
+                escape(answer["id"].as_str().unwrap_or("?"))
+            );
             Ok(())
         }
         Command::Machines(MachinesCommand::Set {
@@ -391,23 +347,23 @@ pub async fn run(api: ApiArgs, command: Command) -> anyhow::Result<()> {
             let (status, _) = client
                 .call(
                     reqwest::Method::PUT,
-                    &format!("/machines/{machine_id}"),
+                    &format!("/machines/{}", segment(&machine_id)),
                     Some(&body),
                 )
                 .await?;
             println!(
-                "{} machine {machine_id} → pipeline {pipeline}",
-                if status == 201 { "created" } else { "updated" }
+                "{} machine {} → pipeline {}",
+                if status == 201 { "created" } else { "updated" },
+                escape(&machine_id),
+                escape(&pipeline)
             );
             Ok(())
         }
         Command::Machines(MachinesCommand::Show { machine_id }) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(
-                    &client.get(&format!("/machines/{machine_id}")).await?
-                )?
-            );
+            let machine = client
+                .get(&format!("/machines/{}", segment(&machine_id)))
+                .await?;
+            println!("{}", pretty_json(&machine));
             Ok(())
         }
     }
@@ -418,29 +374,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_job_view_lists_every_stage_in_order() {
-        let job = json!({"id": "j", "status": "running", "machine_id": "m", "pipeline_id": "p", "file_name": "f",
-            "created": "2020-07-16T10:15:53.278087Z",
-            "stages": [{"id": "init", "outputs": [{"init_source": "f"}]},
-                       {"id": "01", "outputs": [{}], "tasks": [{"status": "done", "attempt": 2}],
-                        "started": "2020-07-16T10:15:53.000000Z", "completed": "2020-07-16T10:15:54.500000Z"}],
-            "current_stage": {"id": "02", "outputs": [], "tasks": [{"status": "pending", "attempt": 1}]}});
-        let view = render_job(&job);
-        let lines: Vec<&str> = view.lines().collect();
-        assert!(lines[0].starts_with("job j  running"));
-        assert!(lines[3].contains("init") && lines[3].contains("done"));
-        assert!(
-            lines[4].contains("01")
-                && lines[4].contains("1 retries")
-                && lines[4].contains("1.50 s"),
-            "{}",
-            lines[4]
-        );
-        assert!(
-            lines[5].contains("02")
-                && lines[5].contains("running")
-                && lines[5].contains("1 pending")
-        );
+    fn ids_are_sent_as_one_path_segment() {
+        assert_eq!(segment("UVpxMTeqgMijLlbmNI8A_A"), "UVpxMTeqgMijLlbmNI8A_A");
+        assert_eq!(segment("a/../b?c#d"), "a%2F..%2Fb%3Fc%23d");
+        assert_eq!(segment("é "), "%C3%A9%20");
     }
 
     #[test]
