@@ -59,6 +59,19 @@ fn with_query(url: &str, key: &str, value: &str) -> String {
     format!("{url}{separator}{key}={value}")
 }
 
+/// `url` with a `/` after its authority, so a query can follow (MongoDB URIs need it).
+fn with_path(url: &str) -> String {
+    let authority = url.split_once("://").map_or(url, |(_, rest)| rest);
+    if authority.contains('/') {
+        url.to_owned()
+    } else {
+        match url.split_once('?') {
+            Some((base, query)) => format!("{base}/?{query}"),
+            None => format!("{url}/"),
+        }
+    }
+}
+
 impl Run {
     /// Lays out the replicas (not started yet), with proxies in front of them when `proxied`.
     pub async fn new(
@@ -79,7 +92,9 @@ impl Run {
                 // A stall must outlast the heartbeat timeout (twice the interval) to test it.
                 let heartbeat = args.amqp_heartbeat_s.to_string();
                 amqp_url = with_query(&url, "heartbeat", &heartbeat);
-                replica_mongodb_uri = uri;
+                // Without it the driver also opens connections to the address the server
+                // reports for itself, around the proxy.
+                replica_mongodb_uri = with_query(&with_path(&uri), "directConnection", "true");
                 proxies.push(Proxies { rabbitmq, mongodb });
             }
             replicas.push(Mutex::new(Replica {
@@ -230,6 +245,13 @@ async fn proxy_for(url: &str, default_port: u16) -> anyhow::Result<(String, Prox
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn with_path_gives_a_mongodb_uri_its_slash() {
+        assert_eq!(with_path("mongodb://h:1"), "mongodb://h:1/");
+        assert_eq!(with_path("mongodb://h:1?a=b"), "mongodb://h:1/?a=b");
+        assert_eq!(with_path("mongodb://h:1/db?a=b"), "mongodb://h:1/db?a=b");
+    }
 
     #[test]
     fn with_query_adds_a_parameter_to_either_kind_of_url() {

@@ -24,18 +24,19 @@ pub enum Fault {
     MongodbSlow,
     /// Hold every byte of one replica's MongoDB connections for `--network-fault-s`.
     MongodbStall,
-    /// Reset every MongoDB connection of one replica, and refuse new ones for 2 s.
+    /// Reset every MongoDB connection of one replica, and refuse new ones for 6 s.
     MongodbCut,
     /// Add `--slow-ms` each way to one replica's RabbitMQ connection for `--network-fault-s`.
     RabbitmqSlow,
     /// Hold every byte of one replica's RabbitMQ connection for `--network-fault-s`.
     RabbitmqStall,
-    /// Reset one replica's RabbitMQ connection, and refuse new ones for 2 s.
+    /// Reset one replica's RabbitMQ connection, and refuse new ones for 6 s.
     RabbitmqCut,
 }
 
-/// How long a cut refuses new connections.
-const CUT_FOR: Duration = Duration::from_secs(2);
+/// How long a cut refuses new connections: longer than the MongoDB driver's 5 s server
+/// selection, so operations fail in the replica and not only inside the driver's own retry.
+const CUT_FOR: Duration = Duration::from_secs(6);
 
 impl Fault {
     /// The server whose connections this fault disturbs, if it is a network fault.
@@ -118,7 +119,8 @@ impl Run {
             _ => (Mode::Cut, CUT_FOR, "cut".into()),
         };
         println!(
-            "  fault: replica {index}'s {server} connections {what} for {:.0} s",
+            "  fault: replica {index}'s {server} connections ({} open) {what} for {:.0} s",
+            proxy.open_connections(),
             hold.as_secs_f64()
         );
         proxy.set(mode);

@@ -7,6 +7,8 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -38,6 +40,7 @@ pub enum Mode {
 pub struct Proxy {
     addr: SocketAddr,
     mode: watch::Sender<Mode>,
+    open: Arc<AtomicUsize>,
     stop: CancellationToken,
 }
 
@@ -48,8 +51,25 @@ impl Proxy {
         let addr = listener.local_addr()?;
         let (mode, watcher) = watch::channel(Mode::Pass);
         let stop = CancellationToken::new();
-        tokio::spawn(accept(listener, upstream, watcher, stop.clone()));
-        Ok(Self { addr, mode, stop })
+        let open = Arc::new(AtomicUsize::new(0));
+        let shared = Shared {
+            upstream,
+            mode: watcher,
+            open: open.clone(),
+            stop: stop.clone(),
+        };
+        tokio::spawn(accept(listener, shared));
+        Ok(Self {
+            addr,
+            mode,
+            open,
+            stop,
+        })
+    }
+
+    /// Connections carried right now.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
     }
 
     pub fn port(&self) -> u16 {
@@ -68,20 +88,40 @@ impl Drop for Proxy {
     }
 }
 
-async fn accept(
-    listener: TcpListener,
+/// What every connection task of a proxy shares.
+#[derive(Clone)]
+struct Shared {
     upstream: SocketAddr,
     mode: watch::Receiver<Mode>,
+    open: Arc<AtomicUsize>,
     stop: CancellationToken,
-) {
+}
+
+/// Counts a connection as open while it lives.
+struct Open(Arc<AtomicUsize>);
+
+impl Open {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn accept(listener: TcpListener, shared: Shared) {
     loop {
         let accepted = tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = shared.stop.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         match accepted {
             Ok((client, _)) => {
-                tokio::spawn(connection(client, upstream, mode.clone(), stop.clone()));
+                tokio::spawn(connection(client, shared.clone()));
             }
             // Out of descriptors or the like: pause rather than spin.
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -90,12 +130,13 @@ async fn accept(
 }
 
 /// Carries one connection until both directions end, the mode turns to `Cut`, or the proxy stops.
-async fn connection(
-    mut client: TcpStream,
-    upstream: SocketAddr,
-    mut mode: watch::Receiver<Mode>,
-    stop: CancellationToken,
-) {
+async fn connection(mut client: TcpStream, shared: Shared) {
+    let Shared {
+        upstream,
+        mut mode,
+        open,
+        stop,
+    } = shared;
     if *mode.borrow() == Mode::Cut {
         reset(&client);
         return;
@@ -104,6 +145,7 @@ async fn connection(
         reset(&client);
         return;
     };
+    let _open = Open::new(&open);
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
     let ended = {
@@ -298,6 +340,7 @@ mod tests {
     async fn cut_closes_open_connections_and_refuses_new_ones_until_pass() {
         let (proxy, mut stream) = proxied().await;
         round_trip(&mut stream, b"up", SECOND).await.expect("echo");
+        assert_eq!(proxy.open_connections(), 1);
         proxy.set(Mode::Cut);
         let mut byte = [0; 1];
         let read = tokio::time::timeout(SECOND, stream.read(&mut byte))
