@@ -38,11 +38,12 @@ run rabbitmq && scenario "rabbitmq restart" --replicas 2 --jobs 100 --faults rab
 run mongodb && scenario "mongodb restart" --replicas 2 --jobs 100 --faults mongodb
 # (e) every result delivered twice
 run duplicates && scenario "every result twice" --replicas 2 --jobs 100 --faults duplicates
-# (f) one replica's connections slowed (250 ms each way), stalled (20 s, longer than the
-#     driver's 5 s timeouts and the 2 x 5 s heartbeat the replicas ask for) or cut, mid-run
+# (f) one replica's connections slowed (250 ms each way, 20 s), stalled (30 s: longer than the
+#     MongoDB driver's 5 s timeouts and its monitor's 10 s + 5 s, than the 2 x 5 s heartbeat the
+#     replicas ask for plus the 15 s a session may take to open) or cut twice (6 s), mid-run
 for server in mongodb rabbitmq; do
     run "$server-slow" && scenario "$server slow" --replicas 2 --jobs 80 --faults "$server-slow" --timeout-s 120
-    run "$server-stall" && scenario "$server stall" --replicas 2 --jobs 80 --faults "$server-stall" --timeout-s 120
+    run "$server-stall" && scenario "$server stall" --replicas 2 --jobs 80 --faults "$server-stall" --network-fault-s 30 --timeout-s 120
     run "$server-cut" && scenario "$server cut" --replicas 2 --jobs 80 --faults "$server-cut,$server-cut" --timeout-s 120
 done
 echo "chaos: all scenarios clean"

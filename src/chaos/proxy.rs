@@ -195,7 +195,10 @@ where
                 return;
             }
         }
-        let _ = to.shutdown().await;
+        // The end of stream is held like the bytes: a stalled peer's close is not seen either.
+        if released(Instant::now(), &mut mode).await {
+            let _ = to.shutdown().await;
+        }
     };
     tokio::join!(read, write);
 }
@@ -334,6 +337,27 @@ mod tests {
             .expect("released in time")
             .expect("read");
         assert_eq!(back, b"held");
+    }
+
+    #[tokio::test]
+    async fn stall_holds_a_close_too() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let upstream = listener.local_addr().expect("addr");
+        // A server that closes every connection at once.
+        tokio::spawn(async move { while listener.accept().await.is_ok() {} });
+        let proxy = Proxy::start(upstream).await.expect("proxy");
+        proxy.set(Mode::Stall);
+        let mut stream = TcpStream::connect(("127.0.0.1", proxy.port()))
+            .await
+            .expect("connect");
+        let mut byte = [0; 1];
+        let held = tokio::time::timeout(Duration::from_millis(300), stream.read(&mut byte)).await;
+        assert!(held.is_err(), "the close went through a stall: {held:?}");
+        proxy.set(Mode::Pass);
+        let read = tokio::time::timeout(SECOND, stream.read(&mut byte))
+            .await
+            .expect("released in time");
+        assert!(matches!(read, Ok(0)), "read {read:?}");
     }
 
     #[tokio::test]
