@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # The fault tests: seed-shaped jobs across replica processes with faults injected, each scenario
-# ending in a chaos report (jobs submitted, finished, failed, lost; duplicated outputs). A
-# scenario that loses, fails or duplicates anything exits non-zero. Everything runs on 127.0.0.1
-# and stops by itself. Expects RabbitMQ and a MongoDB-wire server (scripts/services.sh); the
-# `rabbitmq` scenario restarts the local RabbitMQ application.
+# ending in a chaos report (jobs submitted, finished, failed, stuck, lost; duplicated outputs). A
+# scenario that loses, strands, fails or duplicates anything exits non-zero. Everything runs on
+# 127.0.0.1 and stops by itself. Expects RabbitMQ and a MongoDB-wire server (scripts/services.sh);
+# the `rabbitmq` scenario restarts the local RabbitMQ application. The network scenarios put a
+# TCP proxy of the run's own between each replica and the servers, and slow, stall or cut one
+# replica's connections through it.
 #
 #   scripts/chaos.sh            all scenarios
-#   scripts/chaos.sh kill       one scenario: replicas | kill | rabbitmq | mongodb | duplicates
+#   scripts/chaos.sh kill       one scenario: replicas | kill | rabbitmq | mongodb | duplicates |
+#                               mongodb-slow | mongodb-stall | mongodb-cut |
+#                               rabbitmq-slow | rabbitmq-stall | rabbitmq-cut
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -34,4 +38,12 @@ run rabbitmq && scenario "rabbitmq restart" --replicas 2 --jobs 100 --faults rab
 run mongodb && scenario "mongodb restart" --replicas 2 --jobs 100 --faults mongodb
 # (e) every result delivered twice
 run duplicates && scenario "every result twice" --replicas 2 --jobs 100 --faults duplicates
+# (f) one replica's connections slowed (250 ms each way, 20 s), stalled (30 s: longer than the
+#     MongoDB driver's 5 s timeouts and its monitor's 10 s + 5 s, than the 2 x 5 s heartbeat the
+#     replicas ask for plus the 15 s a session may take to open) or cut twice (6 s), mid-run
+for server in mongodb rabbitmq; do
+    run "$server-slow" && scenario "$server slow" --replicas 2 --jobs 80 --faults "$server-slow" --timeout-s 120
+    run "$server-stall" && scenario "$server stall" --replicas 2 --jobs 80 --faults "$server-stall" --network-fault-s 30 --timeout-s 120
+    run "$server-cut" && scenario "$server cut" --replicas 2 --jobs 80 --faults "$server-cut,$server-cut" --timeout-s 120
+done
 echo "chaos: all scenarios clean"

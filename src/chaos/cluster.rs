@@ -1,0 +1,267 @@
+//! The replicas of a chaos run: `job-manager serve` processes, each (for network faults) behind
+//! proxies of its own to RabbitMQ and MongoDB, and the HTTP calls the run makes to them.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use serde_json::Value;
+use tokio::process::{Child, Command};
+use tokio::sync::Mutex;
+
+use super::ChaosArgs;
+use super::proxy::{self, Proxy};
+use super::services::{OwnMongo, run_command};
+use crate::amqp::{self, Names};
+use crate::demo;
+
+/// One replica process.
+pub struct Replica {
+    pub index: usize,
+    /// Its HTTP port.
+    pub port: u16,
+    /// The URLs it is given, through its proxies when it has them.
+    amqp_url: String,
+    mongodb_uri: String,
+    pub child: Option<Child>,
+}
+
+/// The proxies a replica's connections pass through.
+pub struct Proxies {
+    pub rabbitmq: Proxy,
+    pub mongodb: Proxy,
+}
+
+/// Everything one chaos run started.
+pub struct Run {
+    pub args: ChaosArgs,
+    pub database: String,
+    pub prefix: String,
+    /// The MongoDB URI without a proxy, for the run's own use.
+    pub mongodb_uri: String,
+    exe: PathBuf,
+    client: reqwest::Client,
+    pub replicas: Vec<Mutex<Replica>>,
+    /// One entry per replica when the run injects network faults.
+    pub proxies: Vec<Proxies>,
+    pub own_mongodb: Option<Mutex<OwnMongo>>,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Adds `key=value` to the query of `url`.
+fn with_query(url: &str, key: &str, value: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}{key}={value}")
+}
+
+/// `url` with a `/` after its authority, so a query can follow (MongoDB URIs need it).
+fn with_path(url: &str) -> String {
+    let authority = url.split_once("://").map_or(url, |(_, rest)| rest);
+    if authority.contains('/') {
+        url.to_owned()
+    } else {
+        match url.split_once('?') {
+            Some((base, query)) => format!("{base}/?{query}"),
+            None => format!("{url}/"),
+        }
+    }
+}
+
+impl Run {
+    /// Lays out the replicas (not started yet), with proxies in front of them when `proxied`.
+    pub async fn new(
+        args: ChaosArgs,
+        id: &str,
+        mongodb_uri: String,
+        own_mongodb: Option<OwnMongo>,
+        proxied: bool,
+    ) -> anyhow::Result<Self> {
+        let mut replicas = Vec::new();
+        let mut proxies = Vec::new();
+        for index in 0..args.replicas.max(1) {
+            let (mut amqp_url, mut replica_mongodb_uri) =
+                (args.endpoints.amqp_url.clone(), mongodb_uri.clone());
+            if proxied {
+                let (url, rabbitmq) = proxy_for(&amqp_url, 5672).await?;
+                let (uri, mongodb) = proxy_for(&replica_mongodb_uri, 27017).await?;
+                // A stall must outlast the heartbeat timeout (twice the interval) to test it.
+                let heartbeat = args.amqp_heartbeat_s.to_string();
+                amqp_url = with_query(&url, "heartbeat", &heartbeat);
+                // Without it the driver also opens connections to the address the server
+                // reports for itself, around the proxy.
+                replica_mongodb_uri = with_query(&with_path(&uri), "directConnection", "true");
+                proxies.push(Proxies { rabbitmq, mongodb });
+            }
+            replicas.push(Mutex::new(Replica {
+                index,
+                port: free_port()?,
+                amqp_url,
+                mongodb_uri: replica_mongodb_uri,
+                child: None,
+            }));
+        }
+        Ok(Self {
+            database: format!("jm_chaos_{id}"),
+            prefix: format!("jm-chaos-{id}"),
+            mongodb_uri,
+            exe: std::env::current_exe()?,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()?,
+            replicas,
+            proxies,
+            own_mongodb: own_mongodb.map(Mutex::new),
+            args,
+        })
+    }
+
+    fn base(&self, port: u16) -> String {
+        format!("http://127.0.0.1:{port}/job-manager")
+    }
+
+    pub async fn start_replica(&self, replica: &mut Replica) -> anyhow::Result<()> {
+        let log = std::fs::File::create(
+            self.args
+                .work_dir
+                .join(format!("replica-{}.log", replica.index)),
+        )?;
+        let child = Command::new(&self.exe)
+            .arg("serve")
+            .env("JOB_MANAGER_AMQP_URL", &replica.amqp_url)
+            .env("JOB_MANAGER_MONGODB_URI", &replica.mongodb_uri)
+            .env("JOB_MANAGER_DATABASE", &self.database)
+            .env("JOB_MANAGER_PREFIX", &self.prefix)
+            .env("JOB_MANAGER_LISTEN", format!("127.0.0.1:{}", replica.port))
+            .env("JOB_MANAGER_SWEEP_INTERVAL_S", "1")
+            .env("JOB_MANAGER_DISPATCH_GRACE_S", "3")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting a replica")?;
+        replica.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let url = format!("{}/health/live", self.base(replica.port));
+            if let Ok(response) = self.client.get(url).send().await
+                && response.status().is_success()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("replica {} did not come up", replica.index);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Sends a request to some live replica, starting with `first`, until it gets a non-5xx answer.
+    pub async fn call(
+        &self,
+        first: usize,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(u16, String)> {
+        let deadline = Instant::now() + Duration::from_secs(self.args.timeout_s);
+        let mut attempt = first;
+        loop {
+            let port = self.replicas[attempt % self.replicas.len()]
+                .lock()
+                .await
+                .port;
+            let mut request = self
+                .client
+                .request(method.clone(), format!("{}{path}", self.base(port)));
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            if let Ok(response) = request.send().await {
+                let status = response.status().as_u16();
+                if status < 500 {
+                    return Ok((status, response.text().await.unwrap_or_default()));
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("no replica answered {method} {path}");
+            }
+            attempt += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops the replicas with SIGTERM (checking that they exit 0), then removes the run's
+    /// queues, exchanges and database, and stops its own MongoDB-wire server.
+    pub async fn cleanup(&self) {
+        for replica in &self.replicas {
+            let mut replica = replica.lock().await;
+            if let Some(mut child) = replica.child.take() {
+                if let Some(pid) = child.id() {
+                    let _ = run_command("kill", &["-TERM", &pid.to_string()]).await;
+                }
+                match tokio::time::timeout(Duration::from_secs(30), child.wait()).await {
+                    Ok(Ok(status)) if status.success() => {}
+                    other => println!(
+                        "  replica {} did not stop cleanly: {other:?}",
+                        replica.index
+                    ),
+                }
+            }
+        }
+        let names = Names::new(self.prefix.clone());
+        if let Ok(connection) = amqp::connect(&self.args.endpoints.amqp_url, "chaos cleanup").await
+            && let Ok(channel) = connection.create_channel().await
+        {
+            amqp::topology::delete(&channel, &names, &demo::WORKERS).await;
+            let _ = connection.close(200, "cleanup".into()).await;
+        }
+        if let Ok(store) = crate::store::Store::connect(&self.mongodb_uri, &self.database).await {
+            let _ = tokio::time::timeout(Duration::from_secs(10), store.database().drop()).await;
+            store.shutdown().await;
+        }
+        if let Some(mongo) = &self.own_mongodb {
+            let mut mongo = mongo.lock().await;
+            let _ = mongo.stop().await;
+            let _ = std::fs::remove_dir_all(&mongo.dir);
+        }
+    }
+}
+
+/// Starts a proxy in front of the server `url` names; returns the URL through it, and the proxy.
+async fn proxy_for(url: &str, default_port: u16) -> anyhow::Result<(String, Proxy)> {
+    // The proxy's port is known only once it listens, and it needs the upstream address first.
+    let (_, upstream) = proxy::redirect(url, default_port, 0).await?;
+    let proxy = Proxy::start(upstream).await?;
+    let (through, _) = proxy::redirect(url, default_port, proxy.port()).await?;
+    Ok((through, proxy))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn with_path_gives_a_mongodb_uri_its_slash() {
+        assert_eq!(with_path("mongodb://h:1"), "mongodb://h:1/");
+        assert_eq!(with_path("mongodb://h:1?a=b"), "mongodb://h:1/?a=b");
+        assert_eq!(with_path("mongodb://h:1/db?a=b"), "mongodb://h:1/db?a=b");
+    }
+
+    #[test]
+    fn with_query_adds_a_parameter_to_either_kind_of_url() {
+        assert_eq!(
+            with_query("amqp://h:1/%2f", "heartbeat", "5"),
+            "amqp://h:1/%2f?heartbeat=5"
+        );
+        assert_eq!(
+            with_query("amqp://h:1/?a=b", "heartbeat", "5"),
+            "amqp://h:1/?a=b&heartbeat=5"
+        );
+    }
+}
