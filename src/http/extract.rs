@@ -59,13 +59,15 @@ where
                 }
             })?;
         // Straight into the type: a generic JSON tree first would take many times the body.
-        serde_json::from_slice(&bytes).map(Self).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => ApiError::Unprocessable {
-                message: format!("invalid body: {e}"),
-                path: None,
-            },
-            _ => ApiError::BadRequest(format!("malformed JSON: {e}")),
-        })
+        serde_json::from_slice(&bytes)
+            .map(Self)
+            .map_err(|e| match e.classify() {
+                serde_json::error::Category::Data => ApiError::Unprocessable {
+                    message: format!("invalid body: {e}"),
+                    path: None,
+                },
+                _ => ApiError::BadRequest(format!("malformed JSON: {e}")),
+            })
     }
 }
 
