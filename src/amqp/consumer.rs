@@ -31,6 +31,11 @@ pub const RESULT_BYTES_IN_HAND: usize = 64 * 1024 * 1024;
 /// Most in-process tries of a delivery that fails while the store answers pings: past it, the
 /// failure is taken to be the message's own and the attempt fails with the reason.
 pub const MAX_TRIES: u32 = 8;
+/// Longest a delivery is held while this replica cannot reach the store: then it is handed
+/// back (nack with requeue) for a replica that can. With the results queue's delivery limit of
+/// 20, a result outlives an outage of every replica of about ten minutes before it is
+/// dead-lettered (and its task, timed out, is dispatched again).
+pub const MAX_HOLD: Duration = Duration::from_secs(30);
 
 /// What to do with a delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,9 +139,10 @@ async fn handle_result(coordinator: &Coordinator, result: StageResult) -> Outcom
 }
 
 /// Handles one delivery to the end. A transient failure is retried in process with backoff, so
-/// an outage of the store holds the message unacked instead of bouncing it towards the delivery
-/// limit; but only while the store is down does a try not count: [`MAX_TRIES`] failures while
-/// it answers make the failure the message's own, and the attempt fails with the reason.
+/// a short outage of the store holds the message unacked instead of bouncing it towards the
+/// delivery limit. A try counts only while the store answers pings: [`MAX_TRIES`] failures then
+/// make the failure the message's own, and the attempt fails with the reason. While the store
+/// does not answer, the delivery is held for at most [`MAX_HOLD`], then handed back.
 async fn process(
     coordinator: Coordinator,
     channel: Channel,
@@ -149,6 +155,7 @@ async fn process(
     let _permit = budget.acquire_many(permits).await;
     let mut backoff = Backoff::new(Duration::from_millis(100), MAX_BACKOFF);
     let mut tries = 0;
+    let held = std::time::Instant::now();
     let mut outcome = handle_delivery(&coordinator, &delivery.data).await;
     loop {
         let reason = match &outcome {
@@ -167,6 +174,13 @@ async fn process(
         }
         if coordinator.store().ping().await.is_ok() {
             tries += 1;
+        } else if held.elapsed() >= MAX_HOLD {
+            // This replica cannot reach the store; another one may.
+            outcome = Outcome::Requeue(format!(
+                "{reason} (the store unreachable for {} s)",
+                held.elapsed().as_secs()
+            ));
+            break;
         }
         if tries >= MAX_TRIES {
             outcome = Outcome::Refused(format!("{reason} (failed {tries} times)"));

@@ -11,8 +11,42 @@ pub use topology::Names;
 
 use lapin::{Connection, ConnectionProperties};
 
+/// The heartbeat asked for when the URL names none: a stalled connection is then noticed within
+/// about 30 s instead of the broker's default of two minutes.
+pub const DEFAULT_HEARTBEAT_S: u16 = 15;
+
 /// Opens a connection to `url` named for the broker's management UI.
 pub async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> {
     let properties = ConnectionProperties::default().with_connection_name(name.into());
-    Connection::connect(url, properties).await
+    Connection::connect(&with_heartbeat(url), properties).await
+}
+
+/// `url` with a `heartbeat` query parameter, unless it has one.
+fn with_heartbeat(url: &str) -> String {
+    if url.contains("heartbeat=") {
+        return url.to_owned();
+    }
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}heartbeat={DEFAULT_HEARTBEAT_S}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_heartbeat;
+
+    #[test]
+    fn a_heartbeat_is_asked_for_unless_the_url_names_one() {
+        assert_eq!(
+            with_heartbeat("amqp://h:5672/%2f"),
+            "amqp://h:5672/%2f?heartbeat=15"
+        );
+        assert_eq!(
+            with_heartbeat("amqp://h/v?frame_max=8192"),
+            "amqp://h/v?frame_max=8192&heartbeat=15"
+        );
+        assert_eq!(
+            with_heartbeat("amqp://h/v?heartbeat=5"),
+            "amqp://h/v?heartbeat=5"
+        );
+    }
 }
