@@ -8,7 +8,7 @@
 //! far apart their own clocks are.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -23,7 +23,13 @@ pub struct Clock {
     local: LocalTime,
     /// Database time minus local time, in microseconds.
     offset_us: Arc<AtomicI64>,
+    /// Whether a reading was taken yet.
+    observed: Arc<AtomicBool>,
 }
+
+/// A reading whose round trip took longer than this is not trusted (the server may have read
+/// its clock anywhere within it), unless there is no other yet.
+pub const MAX_ROUND_TRIP: TimeDelta = TimeDelta::milliseconds(500);
 
 impl Default for Clock {
     fn default() -> Self {
@@ -38,6 +44,7 @@ impl Clock {
         Self {
             local,
             offset_us: Arc::new(AtomicI64::new(0)),
+            observed: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -57,11 +64,24 @@ impl Clock {
     }
 
     /// Takes a reading of the server's clock, `server`, made between the local times `sent`
-    /// and `received`: the server read its clock about halfway through.
-    pub fn observe(&self, sent: DateTime<Utc>, server: DateTime<Utc>, received: DateTime<Utc>) {
-        let midpoint = sent + (received - sent) / 2;
+    /// and `received`: the server read its clock about halfway through. A reading with a round
+    /// trip over [`MAX_ROUND_TRIP`] is dropped once an earlier one was taken. Returns whether
+    /// the reading was taken.
+    pub fn observe(
+        &self,
+        sent: DateTime<Utc>,
+        server: DateTime<Utc>,
+        received: DateTime<Utc>,
+    ) -> bool {
+        let round_trip = received - sent;
+        if round_trip > MAX_ROUND_TRIP && self.observed.load(Ordering::Relaxed) {
+            return false;
+        }
+        let midpoint = sent + round_trip / 2;
         let offset = (server - midpoint).num_microseconds().unwrap_or(0);
         self.offset_us.store(offset, Ordering::Relaxed);
+        self.observed.store(true, Ordering::Relaxed);
+        true
     }
 }
 
@@ -80,6 +100,16 @@ mod tests {
         clock.observe(at(1_000_000 + 3599), at(1_000_000), at(1_000_000 + 3601));
         assert_eq!(clock.offset(), TimeDelta::seconds(-3600));
         assert_eq!(clock.now(), Timestamp::from(at(1_000_000)));
+    }
+
+    #[test]
+    fn a_slow_reading_does_not_replace_a_good_one() {
+        let clock = Clock::with_local(Arc::new(|| at(1_000_000)));
+        assert!(clock.observe(at(999_999), at(1_000_010), at(1_000_001)));
+        assert_eq!(clock.offset(), TimeDelta::seconds(10));
+        // A round trip of 8 s: the server's reading could be anywhere within it.
+        assert!(!clock.observe(at(999_996), at(1_000_100), at(1_000_004)));
+        assert_eq!(clock.offset(), TimeDelta::seconds(10));
     }
 
     #[test]

@@ -278,7 +278,11 @@ impl Coordinator {
         let server = self.store.server_time().await?;
         let received = self.clock.local();
         match server {
-            Some(server) => self.clock.observe(sent, server, received),
+            Some(server) => {
+                if !self.clock.observe(sent, server, received) {
+                    debug!("slow reading of the database's clock dropped; keeping the last offset");
+                }
+            }
             None => debug!("the database server does not report its time; using the local clock"),
         }
         Ok(())

@@ -40,11 +40,17 @@ impl Swept {
     }
 }
 
-/// Runs one sweep at `now`. Only listing the jobs to look at can fail it as a whole.
+/// Where the next sweep goes on from: the last job id a full batch reached, so jobs that fail
+/// every time cannot keep the same batch full and hide the rest. `None` starts from the first.
+pub type Resume = Option<String>;
+
+/// Runs one sweep at `now`, looking at jobs after `resume` and moving it on. Only listing the
+/// jobs to look at can fail it as a whole.
 pub async fn sweep_once(
     coordinator: &Coordinator,
     now: Timestamp,
     grace: Duration,
+    resume: &mut Resume,
 ) -> Result<Swept, CoordinatorError> {
     let store = coordinator.store();
     let mut swept = Swept::default();
@@ -55,7 +61,16 @@ pub async fn sweep_once(
     }
     let cutoff =
         Timestamp::from(now.as_datetime() - chrono::TimeDelta::from_std(grace).unwrap_or_default());
-    for job in store.jobs_needing_attention(now, cutoff, BATCH).await? {
+    let found = store
+        .jobs_needing_attention(now, cutoff, resume.as_deref(), BATCH)
+        .await?;
+    // A full batch may have more behind it: go on from its end next time; else start over.
+    *resume = if found.read as i64 >= BATCH {
+        found.last
+    } else {
+        None
+    };
+    for job in found.jobs {
         let outcome = attend(coordinator, &job, now, cutoff).await;
         swept.note(&job.id, "attend to the job", outcome);
     }
@@ -117,6 +132,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut ticker = tokio::time::interval(interval);
+    let mut resume = None;
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -125,7 +141,7 @@ pub async fn run(
                 if let Err(error) = coordinator.sync_clock().await {
                     debug!(%error, "could not read the database's clock; keeping the last offset");
                 }
-                match sweep_once(&coordinator, coordinator.now(), grace).await {
+                match sweep_once(&coordinator, coordinator.now(), grace, &mut resume).await {
                     Ok(Swept { actions: 0, failed: 0 }) => {}
                     Ok(Swept { actions, failed }) => debug!(actions, failed, "sweep done"),
                     Err(error) => warn!(%error, "sweep failed; will retry"),

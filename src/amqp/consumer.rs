@@ -32,10 +32,10 @@ pub const RESULT_BYTES_IN_HAND: usize = 64 * 1024 * 1024;
 /// failure is taken to be the message's own and the attempt fails with the reason.
 pub const MAX_TRIES: u32 = 8;
 /// Longest a delivery is held while this replica cannot reach the store: then it is handed
-/// back (nack with requeue) for a replica that can. With the results queue's delivery limit of
-/// 20, a result outlives an outage of every replica of about ten minutes before it is
-/// dead-lettered (and its task, timed out, is dispatched again).
-pub const MAX_HOLD: Duration = Duration::from_secs(30);
+/// back (nack with requeue) for a replica that can. Each hand-back counts towards the results
+/// queue's delivery limit of 20, so a result outlives an outage of every replica of about 40
+/// minutes before it is dead-lettered (and its task, timed out, is dispatched again).
+pub const MAX_HOLD: Duration = Duration::from_secs(120);
 
 /// What to do with a delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,12 +155,14 @@ async fn process(
     let _permit = budget.acquire_many(permits).await;
     let mut backoff = Backoff::new(Duration::from_millis(100), MAX_BACKOFF);
     let mut tries = 0;
+    let mut refused = false;
     let held = std::time::Instant::now();
     let mut outcome = handle_delivery(&coordinator, &delivery.data).await;
     loop {
         let reason = match &outcome {
             Outcome::Retry(reason) => reason.clone(),
-            Outcome::Refused(reason) => {
+            Outcome::Refused(reason) if !refused => {
+                refused = true;
                 meter::result_refused();
                 warn!(reason = %reason, "result refused by the store; failing the attempt");
                 outcome = handle_refused(&coordinator, &delivery.data, reason).await;
@@ -183,7 +185,12 @@ async fn process(
             break;
         }
         if tries >= MAX_TRIES {
-            outcome = Outcome::Refused(format!("{reason} (failed {tries} times)"));
+            // Refused once already (its failure could not be recorded either): hand it back.
+            outcome = if refused {
+                Outcome::Requeue(format!("{reason} (failed {tries} times)"))
+            } else {
+                Outcome::Refused(format!("{reason} (failed {tries} times)"))
+            };
             continue;
         }
         let pause = backoff.pause();

@@ -18,6 +18,7 @@ use crate::coordinator::{Created, Handled, NewJob};
 use crate::domain::engine::Ignored;
 use crate::domain::{Event, JobId, JobView, TaskId, TaskResult};
 use crate::messages::normalize_outputs;
+use crate::store::HistoryRecord;
 
 /// Longest accepted `hash`, `machine_id` or `file_name`, in bytes.
 pub const MAX_FIELD_LEN: usize = 1024;
@@ -231,10 +232,13 @@ async fn record_results(
     // earlier run of it are set aside and ignored.
     let mut outcome = (ResultOutcome::Recorded, String::new());
     let mut current = Vec::with_capacity(results.len());
-    for result in results {
+    let mut history = None;
+    for mut result in results {
         if job.issued(&result.task_id) {
+            // Pinned to the run checked here, should another run take its place meanwhile.
+            result.run_id = Some(job.run_id.clone());
             current.push(result);
-        } else if issued_in_an_earlier_run(state, id, &result.task_id).await? {
+        } else if issued_in_an_earlier_run(state, id, &result.task_id, &mut history).await? {
             outcome = (ResultOutcome::Ignored, Ignored::OtherRun.as_str().into());
         } else {
             return Err(ApiError::Unprocessable {
@@ -258,12 +262,17 @@ async fn record_results(
 
 /// Whether an archived run of the job issued `task_id`: a late result of an earlier run is
 /// acknowledged and ignored, as over AMQP, rather than refused.
+/// `history` holds the record once read, so a body naming many tasks reads it once.
 async fn issued_in_an_earlier_run(
     state: &AppState,
     id: &JobId,
     task_id: &TaskId,
+    history: &mut Option<Option<HistoryRecord>>,
 ) -> Result<bool, ApiError> {
-    let Some(record) = state.coordinator.store().load_history(id).await? else {
+    if history.is_none() {
+        *history = Some(state.coordinator.store().load_history(id).await?);
+    }
+    let Some(Some(record)) = history.as_ref() else {
         return Ok(false);
     };
     Ok(std::iter::once(&record.job)

@@ -141,8 +141,9 @@ pub async fn respond(
         )
             .into_response());
     };
-    // One more than asked tells whether another page follows.
-    filter.limit = Some(limit + 1);
+    // One more than asked tells whether another page follows. The store is asked for a few
+    // more still: a document that does not decode is skipped, and must not end the paging.
+    filter.limit = Some(limit + 1 + SKIPPED_SLACK);
     let mut page: Vec<_> = store
         .list(listing, &filter)
         .await?
@@ -166,6 +167,9 @@ pub async fn respond(
     }
     Ok(response)
 }
+
+/// How many undecodable documents one page may skip before it ends early.
+const SKIPPED_SLACK: u32 = 64;
 
 /// `GET /jobs`.
 pub async fn active(

@@ -26,11 +26,8 @@ enum Plan {
     OnRecord,
     /// No record yet: insert this one.
     Insert(RawDocumentBuf),
-    /// Replace the record whose top run is `top` (`None`: a record without a run id).
-    Replace {
-        top: Option<String>,
-        record: RawDocumentBuf,
-    },
+    /// Replace the record whose top run id is `top` (`Null`: a record without one).
+    Replace { top: Bson, record: RawDocumentBuf },
 }
 
 impl Store {
@@ -45,7 +42,13 @@ impl Store {
         let mut written = false;
         for _ in 0..ATTEMPTS {
             let existing = self.raw_history.find_one(doc! {"_id": id}).await?;
-            written = match plan(existing.as_deref(), &run, job)? {
+            let mut plan = plan(existing.as_deref(), &run, job)?;
+            if matches!(plan, Plan::Replace { .. }) && !self.holds_run(job).await? {
+                // Not on record and no longer in `jobs`: another archiver moved it, and the
+                // record has since dropped it as one of its oldest runs. Nothing to write.
+                plan = Plan::OnRecord;
+            }
+            written = match plan {
                 Plan::OnRecord => true,
                 Plan::Insert(record) => match self.raw_history.insert_one(record).await {
                     Ok(_) => true,
@@ -53,7 +56,6 @@ impl Store {
                     Err(e) => return Err(e.into()),
                 },
                 Plan::Replace { top, record } => {
-                    let top = top.map_or(Bson::Null, Bson::String);
                     let filter = doc! {"_id": id, "run_id": top};
                     self.raw_history
                         .replace_one(filter, record)
@@ -75,6 +77,12 @@ impl Store {
             .delete_one(doc! {"_id": id, "run_id": job.run_id.as_str(), "version": job.version})
             .await?;
         Ok(())
+    }
+
+    /// Whether `jobs` still holds this run of the job.
+    async fn holds_run(&self, job: &Job) -> Result<bool, StoreError> {
+        let filter = doc! {"_id": job.id.as_str(), "run_id": job.run_id.as_str()};
+        Ok(self.jobs.count_documents(filter).limit(1).await? > 0)
     }
 }
 
@@ -102,29 +110,20 @@ fn plan(
         return Ok(Plan::Insert(run.clone()));
     };
     let mut runs = earlier_runs(existing);
-    let top_run = existing.get_str("run_id").ok().map(str::to_owned);
     let is_this_run = |doc: &RawDocument| doc.get_str("run_id").ok() == Some(job.run_id.as_str());
     if is_this_run(existing) || runs.iter().any(|r| is_this_run(r)) {
         return Ok(Plan::OnRecord);
     }
-    let top_created = existing.get_str("created").unwrap_or_default().to_owned();
-    let this_created = job.created.to_string();
-    let record = if top_created.as_str() > this_created.as_str() {
-        // A later run is on top (this archiver was late, and the record lost this run to
-        // trimming): file this one among the earlier runs, in time order.
-        let at = runs
-            .iter()
-            .position(|r| r.get_str("created").unwrap_or_default() > this_created.as_str())
-            .unwrap_or(runs.len());
-        runs.insert(at, as_earlier_run(run)?);
-        build_record(as_earlier_run(existing)?, runs)
-    } else {
-        runs.push(as_earlier_run(existing)?);
-        build_record(as_earlier_run(run)?, runs)
+    // The run is still in `jobs` (the caller checks), so it is later than every run on record:
+    // runs of a file follow each other, a new one starting only once the last left `jobs`.
+    let top = match existing.get("run_id").map_err(malformed)? {
+        Some(value) => Bson::try_from(value.to_raw_bson()).map_err(malformed)?,
+        None => Bson::Null,
     };
+    runs.push(as_earlier_run(existing)?);
     Ok(Plan::Replace {
-        top: top_run,
-        record: record?,
+        top,
+        record: build_record(as_earlier_run(run)?, runs)?,
     })
 }
 

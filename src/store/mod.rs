@@ -60,12 +60,13 @@ pub enum StoreError {
     Contention(String),
 }
 
-/// Server error codes that say "try again": the server is stepping down, shutting down, busy
-/// or interrupted, or a network hop failed. Any other server error refuses the operation as
-/// sent, and a retry of the same operation would be refused again.
-const TRANSIENT_CODES: [i32; 20] = [
-    6, 7, 50, 89, 91, 112, 189, 251, 262, 9001, 10107, 11600, 11602, 13435, 13436, 63, 150, 10058,
-    46, 24,
+/// Server error codes that refuse an operation as sent, so a retry of the same operation is
+/// refused again: a bad or unparsable value, a key the server will not store, a duplicate key, a
+/// document over the size limit, a failed validation. Any other server error (a primary
+/// stepping down, a shutdown, an interrupted or timed-out operation, a stale routing table, …)
+/// may pass on a retry; those are bounded by the consumer's tries.
+const PERMANENT_CODES: [i32; 16] = [
+    2, 4, 9, 14, 22, 52, 55, 56, 57, 66, 121, 10334, 11000, 11001, 17419, 17420,
 ];
 
 impl StoreError {
@@ -92,10 +93,19 @@ fn is_transient(error: &mongodb::error::Error) -> bool {
         | ErrorKind::BsonDeserialization(_)
         | ErrorKind::InvalidArgument { .. } => false,
         ErrorKind::Command(_) | ErrorKind::Write(WriteFailure::WriteError(_)) => {
-            server_code(error).is_some_and(|code| TRANSIENT_CODES.contains(&code))
+            server_code(error).is_none_or(|code| !PERMANENT_CODES.contains(&code))
         }
         _ => true,
     }
+}
+
+/// Jobs read one by one, with how many documents were read and the last one's id (decoded or
+/// not).
+#[derive(Debug, Default)]
+pub struct Found {
+    pub jobs: Vec<Job>,
+    pub read: usize,
+    pub last: Option<String>,
 }
 
 /// Result of inserting a document with a chosen `_id`.
@@ -349,17 +359,31 @@ impl Store {
         let mut command = RawDocumentBuf::new();
         command.append("update", self.jobs.name());
         command.append("updates", updates);
+        // A raw command does not take the connection string's write concern by itself.
+        if let Some(concern) = self.jobs.write_concern()
+            && let Ok(concern) = bson::to_raw_document_buf(concern)
+            && !concern.is_empty()
+        {
+            command.append("writeConcern", concern);
+        }
         let reply = self.db.run_raw_command(command).await?;
         if let Ok(errors) = reply.get_array("writeErrors")
             && let Some(first) = errors.first()
         {
             let code = first.as_document().and_then(|d| d.get_i32("code").ok());
-            if code.is_some_and(|c| TRANSIENT_CODES.contains(&c)) {
-                return Err(StoreError::Contention(format!(
-                    "the server asked to retry: {first}"
-                )));
+            if code.is_some_and(|c| PERMANENT_CODES.contains(&c)) {
+                return Err(StoreError::Refused(first.to_string()));
             }
-            return Err(StoreError::Refused(first.to_string()));
+            return Err(StoreError::Contention(format!(
+                "the server asked to retry: {first}"
+            )));
+        }
+        // The write may not have reached the write concern's members (a primary stepping down):
+        // not durable as asked, so not a success. A retry finds the change applied or not.
+        if let Ok(error) = reply.get_document("writeConcernError") {
+            return Err(StoreError::Contention(format!(
+                "the write was not acknowledged as the write concern asks: {error}"
+            )));
         }
         let matched = match reply.get("n") {
             Some(Bson::Int32(n)) => i64::from(*n),
@@ -399,14 +423,30 @@ impl Store {
         Ok(self.jobs.count_documents(filter).await?)
     }
 
-    /// At most `limit` jobs matching `filter`. Each document is decoded on its own: one that
-    /// does not decode is logged, counted and skipped, so it cannot stop the others.
-    async fn find_jobs(&self, filter: Document, limit: i64) -> Result<Vec<Job>, StoreError> {
-        let mut cursor = self.raw_jobs.find(filter).limit(limit).await?;
-        let mut jobs = Vec::new();
+    /// At most `limit` jobs matching `filter` whose id comes after `after`, in id order. Each
+    /// document is decoded on its own: one that does not decode is logged, counted and skipped,
+    /// so it cannot stop the others.
+    async fn find_jobs(
+        &self,
+        mut filter: Document,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Found, StoreError> {
+        if let Some(after) = after {
+            filter.insert("_id", doc! {"$gt": after});
+        }
+        let mut cursor = self
+            .raw_jobs
+            .find(filter)
+            .sort(doc! {"_id": 1})
+            .limit(limit)
+            .await?;
+        let mut found = Found::default();
         while let Some(raw) = cursor.try_next().await? {
+            found.read += 1;
+            found.last = raw.get_str("_id").ok().map(str::to_owned);
             match bson::from_slice::<Job>(raw.as_bytes()) {
-                Ok(job) => jobs.push(job),
+                Ok(job) => found.jobs.push(job),
                 Err(error) => {
                     crate::meter::undecodable("jobs");
                     let id = raw.get("_id").ok().flatten().map(|v| format!("{v:?}"));
@@ -414,23 +454,26 @@ impl Store {
                 }
             }
         }
-        Ok(jobs)
+        Ok(found)
     }
 
     /// Jobs that ended but are still in `jobs`: a move to history that did not complete.
     pub async fn ended_jobs(&self, limit: i64) -> Result<Vec<Job>, StoreError> {
         let filter = doc! {"status": {"$nin": &ACTIVE_STATUSES[..]}};
-        self.find_jobs(filter, limit).await
+        Ok(self.find_jobs(filter, None, limit).await?.jobs)
     }
 
-    /// Active jobs the sweep should look at: pending since before `cutoff`, or running with a
-    /// task that is overdue at `now` or was recorded before `cutoff` and never confirmed.
+    /// Active jobs the sweep should look at, in id order after `after`: pending since before
+    /// `cutoff`, or running with a task that is overdue at `now` or was recorded before
+    /// `cutoff` and never confirmed. The last id read lets the next call go on from there (so
+    /// a batch of jobs that fail every time cannot hide the rest).
     pub async fn jobs_needing_attention(
         &self,
         now: Timestamp,
         cutoff: Timestamp,
+        after: Option<&str>,
         limit: i64,
-    ) -> Result<Vec<Job>, StoreError> {
+    ) -> Result<Found, StoreError> {
         let filter = doc! {"$or": [
             {"status": JobStatus::Pending.as_str(), "created": {"$lt": cutoff.to_string()}},
             {"status": JobStatus::Running.as_str(), "current_stage.tasks": {"$elemMatch": {
@@ -438,7 +481,7 @@ impl Store {
             {"status": JobStatus::Running.as_str(), "current_stage.tasks": {"$elemMatch": {
                 "status": "pending", "dispatched": {"$exists": false}, "issued": {"$lt": cutoff.to_string()}}}},
         ]};
-        self.find_jobs(filter, limit).await
+        self.find_jobs(filter, after, limit).await
     }
 
     // ---- history ----

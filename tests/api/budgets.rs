@@ -204,6 +204,7 @@ async fn a_wide_stage_over_a_large_output_fails_with_the_reason_within_the_memor
     );
     // 300 copies of 3.9 MB would be over 1.1 GB.
     let peak = replica.peak_rss_kib();
+    println!("replica peak RSS {} MiB", peak / 1024);
     assert!(peak < PEAK_RSS_BUDGET_KIB, "peak RSS {} MiB", peak / 1024);
 
     let _ = connection.close(200, "done".into()).await;

@@ -7,20 +7,13 @@ use job_manager::demo;
 use job_manager::domain::{Job, JobStatus, PipelineBody, Timestamp};
 use serde_json::{Value, json};
 
-use crate::helpers::{spawn_app, spawn_app_with};
-
-fn silent_pipeline() -> Value {
-    json!({"name": "silent", "stages": [{
-        "worker": {"id": "silent", "name": "Never answers",
-                   "input": {"type": "single", "fields": [{"name": "file"}]},
-                   "output": {"type": "single", "fields": [{"name": "out"}]}},
-        "input_map": {"file": "init:init_source"}, "timeout_s": 1, "max_attempts": 2}]})
-}
+use crate::helpers::{silent_pipeline, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn a_task_that_never_answers_is_retried_then_fails_the_job_with_a_timeout() {
     let app = spawn_app().await;
-    app.register(&silent_pipeline(), "quiet-machine").await;
+    app.register(&silent_pipeline("silent"), "quiet-machine")
+        .await;
     let id = app.start_job_on("quiet-machine", "h").await;
 
     let record = app.wait_for_history(&id, Duration::from_secs(20)).await;

@@ -449,6 +449,15 @@ impl TestApp {
     }
 }
 
+/// A one-stage pipeline whose worker `worker` nobody serves: 1 s timeout, 2 attempts.
+pub fn silent_pipeline(worker: &str) -> Value {
+    json!({"name": worker, "stages": [{
+        "worker": {"id": worker, "name": "Never answers",
+                   "input": {"type": "single", "fields": [{"name": "file"}]},
+                   "output": {"type": "single", "fields": [{"name": "out"}]}},
+        "input_map": {"file": "init:init_source"}, "timeout_s": 1, "max_attempts": 2}]})
+}
+
 /// The seed's shape of a record: `id` and `outputs` of each stage.
 pub fn stage_outputs(record: &Value) -> Vec<(String, Vec<Value>)> {
     record["stages"]

@@ -132,3 +132,55 @@ async fn a_rerun_is_safe_from_a_replica_that_holds_a_copy_of_the_earlier_run() {
     b.stop().await;
     a.cleanup().await;
 }
+
+#[tokio::test]
+async fn archivers_that_repeat_race_or_come_late_keep_every_run_once() {
+    use job_manager::domain::{Job, JobStatus, Timestamp};
+    let app = spawn_app().await;
+    let store = &app.store;
+    let run = |run_id: &str| {
+        let mut job = Job::new(
+            "m",
+            "same-file",
+            "f",
+            "p",
+            Vec::new(),
+            Default::default(),
+            run_id.to_owned(),
+            Timestamp::now(),
+        );
+        job.status = JobStatus::Finished;
+        job
+    };
+    let (first, second, third) = (run("run-1"), run("run-2"), run("run-3"));
+    let runs_on_record = || async {
+        let record = store
+            .load_history(&first.id)
+            .await
+            .expect("load")
+            .expect("record");
+        let mut ids: Vec<String> = record
+            .previous_runs
+            .iter()
+            .map(|r| r.run_id.clone())
+            .collect();
+        ids.push(record.job.run_id);
+        ids
+    };
+    store.insert_job(&first).await.expect("insert");
+    store.archive(&first).await.expect("archive");
+    store.insert_job(&second).await.expect("insert");
+    store.archive(&second).await.expect("archive");
+    assert_eq!(runs_on_record().await, ["run-1", "run-2"]);
+    // A late archiver of run 1 (a slow replica, the sweep) changes nothing.
+    store.archive(&first).await.expect("archive");
+    assert_eq!(runs_on_record().await, ["run-1", "run-2"]);
+    // Run 3 archived by two archivers at once: on record once, on top.
+    store.insert_job(&third).await.expect("insert");
+    let (a, b) = tokio::join!(store.archive(&third), store.archive(&third));
+    a.expect("archive");
+    b.expect("archive");
+    assert_eq!(runs_on_record().await, ["run-1", "run-2", "run-3"]);
+    assert!(store.load_job(&first.id).await.expect("load").is_none());
+    app.cleanup().await;
+}

@@ -10,7 +10,7 @@ use job_manager::demo;
 use job_manager::sweep::sweep_once;
 use serde_json::{Value, json};
 
-use crate::helpers::{metric, spawn_app, spawn_app_with, wait_metric};
+use crate::helpers::{metric, silent_pipeline, spawn_app, spawn_app_with, wait_metric};
 
 const BEYOND_I64: u64 = u64::MAX;
 
@@ -102,14 +102,6 @@ async fn poison_results_beyond_the_prefetch_fail_their_attempt_and_the_next_job_
     let record = app.wait_for_history(&normal, Duration::from_secs(30)).await;
     assert_eq!(record["status"], "finished");
     app.cleanup().await;
-}
-
-fn silent_pipeline(worker: &str) -> Value {
-    json!({"name": worker, "stages": [{
-        "worker": {"id": worker, "name": "Never answers",
-                   "input": {"type": "single", "fields": [{"name": "file"}]},
-                   "output": {"type": "single", "fields": [{"name": "out"}]}},
-        "input_map": {"file": "init:init_source"}, "timeout_s": 1, "max_attempts": 2}]})
 }
 
 #[tokio::test]
@@ -211,7 +203,7 @@ async fn a_replica_whose_clock_is_an_hour_ahead_times_out_nothing_early() {
     synced.sync_clock().await.expect("sync");
     let offset = synced.now().as_datetime() - chrono::Utc::now();
     assert!(offset.num_seconds().abs() < 5, "offset {offset}");
-    let swept = sweep_once(&synced, synced.now(), Duration::from_secs(30))
+    let swept = sweep_once(&synced, synced.now(), Duration::from_secs(30), &mut None)
         .await
         .expect("sweep");
     assert_eq!((swept.actions, swept.failed), (0, 0));
@@ -219,7 +211,7 @@ async fn a_replica_whose_clock_is_an_hour_ahead_times_out_nothing_early() {
     assert_eq!(after["current_stage"], before["current_stage"]);
     // Judged by its own clock, the task would be half an hour overdue.
     let own = replica();
-    let swept = sweep_once(&own, own.now(), Duration::from_secs(30))
+    let swept = sweep_once(&own, own.now(), Duration::from_secs(30), &mut None)
         .await
         .expect("sweep");
     assert_eq!(

@@ -108,6 +108,18 @@ def encode_result(task_id, job_id, outputs, log_text, error, run_id=None):
         return _strict_json(result)
 
 
+def _sendable_text(value):
+    """``value`` if it is text a result can carry, else ``None`` (an optional field is dropped
+    rather than failing the result)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return value
+
+
 def _describe(error):
     """``str(error)``, even when the exception's ``__str__`` itself fails."""
     try:
@@ -127,7 +139,7 @@ class Task:
             raise TypeError("task_id and job_id must be strings")
         # Raises UnicodeEncodeError (a ValueError) on a lone surrogate, which no result could carry.
         (self.task_id + self.job_id).encode("utf-8")
-        self.run_id = dispatch.get("run_id")
+        self.run_id = _sendable_text(dispatch.get("run_id"))
         self.stage_id = dispatch.get("stage_id")
         self.attempt = dispatch.get("attempt", 1)
         self.inputs = dispatch.get("inputs") or {}

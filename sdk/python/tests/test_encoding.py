@@ -64,3 +64,10 @@ def test_the_dispatch_run_id_is_echoed_when_there_is_one():
     assert with_run["run_id"] == "run-7"
     without = json.loads(encode_result("t1", "j1", None, None, None))
     assert "run_id" not in without
+
+
+def test_a_run_id_that_cannot_be_sent_is_dropped():
+    from job_manager_worker.worker import Task
+    task = Task({"task_id": "t1", "job_id": "j1", "run_id": "\udcff"})
+    assert task.run_id is None
+    assert Task({"task_id": "t1", "job_id": "j1", "run_id": "r1"}).run_id == "r1"
