@@ -1,4 +1,4 @@
-//! Settings, from flags or `JOB_MANAGER_*` environment variables (DESIGN §5).
+//! Settings, from flags or `JOB_MANAGER_*` environment variables (docs/protocol.md, "Settings").
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

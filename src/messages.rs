@@ -1,4 +1,4 @@
-//! Wire types of the RabbitMQ protocol (DESIGN §4) and their checks.
+//! Wire types of the RabbitMQ protocol (docs/protocol.md, "Messages") and their checks.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,5 @@
-//! RabbitMQ: the topology of DESIGN §4, a confirming publisher and the result consumer.
+//! RabbitMQ: the topology (docs/protocol.md, "Queues and exchanges"), a confirming publisher
+//! and the result consumer.
 
 pub mod consumer;
 pub mod link;

@@ -1,4 +1,4 @@
-//! Names and declarations of the exchanges and queues (DESIGN §4).
+//! Names and declarations of the exchanges and queues (docs/protocol.md, "Queues and exchanges").
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};

@@ -1,4 +1,5 @@
-//! The REST API (DESIGN §5): one router per resource, nested under the base path.
+//! The REST API (docs/protocol.md, "REST surface"): one router per resource, nested under the
+//! base path.
 
 pub mod auth;
 pub mod bodies;
