@@ -19,6 +19,8 @@
 //! - [`backoff`]: capped exponential pauses between retries.
 //! - [`clock`]: the time replicas agree on (the database server's clock).
 //! - [`app`]: wires everything into a running service.
+//! - `docs/` (beside `src/`): the design: vocabulary, job semantics, protocol, consistency and
+//!   scaling, starting at `docs/README.md`.
 
 pub mod amqp;
 pub mod app;
