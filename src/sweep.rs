@@ -12,6 +12,7 @@ use tracing::{debug, info, warn};
 use crate::coordinator::{Coordinator, CoordinatorError};
 use crate::domain::{Event, Job, JobId, JobStatus, TaskStatus, Timestamp};
 use crate::meter;
+use crate::store::Found;
 
 /// Most jobs one sweep looks at; the next sweep takes the rest.
 const BATCH: i64 = 500;
@@ -40,9 +41,22 @@ impl Swept {
     }
 }
 
-/// Where the next sweep goes on from: the last job id a full batch reached, so jobs that fail
-/// every time cannot keep the same batch full and hide the rest. `None` starts from the first.
-pub type Resume = Option<String>;
+/// Where the next sweep goes on from: the last job id a full batch reached, for the jobs to
+/// attend to and for the interrupted archives, so jobs that fail every time cannot keep the
+/// same batch full and hide the rest. `None` starts from the first.
+#[derive(Debug, Default, Clone)]
+pub struct Resume {
+    attention: Option<String>,
+    archives: Option<String>,
+}
+
+/// The cursor for the next batch: after the last id read if the batch was full, else from the
+/// start.
+fn next_from(found: &Found) -> Option<String> {
+    (found.read as i64 >= BATCH)
+        .then(|| found.last.clone())
+        .flatten()
+}
 
 /// Runs one sweep at `now`, looking at jobs after `resume` and moving it on. Only listing the
 /// jobs to look at can fail it as a whole.
@@ -54,7 +68,9 @@ pub async fn sweep_once(
 ) -> Result<Swept, CoordinatorError> {
     let store = coordinator.store();
     let mut swept = Swept::default();
-    for job in store.ended_jobs(BATCH).await? {
+    let ended = store.ended_jobs(resume.archives.as_deref(), BATCH).await?;
+    resume.archives = next_from(&ended);
+    for job in ended.jobs {
         info!(job_id = %job.id, "finishing an interrupted move to history");
         let archived = store.archive(&job).await.map(|()| 1).map_err(Into::into);
         swept.note(&job.id, "finish a move to history", archived);
@@ -62,14 +78,9 @@ pub async fn sweep_once(
     let cutoff =
         Timestamp::from(now.as_datetime() - chrono::TimeDelta::from_std(grace).unwrap_or_default());
     let found = store
-        .jobs_needing_attention(now, cutoff, resume.as_deref(), BATCH)
+        .jobs_needing_attention(now, cutoff, resume.attention.as_deref(), BATCH)
         .await?;
-    // A full batch may have more behind it: go on from its end next time; else start over.
-    *resume = if found.read as i64 >= BATCH {
-        found.last
-    } else {
-        None
-    };
+    resume.attention = next_from(&found);
     for job in found.jobs {
         let outcome = attend(coordinator, &job, now, cutoff).await;
         swept.note(&job.id, "attend to the job", outcome);
@@ -132,7 +143,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut ticker = tokio::time::interval(interval);
-    let mut resume = None;
+    let mut resume = Resume::default();
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

@@ -1,7 +1,7 @@
 //! The result consumer: one decision per delivery, and a thin loop around it.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use lapin::options::{
@@ -86,16 +86,22 @@ fn parse(body: &[u8]) -> Result<StageResult, Outcome> {
 }
 
 /// Decides what one result delivery means, carrying out its effect on the job.
-pub async fn handle_delivery(coordinator: &Coordinator, body: &[u8]) -> Outcome {
+/// `received` is when the delivery was taken from the queue (the latency metric starts there).
+pub async fn handle_delivery(coordinator: &Coordinator, body: &[u8], received: Instant) -> Outcome {
     match parse(body) {
-        Ok(result) => handle_result(coordinator, result).await,
+        Ok(result) => handle_result(coordinator, result, received).await,
         Err(outcome) => outcome,
     }
 }
 
 /// Records the result of a delivery whose result could not be recorded as sent: the attempt
 /// fails with `reason`. If even that cannot be recorded, the delivery is dead-lettered.
-pub async fn handle_refused(coordinator: &Coordinator, body: &[u8], reason: &str) -> Outcome {
+pub async fn handle_refused(
+    coordinator: &Coordinator,
+    body: &[u8],
+    reason: &str,
+    received: Instant,
+) -> Outcome {
     let mut result = match parse(body) {
         Ok(result) => result,
         Err(outcome) => return outcome,
@@ -103,7 +109,7 @@ pub async fn handle_refused(coordinator: &Coordinator, body: &[u8], reason: &str
     result.outputs = serde_json::Value::Null;
     result.log = None;
     result.error = Some(format!("the result could not be recorded: {reason}"));
-    match handle_result(coordinator, result).await {
+    match handle_result(coordinator, result, received).await {
         Outcome::Refused(again) => Outcome::DeadLetter(format!(
             "the result could not be recorded ({reason}), nor its failure ({again})"
         )),
@@ -111,14 +117,17 @@ pub async fn handle_refused(coordinator: &Coordinator, body: &[u8], reason: &str
     }
 }
 
-async fn handle_result(coordinator: &Coordinator, result: StageResult) -> Outcome {
+async fn handle_result(
+    coordinator: &Coordinator,
+    result: StageResult,
+    received: Instant,
+) -> Outcome {
     let job_id = result.job_id.clone();
     let task_id = result.task_id.clone();
-    let started = std::time::Instant::now();
     match coordinator.handle(&job_id, result_event(result)).await {
         Ok(Handled::Applied { dispatched, .. }) => {
             if let Some(confirmed) = dispatched {
-                meter::result_to_dispatch(confirmed.saturating_duration_since(started));
+                meter::result_to_dispatch(confirmed.saturating_duration_since(received));
             }
             Outcome::Processed
         }
@@ -150,22 +159,24 @@ async fn process(
     budget: Arc<Semaphore>,
     shutdown: CancellationToken,
 ) {
+    let received = Instant::now();
     // Bounds the bytes parsed at once; a closed semaphore never happens (it is never closed).
     let permits = u32::try_from(delivery.data.len().clamp(1, MAX_RESULT_BYTES)).unwrap_or(1);
     let _permit = budget.acquire_many(permits).await;
     let mut backoff = Backoff::new(Duration::from_millis(100), MAX_BACKOFF);
     let mut tries = 0;
-    let mut refused = false;
-    let held = std::time::Instant::now();
-    let mut outcome = handle_delivery(&coordinator, &delivery.data).await;
+    // Recorded as sent first; once refused, as a failed attempt with the reason.
+    let mut refusal: Option<String> = None;
+    let mut outcome = attempt(&coordinator, &delivery.data, None, received).await;
     loop {
         let reason = match &outcome {
             Outcome::Retry(reason) => reason.clone(),
-            Outcome::Refused(reason) if !refused => {
-                refused = true;
+            Outcome::Refused(reason) if refusal.is_none() => {
                 meter::result_refused();
                 warn!(reason = %reason, "result refused by the store; failing the attempt");
-                outcome = handle_refused(&coordinator, &delivery.data, reason).await;
+                refusal = Some(reason.clone());
+                tries = 0;
+                outcome = attempt(&coordinator, &delivery.data, refusal.as_deref(), received).await;
                 continue;
             }
             _ => break,
@@ -176,20 +187,20 @@ async fn process(
         }
         if coordinator.store().ping().await.is_ok() {
             tries += 1;
-        } else if held.elapsed() >= MAX_HOLD {
+        } else if received.elapsed() >= MAX_HOLD {
             // This replica cannot reach the store; another one may.
             outcome = Outcome::Requeue(format!(
                 "{reason} (the store unreachable for {} s)",
-                held.elapsed().as_secs()
+                received.elapsed().as_secs()
             ));
             break;
         }
         if tries >= MAX_TRIES {
-            // Refused once already (its failure could not be recorded either): hand it back.
-            outcome = if refused {
-                Outcome::Requeue(format!("{reason} (failed {tries} times)"))
-            } else {
-                Outcome::Refused(format!("{reason} (failed {tries} times)"))
+            let reason = format!("{reason} (failed {tries} times)");
+            // Even its failure could not be recorded: hand it back.
+            outcome = match refusal {
+                None => Outcome::Refused(reason),
+                Some(_) => Outcome::Requeue(reason),
             };
             continue;
         }
@@ -202,9 +213,22 @@ async fn process(
                 break;
             }
         }
-        outcome = handle_delivery(&coordinator, &delivery.data).await;
+        outcome = attempt(&coordinator, &delivery.data, refusal.as_deref(), received).await;
     }
     settle(&delivery, &outcome).await;
+}
+
+/// Records a delivery's result as sent or, once refused, as a failed attempt with the reason.
+async fn attempt(
+    coordinator: &Coordinator,
+    body: &[u8],
+    refusal: Option<&str>,
+    received: Instant,
+) -> Outcome {
+    match refusal {
+        None => handle_delivery(coordinator, body, received).await,
+        Some(reason) => handle_refused(coordinator, body, reason, received).await,
+    }
 }
 
 /// Acks, rejects or requeues a delivery as `outcome` says.

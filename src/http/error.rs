@@ -145,9 +145,17 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A transient failure or a stored document that does not decode (the server's problem, not
+/// the request's) is a 503; a value the store refuses as sent is a 422 without internal detail.
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
-        Self::Unavailable(error.to_string())
+        match error {
+            StoreError::Refused(_) | StoreError::Encode(_) => {
+                tracing::warn!(%error, "request refused: it cannot be stored");
+                Self::unprocessable("the request cannot be stored as sent")
+            }
+            other => Self::Unavailable(other.to_string()),
+        }
     }
 }
 
@@ -155,6 +163,9 @@ impl From<StoreError> for ApiError {
 /// be stored as it is, a 422 whose message carries no internal detail (that is logged).
 impl From<CoordinatorError> for ApiError {
     fn from(error: CoordinatorError) -> Self {
+        if let CoordinatorError::Store(error) = error {
+            return error.into();
+        }
         if error.is_transient() {
             return Self::Unavailable(error.to_string());
         }

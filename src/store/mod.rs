@@ -1,8 +1,8 @@
 //! MongoDB: collections `jobs`, `history`, `pipelines` and `machines`.
 //!
-//! Every job write is a compare-and-set on `version`. Archiving upserts into `history`, then
-//! deletes from `jobs` with the version filter, so a crash between the two leaves a job that the
-//! archive sweep can finish moving.
+//! Every job write is a compare-and-set on `{_id, run_id, version}`. Archiving writes the run
+//! into `history` (see `archive.rs`), then deletes it from `jobs` matched by id, run and version,
+//! so a crash between the two leaves a job that the archive sweep can finish moving.
 
 use std::time::Duration;
 
@@ -457,10 +457,11 @@ impl Store {
         Ok(found)
     }
 
-    /// Jobs that ended but are still in `jobs`: a move to history that did not complete.
-    pub async fn ended_jobs(&self, limit: i64) -> Result<Vec<Job>, StoreError> {
+    /// Jobs that ended but are still in `jobs` (a move to history that did not complete), in id
+    /// order after `after`.
+    pub async fn ended_jobs(&self, after: Option<&str>, limit: i64) -> Result<Found, StoreError> {
         let filter = doc! {"status": {"$nin": &ACTIVE_STATUSES[..]}};
-        Ok(self.find_jobs(filter, None, limit).await?.jobs)
+        self.find_jobs(filter, after, limit).await
     }
 
     /// Active jobs the sweep should look at, in id order after `after`: pending since before
@@ -494,7 +495,12 @@ impl Store {
             Some(Bson::Array(runs)) => runs
                 .into_iter()
                 .filter_map(|run| match run {
-                    Bson::Document(d) => from_doc(d, "id").ok(),
+                    Bson::Document(d) => from_doc(d, "id")
+                        .inspect_err(|error| {
+                            crate::meter::undecodable("history");
+                            tracing::warn!(job_id = %id, %error, "an earlier run in history does not decode; not shown");
+                        })
+                        .ok(),
                     _ => None,
                 })
                 .collect(),

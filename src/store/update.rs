@@ -76,7 +76,7 @@ impl Changes {
 }
 
 /// The update from `before` (as read, with `version` n) to `after` (with `version` n + 1).
-/// Apply it with the filter `{_id, version: n}`.
+/// Apply it with the filter `{_id, run_id, version: n}`.
 pub fn job_update(before: &Job, after: &Job) -> Result<RawDocumentBuf, StoreError> {
     let mut c = Changes::default();
     // Fields that a run never changes are compared too, so the update stays right if one ever

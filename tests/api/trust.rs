@@ -7,7 +7,7 @@ use job_manager::amqp::publisher::{Outgoing, Publisher};
 use job_manager::clock::Clock;
 use job_manager::coordinator::Coordinator;
 use job_manager::demo;
-use job_manager::sweep::sweep_once;
+use job_manager::sweep::{Resume, sweep_once};
 use serde_json::{Value, json};
 
 use crate::helpers::{metric, silent_pipeline, spawn_app, spawn_app_with, wait_metric};
@@ -203,17 +203,27 @@ async fn a_replica_whose_clock_is_an_hour_ahead_times_out_nothing_early() {
     synced.sync_clock().await.expect("sync");
     let offset = synced.now().as_datetime() - chrono::Utc::now();
     assert!(offset.num_seconds().abs() < 5, "offset {offset}");
-    let swept = sweep_once(&synced, synced.now(), Duration::from_secs(30), &mut None)
-        .await
-        .expect("sweep");
+    let swept = sweep_once(
+        &synced,
+        synced.now(),
+        Duration::from_secs(30),
+        &mut Resume::default(),
+    )
+    .await
+    .expect("sweep");
     assert_eq!((swept.actions, swept.failed), (0, 0));
     let (_, after) = app.get(&format!("/jobs/{id}")).await;
     assert_eq!(after["current_stage"], before["current_stage"]);
     // Judged by its own clock, the task would be half an hour overdue.
     let own = replica();
-    let swept = sweep_once(&own, own.now(), Duration::from_secs(30), &mut None)
-        .await
-        .expect("sweep");
+    let swept = sweep_once(
+        &own,
+        own.now(),
+        Duration::from_secs(30),
+        &mut Resume::default(),
+    )
+    .await
+    .expect("sweep");
     assert_eq!(
         swept.actions + swept.failed,
         1,
