@@ -1,5 +1,6 @@
 //! Wires the store, the broker, the coordinator, the consumer, the sweep and the API together.
 
+use crate::backoff::Backoff;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -30,8 +31,9 @@ where
     Fut: std::future::Future<Output = Result<T, E>>,
     E: std::fmt::Display,
 {
-    let mut delay = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), MAX_BACKOFF);
     loop {
+        let delay = backoff.pause();
         tokio::select! {
             result = connect() => match result {
                 Ok(value) => return Some(value),
@@ -43,7 +45,6 @@ where
             _ = tokio::time::sleep(delay) => {}
             _ = shutdown.cancelled() => return None,
         }
-        delay = (delay * 2).min(MAX_BACKOFF);
     }
 }
 

@@ -1,6 +1,7 @@
 //! A helper for writing workers in Rust: consume a worker queue, call an async handler, publish
 //! the stage-result to the dispatch's `reply_to`, then ack.
 
+use crate::backoff::Backoff;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -184,11 +185,12 @@ pub async fn serve<H, Fut>(
     H: Fn(StageDispatch) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<WorkerOutput, String>> + Send + 'static,
 {
-    let mut delay = std::time::Duration::from_millis(200);
+    let first = std::time::Duration::from_millis(200);
+    let mut backoff = Backoff::new(first, std::time::Duration::from_secs(5));
     while !shutdown.is_cancelled() {
         match crate::amqp::connect(url, &format!("worker {worker_id}")).await {
             Ok(connection) => {
-                delay = std::time::Duration::from_millis(200);
+                backoff = Backoff::new(first, std::time::Duration::from_secs(5));
                 let result = run(
                     &connection,
                     names,
@@ -211,9 +213,8 @@ pub async fn serve<H, Fut>(
             Err(error) => warn!(worker_id, %error, "worker cannot reach rabbitmq"),
         }
         tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
+            _ = tokio::time::sleep(backoff.pause()) => {}
             _ = shutdown.cancelled() => return,
         }
-        delay = (delay * 2).min(std::time::Duration::from_secs(5));
     }
 }
