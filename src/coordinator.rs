@@ -1,5 +1,10 @@
 //! The shell: loads a job, applies an event with the pure engine, writes the result with a
 //! compare-and-set, then carries out the effects (dispatch, notify, archive).
+//!
+//! Longer than the ~400 lines we aim for: it still holds coalescing, the job-copy cache, the
+//! write loop, the effects and their metrics together; splitting it into those parts, each
+//! with unit tests on in-memory fakes, is issue 11's first step (docs/consistency.md describes
+//! the flow through it).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

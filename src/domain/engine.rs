@@ -1,7 +1,10 @@
 //! The job state machine: `(job, event, now) → decision`, with no I/O.
 //!
 //! The shell loads a job, asks [`apply`] what an event does to it, writes the new job with a
-//! compare-and-set on `version`, and only then carries out the effects.
+//! compare-and-set on `{_id, run_id, version}`, and only then carries out the effects.
+//!
+//! Longer than the ~400 lines we aim for because every transition is here, each check before
+//! its first change; its tests are in `engine_tests.rs`.
 
 use serde_json::Value;
 
