@@ -395,7 +395,9 @@ impl Coordinator {
         };
         // On an error the guard hands the waiters back; each then retries on its own.
         let known = self.recent.lock().ok().and_then(|mut r| r.take(id));
-        let (mut outcomes, mut last) = self.apply_batch(id, vec![event], known).await?;
+        let (mut outcomes, mut last) = self
+            .apply_batch(id, std::slice::from_ref(&event), known)
+            .await?;
         let mine = outcomes.remove(0);
         loop {
             let batch: Vec<Waiter> = match self.waiting.lock() {
@@ -409,11 +411,20 @@ impl Coordinator {
                 Err(_) => break,
             };
             let (events, senders): (Vec<Event>, Vec<_>) = batch.into_iter().unzip();
-            match self.apply_batch(id, events, last.take()).await {
+            match self.apply_batch(id, &events, last.take()).await {
                 Ok((outcomes, written)) => {
                     last = written;
                     for (sender, outcome) in senders.into_iter().zip(outcomes) {
                         let _ = sender.send(Ok(outcome));
+                    }
+                }
+                // One event the store refuses must not fail the others: apply them one by one.
+                Err(error) if !error.is_transient() && events.len() > 1 => {
+                    for (event, sender) in events.iter().zip(senders) {
+                        let alone = self
+                            .apply_batch(id, std::slice::from_ref(event), None)
+                            .await;
+                        let _ = sender.send(alone.map(|(mut outcomes, _)| outcomes.remove(0)));
                     }
                 }
                 Err(error) => {
@@ -440,7 +451,7 @@ impl Coordinator {
     async fn apply_batch(
         &self,
         id: &JobId,
-        events: Vec<Event>,
+        events: &[Event],
         mut known: Option<Arc<Job>>,
     ) -> Result<(Vec<Handled>, Option<Arc<Job>>), CoordinatorError> {
         for attempt in 0..MAX_CAS_ATTEMPTS {

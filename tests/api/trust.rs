@@ -231,3 +231,32 @@ async fn a_replica_whose_clock_is_an_hour_ahead_times_out_nothing_early() {
     );
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn keys_with_dots_are_stored_as_sent() {
+    let app = spawn_app().await;
+    app.register_seed_pipeline().await;
+    let id = app.start_job_on(demo::MACHINE_ID, "dots").await;
+    let job = app.wait_for_stage(&id, "01").await;
+    let task = job["current_stage"]["tasks"][0]["task_id"]
+        .as_str()
+        .expect("task");
+    let outputs = json!({"csv_file": "c", "a.b": 1, "nested": {"d.e": [1, {"f.g": "h"}]}});
+    let (status, body) = app
+        .post_json(&format!("/jobs/{id}"), &json!({ task: outputs.clone() }))
+        .await;
+    assert_eq!(
+        (status, body["outcome"].clone()),
+        (202, json!("recorded")),
+        "{body}"
+    );
+    let (_, job) = app.get(&format!("/jobs/{id}")).await;
+    let stage = job["stages"]
+        .as_array()
+        .expect("stages")
+        .last()
+        .expect("01")
+        .clone();
+    assert_eq!(stage["outputs"], json!([outputs]));
+    app.cleanup().await;
+}
