@@ -10,16 +10,36 @@ pub use link::{Link, Session};
 pub use publisher::Publisher;
 pub use topology::Names;
 
+use std::time::Duration;
+
 use lapin::{Connection, ConnectionProperties};
 
 /// The heartbeat asked for when the URL names none: a stalled connection is then noticed within
 /// about 30 s instead of the broker's default of two minutes.
 pub const DEFAULT_HEARTBEAT_S: u16 = 15;
 
-/// Opens a connection to `url` named for the broker's management UI.
+/// How long opening a connection may take. The handshake has no timeout of its own, and a
+/// broker that accepts the connection but does not answer (one still starting, a stalled
+/// network) would otherwise hold the caller, and its reconnect loop, for ever.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Opens a connection to `url` named for the broker's management UI; gives up after
+/// [`CONNECT_TIMEOUT`].
 pub async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> {
     let properties = ConnectionProperties::default().with_connection_name(name.into());
-    Connection::connect(&with_heartbeat(url), properties).await
+    let url = with_heartbeat(url);
+    let connecting = Connection::connect(&url, properties);
+    match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+        Ok(connected) => connected,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "no answer from the broker within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            ),
+        )
+        .into()),
+    }
 }
 
 /// `url` with a `heartbeat` query parameter, unless it has one.
