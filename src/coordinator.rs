@@ -789,11 +789,7 @@ fn worker_of(job: &Job, task_id: &TaskId) -> String {
     job.stages
         .iter()
         .chain(job.current_stage.iter())
-        .find(|s| {
-            s.tasks
-                .iter()
-                .any(|t| &t.task_id == task_id || t.previous_ids.contains(task_id))
-        })
+        .find(|s| s.tasks.iter().any(|t| t.issued_as(task_id)))
         .and_then(|s| s.worker_id.clone())
         .unwrap_or_default()
 }

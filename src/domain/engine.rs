@@ -191,7 +191,7 @@ enum Found {
 }
 
 fn find_task(job: &Job, task_id: &TaskId) -> Found {
-    let issued = |t: &TaskRecord| &t.task_id == task_id || t.previous_ids.contains(task_id);
+    let issued = |t: &TaskRecord| t.issued_as(task_id);
     if let Some(stage) = &job.current_stage
         && let Some(index) = stage.tasks.iter().position(issued)
     {

@@ -83,6 +83,13 @@ pub struct TaskRecord {
     pub completed: Option<Timestamp>,
 }
 
+impl TaskRecord {
+    /// Whether `task_id` is this task's current attempt or one of its earlier ones.
+    pub fn issued_as(&self, task_id: &TaskId) -> bool {
+        &self.task_id == task_id || self.previous_ids.contains(task_id)
+    }
+}
+
 /// One stage of a job: `init`, a stage in flight, or a stage that has ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct StageRecord {
@@ -198,7 +205,7 @@ impl Job {
             .iter()
             .chain(self.current_stage.iter())
             .flat_map(|s| s.tasks.iter())
-            .any(|t| &t.task_id == task_id || t.previous_ids.contains(task_id))
+            .any(|t| t.issued_as(task_id))
     }
 }
 
