@@ -1,6 +1,6 @@
 //! Wires the store, the broker, the coordinator, the consumer, the sweep and the API together.
 
-use crate::backoff::Backoff;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -8,10 +8,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::amqp::broker::RabbitBroker;
 use crate::amqp::{Link, Names, Session, consumer};
+use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::coordinator::Coordinator;
 use crate::http::{self, AppState};
+use crate::intake::Intake;
+use crate::ports::JobStore;
 use crate::store::Store;
 use crate::sweep;
 
@@ -69,8 +73,10 @@ pub async fn run(
     let store = Store::connect(&config.endpoints.mongodb_uri, &config.database)
         .await
         .context("invalid MongoDB URI")?;
-    let names = Names::new(config.prefix.clone());
-    let coordinator = Coordinator::new(store.clone(), Link::new(), names);
+    let broker = RabbitBroker::new(Link::new(), Names::new(config.prefix.clone()));
+    let jobs: Arc<dyn JobStore> = Arc::new(store.clone());
+    let coordinator = Coordinator::new(jobs.clone(), Arc::new(broker.clone()));
+    let intake = Arc::new(Intake::new(coordinator.clone(), jobs.clone()));
     let store_handle = store.clone();
 
     let indexes = tokio::spawn({
@@ -84,20 +90,21 @@ pub async fn run(
             }
         }
     });
-    let broker = tokio::spawn(supervise(
-        config.clone(),
-        coordinator.clone(),
-        shutdown.clone(),
-    ));
+    let consuming = tokio::spawn(supervise(config.clone(), broker, intake, shutdown.clone()));
     let sweeper = tokio::spawn(sweep::run(
         coordinator.clone(),
+        jobs,
         config.sweep_interval(),
         config.dispatch_grace(),
         shutdown.clone(),
     ));
 
     let limits = http::limits::Limits::new(config.max_requests as usize, config.request_timeout());
-    let app = http::router(AppState { coordinator }, &base_path, tokens, limits);
+    let state = AppState {
+        coordinator,
+        store: store_handle.clone(),
+    };
+    let app = http::router(state, &base_path, tokens, limits);
     info!(address = %listener.local_addr()?, base_path = %base_path, "serving");
     http::serve::serve(
         listener,
@@ -110,7 +117,7 @@ pub async fn run(
     shutdown.cancel();
 
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        let consumed = broker.await;
+        let consumed = consuming.await;
         let _ = sweeper.await;
         let _ = indexes.await;
         consumed
@@ -146,11 +153,12 @@ fn check_amqp_url(url: &str) -> anyhow::Result<()> {
 /// topology again) whenever the connection or the publishing channel is lost.
 async fn supervise(
     config: Config,
-    coordinator: Coordinator,
+    broker: RabbitBroker,
+    intake: Arc<Intake>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let link = coordinator.link().clone();
-    let names = coordinator.names().clone();
+    let link = broker.link().clone();
+    let names = broker.names().clone();
     loop {
         let generation = link.next_generation();
         let Some(session) = with_backoff("rabbitmq", &shutdown, || {
@@ -161,7 +169,7 @@ async fn supervise(
             return Ok(());
         };
         link.install(session.clone());
-        coordinator.forget_declared_queues();
+        broker.forget_declared_queues();
         if generation > 1 {
             info!(
                 generation,
@@ -175,7 +183,8 @@ async fn supervise(
             Ok(channel) => {
                 let consumer = consumer::run(
                     channel,
-                    coordinator.clone(),
+                    names.results_queue(),
+                    intake.clone(),
                     config.prefetch,
                     shutdown.clone(),
                 );

@@ -33,10 +33,14 @@ pub mod config;
 pub mod coordinator;
 pub mod demo;
 pub mod domain;
+#[cfg(any(test, feature = "testing"))]
+pub mod fakes;
 pub mod http;
+pub mod intake;
 pub mod messages;
 pub mod meter;
 pub mod openapi;
+pub mod ports;
 pub mod schemas;
 pub mod store;
 pub mod sweep;

@@ -4,6 +4,7 @@
 //! It starts pending jobs whose start was interrupted, re-publishes dispatches that were recorded
 //! but never confirmed, times out overdue tasks, and finishes interrupted moves to history.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -12,7 +13,7 @@ use tracing::{debug, info, warn};
 use crate::coordinator::{Coordinator, CoordinatorError};
 use crate::domain::{Event, Job, JobId, JobStatus, TaskStatus, Timestamp};
 use crate::meter;
-use crate::store::Found;
+use crate::ports::{Found, JobStore};
 
 /// Most jobs one sweep looks at; the next sweep takes the rest.
 const BATCH: i64 = 500;
@@ -58,15 +59,16 @@ fn next_from(found: &Found) -> Option<String> {
         .flatten()
 }
 
-/// Runs one sweep at `now`, looking at jobs after `resume` and moving it on. Only listing the
-/// jobs to look at can fail it as a whole.
+/// Runs one sweep at `now` over the jobs of `store` after `resume`, handling them through
+/// `coordinator`, and moves `resume` on. Only listing the jobs to look at can fail it as a
+/// whole.
 pub async fn sweep_once(
     coordinator: &Coordinator,
+    store: &dyn JobStore,
     now: Timestamp,
     grace: Duration,
     resume: &mut Resume,
 ) -> Result<Swept, CoordinatorError> {
-    let store = coordinator.store();
     let mut swept = Swept::default();
     let ended = store.ended_jobs(resume.archives.as_deref(), BATCH).await?;
     resume.archives = next_from(&ended);
@@ -82,7 +84,7 @@ pub async fn sweep_once(
         .await?;
     resume.attention = next_from(&found);
     for job in found.jobs {
-        let outcome = attend(coordinator, &job, now, cutoff).await;
+        let outcome = attend(coordinator, store, &job, now, cutoff).await;
         swept.note(&job.id, "attend to the job", outcome);
     }
     Ok(swept)
@@ -92,6 +94,7 @@ pub async fn sweep_once(
 /// dispatches. Returns how many actions it took.
 async fn attend(
     coordinator: &Coordinator,
+    store: &dyn JobStore,
     job: &Job,
     now: Timestamp,
     cutoff: Timestamp,
@@ -125,7 +128,7 @@ async fn attend(
     if !unconfirmed.is_empty() {
         info!(job_id = %job.id, stage_id = %stage.id, tasks = unconfirmed.len(), "re-publishing unconfirmed dispatches");
         // Reload so a timeout handled above is not undone by publishing a stale attempt.
-        if let Some(fresh) = coordinator.store().load_job(&job.id).await? {
+        if let Some(fresh) = store.load_job(&job.id).await? {
             coordinator
                 .dispatch(&fresh, &stage.id, &unconfirmed)
                 .await?;
@@ -138,6 +141,7 @@ async fn attend(
 /// Sweeps every `interval` until `shutdown`.
 pub async fn run(
     coordinator: Coordinator,
+    store: Arc<dyn JobStore>,
     interval: Duration,
     grace: Duration,
     shutdown: CancellationToken,
@@ -152,7 +156,7 @@ pub async fn run(
                 if let Err(error) = coordinator.sync_clock().await {
                     debug!(%error, "could not read the database's clock; keeping the last offset");
                 }
-                match sweep_once(&coordinator, coordinator.now(), grace, &mut resume).await {
+                match sweep_once(&coordinator, store.as_ref(), coordinator.now(), grace, &mut resume).await {
                     Ok(Swept { actions: 0, failed: 0 }) => {}
                     Ok(Swept { actions, failed }) => debug!(actions, failed, "sweep done"),
                     Err(error) => warn!(%error, "sweep failed; will retry"),

@@ -1,6 +1,7 @@
 //! RabbitMQ: the topology (docs/protocol.md, "Queues and exchanges"), a confirming publisher
 //! and the result consumer.
 
+pub mod broker;
 pub mod consumer;
 pub mod link;
 pub mod publisher;

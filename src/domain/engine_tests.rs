@@ -46,13 +46,7 @@ fn applied(job: &Job, event: Event) -> (Job, Vec<Effect>) {
 }
 
 fn ok(task_id: &TaskId, outputs: Vec<Value>) -> Event {
-    Event::Result(TaskResult {
-        task_id: task_id.clone(),
-        run_id: None,
-        outputs,
-        log: None,
-        error: None,
-    })
+    crate::fakes::done(task_id, outputs)
 }
 
 fn failure(task_id: &TaskId, error: &str) -> Event {

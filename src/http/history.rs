@@ -24,8 +24,7 @@ async fn show(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = JobId::parse(&job).map_err(|_| ApiError::not_found("job", &job))?;
     let record = state
-        .coordinator
-        .store()
+        .store
         .load_history(&id)
         .await?
         .ok_or_else(|| ApiError::not_found("job", &job))?;

@@ -121,8 +121,7 @@ async fn show(
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_job_id(&job)?;
     let record = state
-        .coordinator
-        .store()
+        .store
         .load_job(&id)
         .await?
         .ok_or_else(|| ApiError::not_found("job", &job))?;
@@ -159,7 +158,7 @@ async fn update(
 }
 
 async fn ended_or_missing(state: &AppState, id: &JobId) -> Result<ApiError, ApiError> {
-    Ok(match state.coordinator.store().load_history(id).await? {
+    Ok(match state.store.load_history(id).await? {
         Some(record) => ApiError::Conflict(format!(
             "job '{id}' already ended as {}",
             record.job.status.as_str()
@@ -221,7 +220,7 @@ async fn record_results(
             error: None,
         });
     }
-    let Some(job) = state.coordinator.store().load_job(id).await? else {
+    let Some(job) = state.store.load_job(id).await? else {
         return match ended_or_missing(state, id).await? {
             // A result for an ended job is accepted and ignored, as over AMQP.
             ApiError::Conflict(_) => Ok(accepted(id, ResultOutcome::Ignored, "job already ended")),
@@ -270,7 +269,7 @@ async fn issued_in_an_earlier_run(
     history: &mut Option<Option<HistoryRecord>>,
 ) -> Result<bool, ApiError> {
     if history.is_none() {
-        *history = Some(state.coordinator.store().load_history(id).await?);
+        *history = Some(state.store.load_history(id).await?);
     }
     let Some(Some(record)) = history.as_ref() else {
         return Ok(false);

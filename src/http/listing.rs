@@ -122,7 +122,7 @@ pub async fn respond(
 ) -> Result<Response, ApiError> {
     let Query(params) = params.map_err(|e| bad(format!("invalid query: {}", e.body_text())))?;
     let mut filter = params.filter()?;
-    let store = state.coordinator.store();
+    let store = &state.store;
     let Some(limit) = filter.limit else {
         // The seed's behaviour: every id, as one JSON array, streamed from the cursor.
         let ids = store.list(listing, &filter).await?;

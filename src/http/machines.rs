@@ -44,7 +44,7 @@ async fn upsert(
             path: Some("$.configs".into()),
         });
     }
-    let store = state.coordinator.store();
+    let store = &state.store;
     if store.get_pipeline(&body.pipeline_id).await?.is_none() {
         return Err(ApiError::Unprocessable {
             message: format!(
@@ -71,8 +71,7 @@ async fn show(
     PathParam(machine_id): PathParam<String>,
 ) -> Result<Json<Machine>, ApiError> {
     state
-        .coordinator
-        .store()
+        .store
         .get_machine(&machine_id)
         .await?
         .map(Json)
@@ -83,12 +82,7 @@ async fn remove(
     State(state): State<AppState>,
     PathParam(machine_id): PathParam<String>,
 ) -> Result<StatusCode, ApiError> {
-    if state
-        .coordinator
-        .store()
-        .delete_machine(&machine_id)
-        .await?
-    {
+    if state.store.delete_machine(&machine_id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("machine", &machine_id))

@@ -26,6 +26,7 @@ use error::ApiError;
 #[derive(Clone)]
 pub struct AppState {
     pub coordinator: Coordinator,
+    pub store: crate::store::Store,
 }
 
 /// The whole API under `base_path` (e.g. `/job-manager`, or `""` for none; checked by

@@ -39,7 +39,7 @@ fn validate(body: PipelineBody, id: String) -> Result<Pipeline, ApiError> {
 }
 
 async fn list(State(state): State<AppState>) -> Result<Json<Vec<String>>, ApiError> {
-    Ok(Json(state.coordinator.store().pipeline_ids().await?))
+    Ok(Json(state.store.pipeline_ids().await?))
 }
 
 async fn create(
@@ -51,7 +51,7 @@ async fn create(
         .clone()
         .unwrap_or_else(|| uuid::Uuid::new_v4().hyphenated().to_string());
     let pipeline = validate(body, id)?;
-    match state.coordinator.store().insert_pipeline(&pipeline).await? {
+    match state.store.insert_pipeline(&pipeline).await? {
         Inserted::Created => {
             Ok((StatusCode::CREATED, Json(IdBody { id: pipeline.id })).into_response())
         }
@@ -67,8 +67,7 @@ async fn show(
     PathParam(id): PathParam<String>,
 ) -> Result<Json<PipelineView>, ApiError> {
     let pipeline = state
-        .coordinator
-        .store()
+        .store
         .get_pipeline(&id)
         .await?
         .ok_or_else(|| ApiError::not_found("pipeline", &id))?;
@@ -87,7 +86,7 @@ async fn replace(
         });
     }
     let pipeline = validate(body, id)?;
-    let status = match state.coordinator.store().put_pipeline(&pipeline).await? {
+    let status = match state.store.put_pipeline(&pipeline).await? {
         Inserted::Created => StatusCode::CREATED,
         Inserted::AlreadyExists => StatusCode::OK,
     };
@@ -98,7 +97,7 @@ async fn remove(
     State(state): State<AppState>,
     PathParam(id): PathParam<String>,
 ) -> Result<StatusCode, ApiError> {
-    let store = state.coordinator.store();
+    let store = &state.store;
     let users = store.machines_using(&id, 10).await?;
     if !users.is_empty() {
         return Err(ApiError::Conflict(format!(

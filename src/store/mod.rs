@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 
 mod archive;
 mod listing;
+mod port;
 mod update;
 
 pub use listing::{ListFilter, Listed, Listing, PageCursor};
@@ -29,38 +30,15 @@ use crate::domain::{Job, JobId, JobStatus, Machine, Pipeline, StageId, TaskId, T
 /// The statuses of an active job, as stored.
 const ACTIVE_STATUSES: [&str; 2] = ["pending", "running"];
 
-/// The most a job's document may take. MongoDB refuses documents over 16 MiB; the margin
-/// leaves room for the history record's own fields.
-pub const MAX_JOB_BYTES: usize = 15 * 1024 * 1024;
+pub use crate::ports::{
+    Found, HistoryRecord, Inserted, MAX_JOB_BYTES, MAX_PREVIOUS_RUNS, StoreError,
+};
 
 /// The size of `job` as stored.
 pub fn job_bytes(job: &Job) -> Result<usize, StoreError> {
     bson::to_vec(job)
         .map(|bytes| bytes.len())
         .map_err(|e| StoreError::Encode(e.to_string()))
-}
-
-/// How many earlier runs of the same file a history record keeps.
-pub const MAX_PREVIOUS_RUNS: usize = 20;
-
-/// What went wrong talking to MongoDB.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The server is unreachable or refused the operation; a retry may help.
-    #[error("mongodb: {0}")]
-    Mongo(#[from] mongodb::error::Error),
-    /// A stored document does not have the shape the code expects.
-    #[error("stored document is malformed: {0}")]
-    Malformed(String),
-    /// The server refused a write (for example a document over its size limit).
-    #[error("the database refused the write: {0}")]
-    Refused(String),
-    /// A value could not be converted to BSON.
-    #[error("cannot encode document: {0}")]
-    Encode(String),
-    /// Other writers kept changing the document; a later retry may succeed.
-    #[error("{0}")]
-    Contention(String),
 }
 
 /// Server error codes that refuse an operation as sent, so a retry of the same operation is
@@ -72,15 +50,19 @@ const PERMANENT_CODES: [i32; 16] = [
     2, 4, 9, 14, 22, 52, 55, 56, 57, 66, 121, 10334, 11000, 11001, 17419, 17420,
 ];
 
-impl StoreError {
-    /// Whether a retry of the same operation may succeed: the server was unreachable, busy or
-    /// lost a race. A document that does not encode or decode, or that the server refuses,
-    /// is refused again on every retry.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            Self::Mongo(error) => is_transient(error),
-            Self::Contention(_) => true,
-            Self::Malformed(_) | Self::Refused(_) | Self::Encode(_) => false,
+/// A driver error as a store error: a document that does not decode is malformed, a value
+/// that does not encode is refused as sent, a server error with a permanent code is refused;
+/// anything else may pass on a retry.
+impl From<mongodb::error::Error> for StoreError {
+    fn from(error: mongodb::error::Error) -> Self {
+        let text = format!("mongodb: {error}");
+        match error.kind.as_ref() {
+            ErrorKind::BsonDeserialization(_) => Self::Malformed(text),
+            ErrorKind::BsonSerialization(_) | ErrorKind::InvalidArgument { .. } => {
+                Self::Encode(text)
+            }
+            _ if is_transient(&error) => Self::Unavailable(text),
+            _ => Self::Refused(text),
         }
     }
 }
@@ -100,29 +82,6 @@ fn is_transient(error: &mongodb::error::Error) -> bool {
         }
         _ => true,
     }
-}
-
-/// Jobs read one by one, with how many documents were read and the last one's id (decoded or
-/// not).
-#[derive(Debug, Default)]
-pub struct Found {
-    pub jobs: Vec<Job>,
-    pub read: usize,
-    pub last: Option<String>,
-}
-
-/// Result of inserting a document with a chosen `_id`.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Inserted {
-    Created,
-    AlreadyExists,
-}
-
-/// A history record: the archived job plus the runs it replaced.
-#[derive(Debug, Clone)]
-pub struct HistoryRecord {
-    pub job: Job,
-    pub previous_runs: Vec<Job>,
 }
 
 /// Handle to the four collections. Cheap to clone.
@@ -215,7 +174,7 @@ fn malformed(error: impl std::fmt::Display) -> StoreError {
 fn typed_error(error: mongodb::error::Error) -> StoreError {
     match error.kind.as_ref() {
         ErrorKind::BsonDeserialization(e) => malformed(e),
-        _ => StoreError::Mongo(error),
+        _ => error.into(),
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use job_manager::amqp::broker::RabbitBroker;
 use job_manager::amqp::publisher::{Outgoing, Publisher};
 use job_manager::clock::Clock;
 use job_manager::coordinator::Coordinator;
@@ -191,10 +192,10 @@ async fn a_replica_whose_clock_is_an_hour_ahead_times_out_nothing_early() {
         let ahead = Clock::with_local(std::sync::Arc::new(|| {
             chrono::Utc::now() + chrono::TimeDelta::hours(1)
         }));
+        let broker = RabbitBroker::new(job_manager::amqp::Link::new(), app.names.clone());
         Coordinator::new(
-            app.store.clone(),
-            job_manager::amqp::Link::new(),
-            app.names.clone(),
+            std::sync::Arc::new(app.store.clone()),
+            std::sync::Arc::new(broker),
         )
         .with_clock(ahead)
     };
@@ -205,6 +206,7 @@ async fn a_replica_whose_clock_is_an_hour_ahead_times_out_nothing_early() {
     assert!(offset.num_seconds().abs() < 5, "offset {offset}");
     let swept = sweep_once(
         &synced,
+        &app.store,
         synced.now(),
         Duration::from_secs(30),
         &mut Resume::default(),
@@ -218,6 +220,7 @@ async fn a_replica_whose_clock_is_an_hour_ahead_times_out_nothing_early() {
     let own = replica();
     let swept = sweep_once(
         &own,
+        &app.store,
         own.now(),
         Duration::from_secs(30),
         &mut Resume::default(),

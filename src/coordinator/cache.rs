@@ -1,0 +1,137 @@
+//! The job-copy cache: the jobs this process wrote last, so the next event for one of them can
+//! start from it instead of reading it again. A copy can be behind the store (another replica
+//! wrote since); the compare-and-set then fails and the job is read afresh, so a copy only ever
+//! saves a read (docs/consistency.md, "Coalesced writes").
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crate::domain::{Job, JobId, StageId, TaskId, Timestamp};
+
+/// How many recently written jobs a process keeps.
+const RECENT_JOBS: usize = 1024;
+
+/// Jobs whose stage in flight has more tasks than this are not kept: they are large (so 1,024
+/// kept copies stay within tens of MiB), and their results already come in batches of one read
+/// each.
+const RECENT_MAX_TASKS: usize = 64;
+
+/// Outbox marks written by a dispatch: the stage, its tasks and the time written.
+#[derive(Debug, Clone)]
+pub struct Mark {
+    pub stage_id: StageId,
+    pub task_ids: Vec<TaskId>,
+    pub at: Timestamp,
+}
+
+/// The jobs this process wrote last.
+#[derive(Default)]
+pub struct JobCache {
+    jobs: Mutex<HashMap<JobId, Arc<Job>>>,
+}
+
+impl JobCache {
+    fn lock(&self) -> MutexGuard<'_, HashMap<JobId, Arc<Job>>> {
+        self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether a copy of `job` is worth keeping: only small jobs are.
+    pub fn keeps(job: &Job) -> bool {
+        job.current_stage
+            .as_ref()
+            .is_none_or(|s| s.tasks.len() <= RECENT_MAX_TASKS)
+    }
+
+    /// Takes the copy of job `id` out, if one is kept.
+    pub fn take(&self, id: &JobId) -> Option<Arc<Job>> {
+        self.lock().remove(id)
+    }
+
+    /// Keeps `job` if it is small; when full, an arbitrary other copy makes room.
+    pub fn put(&self, job: Arc<Job>) {
+        if !Self::keeps(&job) {
+            return;
+        }
+        let mut jobs = self.lock();
+        if jobs.len() >= RECENT_JOBS
+            && !jobs.contains_key(&job.id)
+            && let Some(other) = jobs.keys().next().cloned()
+        {
+            jobs.remove(&other);
+        }
+        jobs.insert(job.id.clone(), job);
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// `job` with the outbox marks a dispatch wrote to the store since it was written.
+pub fn with_marks(mut job: Job, marks: &[Mark]) -> Job {
+    for mark in marks {
+        let Some(stage) = job.current_stage.as_mut().filter(|s| s.id == mark.stage_id) else {
+            continue;
+        };
+        for task in stage
+            .tasks
+            .iter_mut()
+            .filter(|t| mark.task_ids.contains(&t.task_id))
+        {
+            task.dispatched = Some(mark.at);
+        }
+    }
+    job
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fakes::sample_job;
+
+    #[test]
+    fn keeps_small_jobs_and_makes_room_when_full() {
+        let cache = JobCache::default();
+        for n in 0..RECENT_JOBS + 5 {
+            cache.put(Arc::new(sample_job(&format!("h{n}"), 2)));
+        }
+        assert_eq!(cache.len(), RECENT_JOBS);
+        let last = sample_job(&format!("h{}", RECENT_JOBS + 4), 2);
+        assert!(cache.take(&last.id).is_some(), "the newest copy is kept");
+        assert!(cache.take(&last.id).is_none(), "take removes it");
+    }
+
+    #[test]
+    fn a_wide_stage_is_not_worth_a_copy() {
+        let cache = JobCache::default();
+        let wide = sample_job("wide", RECENT_MAX_TASKS + 1);
+        assert!(!JobCache::keeps(&wide));
+        cache.put(Arc::new(wide));
+        assert_eq!(cache.len(), 0);
+    }
+
+    #[test]
+    fn marks_apply_to_the_named_tasks_of_the_current_stage_only() {
+        let job = sample_job("marks", 3);
+        let stage = job.current_stage.as_ref().expect("a stage in flight");
+        let first = stage.tasks[0].task_id.clone();
+        let at = Timestamp::from(chrono::Utc::now());
+        let marks = [
+            Mark {
+                stage_id: stage.id.clone(),
+                task_ids: vec![first.clone()],
+                at,
+            },
+            Mark {
+                stage_id: StageId::for_index(7),
+                task_ids: stage.tasks.iter().map(|t| t.task_id.clone()).collect(),
+                at,
+            },
+        ];
+        let marked = with_marks(job.clone(), &marks);
+        let tasks = &marked.current_stage.as_ref().expect("stage").tasks;
+        assert_eq!(tasks[0].dispatched, Some(at));
+        assert!(tasks[1..].iter().all(|t| t.dispatched.is_none()));
+    }
+}

@@ -1,0 +1,160 @@
+//! Effects: what a written job change asks for, carried out after the write — dispatches
+//! (published, confirmed, then marked in the job's outbox), job events, and the move to
+//! history (docs/consistency.md, "The outbox").
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use tracing::{debug, info, warn};
+
+use super::Coordinator;
+use super::cache::Mark;
+use super::error::CoordinatorError;
+use crate::domain::{Effect, Job, Notice, StageId, TaskId, Timestamp};
+use crate::messages::{JobEvent, StageDispatch, WorkerRef};
+use crate::meter;
+
+/// Dispatches of one stage published (and confirmed) together.
+const DISPATCH_CHUNK: usize = 1000;
+
+/// What carrying out a batch's effects came to.
+#[derive(Debug, Default)]
+pub struct Done {
+    /// When the broker confirmed the first dispatch, if any was published.
+    pub confirmed: Option<Instant>,
+    /// The outbox marks written.
+    pub marks: Vec<Mark>,
+}
+
+/// A dispatch that was published and marked.
+#[derive(Debug, Clone, Copy)]
+pub struct Dispatched {
+    /// When the broker confirmed it.
+    pub confirmed: Instant,
+    /// The time written as the outbox mark.
+    pub marked: Timestamp,
+}
+
+/// The dispatch messages of `task_ids` in `job`'s stage in flight `stage_id`, with the worker
+/// they go to; none when the stage is no longer in flight.
+pub fn dispatches(
+    job: &Job,
+    stage_id: &StageId,
+    task_ids: &[TaskId],
+) -> (String, Vec<StageDispatch>) {
+    let Some(stage) = job.current_stage.as_ref().filter(|s| &s.id == stage_id) else {
+        return (String::new(), Vec::new());
+    };
+    let Some(spec) = stage_id.index().and_then(|i| job.pipeline.get(i)) else {
+        return (String::new(), Vec::new());
+    };
+    let worker = WorkerRef {
+        id: spec.worker.id.clone(),
+        name: spec.worker.name.clone(),
+    };
+    // Hoisted out of the loop: a wide stage publishes thousands of these.
+    let wanted: HashSet<&TaskId> = task_ids.iter().collect();
+    let messages = stage
+        .tasks
+        .iter()
+        .filter(|t| wanted.contains(&t.task_id))
+        .map(|task| StageDispatch {
+            task_id: task.task_id.clone(),
+            job_id: job.id.clone(),
+            run_id: job.run_id.clone(),
+            machine_id: job.machine_id.clone(),
+            pipeline_id: job.pipeline_id.clone(),
+            stage_id: stage_id.clone(),
+            worker: worker.clone(),
+            inputs: task.inputs.clone(),
+            configs: task.configs.clone(),
+            attempt: task.attempt,
+            deadline: task.deadline,
+        })
+        .collect();
+    (spec.worker.id.clone(), messages)
+}
+
+impl Coordinator {
+    /// Carries out `effects`, dispatches first (they are what the workers wait for; the
+    /// engine's order holds among the rest).
+    pub(super) async fn execute(
+        &self,
+        job: &Job,
+        effects: Vec<Effect>,
+    ) -> Result<Done, CoordinatorError> {
+        let (dispatches, rest): (Vec<Effect>, Vec<Effect>) = effects
+            .into_iter()
+            .partition(|e| matches!(e, Effect::Dispatch { .. }));
+        let mut done = Done::default();
+        for effect in dispatches.into_iter().chain(rest) {
+            match effect {
+                Effect::Dispatch { stage_id, task_ids } => {
+                    if let Some(sent) = self.dispatch(job, &stage_id, &task_ids).await? {
+                        done.confirmed = done.confirmed.or(Some(sent.confirmed));
+                        let at = sent.marked;
+                        done.marks.push(Mark {
+                            stage_id,
+                            task_ids,
+                            at,
+                        });
+                    }
+                }
+                Effect::Notify(notice) => self.notify(job, notice).await,
+                Effect::Archive => {
+                    self.store.archive(job).await?;
+                    info!(job_id = %job.id, status = job.status.as_str(), "job archived");
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    /// Publishes the current attempt of `task_ids` and marks them dispatched. Returns, if
+    /// anything was published, when the broker confirmed it and the time written as the mark.
+    pub async fn dispatch(
+        &self,
+        job: &Job,
+        stage_id: &StageId,
+        task_ids: &[TaskId],
+    ) -> Result<Option<Dispatched>, CoordinatorError> {
+        let (worker_id, messages) = dispatches(job, stage_id, task_ids);
+        if messages.is_empty() {
+            return Ok(None);
+        }
+        // In chunks, so a wide stage does not hold every encoded message at once.
+        for chunk in messages.chunks(DISPATCH_CHUNK) {
+            self.broker.dispatch(&worker_id, chunk).await?;
+        }
+        let confirmed = Instant::now();
+        meter::tasks_dispatched(&worker_id, messages.len());
+        let marked = self.clock.now();
+        self.store
+            .mark_dispatched(job, stage_id, task_ids, marked)
+            .await?;
+        // A copy kept for the next event would lack this mark: drop it (a batch that
+        // dispatched keeps a marked copy of its own).
+        self.cache.take(&job.id);
+        debug!(job_id = %job.id, stage_id = %stage_id, tasks = messages.len(), "tasks dispatched");
+        Ok(Some(Dispatched { confirmed, marked }))
+    }
+
+    /// Publishes a notice on the events exchange. Best effort: the job change is already
+    /// durable, and a lost event must not undo it, so a failure is logged and not returned.
+    async fn notify(&self, job: &Job, notice: Notice) {
+        let (routing_key, stage_id) = match &notice {
+            Notice::Job(status) => (format!("job.{}", status.as_str()), None),
+            Notice::StageCompleted(stage) => ("stage.completed".to_owned(), Some(stage.clone())),
+        };
+        let event = JobEvent {
+            job_id: job.id.clone(),
+            run_id: job.run_id.clone(),
+            status: job.status,
+            stage_id,
+            at: self.clock.now(),
+        };
+        if let Err(error) = self.broker.notify(&routing_key, &event).await {
+            warn!(job_id = %job.id, %error, "job event not published");
+        }
+    }
+}

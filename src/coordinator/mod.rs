@@ -1,0 +1,207 @@
+//! The coordinator: applies events to jobs with the pure engine, writes each change with a
+//! compare-and-set, then carries out the effects (docs/consistency.md walks one result from
+//! arrival to the next dispatch through these parts).
+//!
+//! - [`batch`]: coalescing the events of one job into one write;
+//! - [`cache`]: the copies of jobs this process wrote last;
+//! - [`write`]: the compare-and-set loop and the size policy;
+//! - [`effects`]: dispatch, notify and archive after a write;
+//! - [`observe`]: metrics and span fields;
+//! - [`error`]: outcomes and errors.
+//!
+//! It reaches the store and the broker only through the ports ([`crate::ports`]), so every
+//! part is unit-tested on the in-memory fakes ([`crate::fakes`]).
+
+mod batch;
+mod cache;
+mod effects;
+mod error;
+mod observe;
+mod write;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use tracing::{debug, info, instrument, warn};
+
+pub use batch::{BATCH_MAX_BYTES, BATCH_MAX_EVENTS};
+pub use effects::Dispatched;
+pub use error::{CoordinatorError, Created, Handled};
+pub use write::MAX_CAS_ATTEMPTS;
+
+use self::batch::{Batches, Joined, Waiter};
+use self::cache::JobCache;
+use crate::clock::Clock;
+use crate::domain::{Event, Job, JobId, Timestamp};
+use crate::ports::{Broker, Inserted, JobStore, StoreError};
+
+/// A request to start a job.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub hash: String,
+    pub machine_id: String,
+    pub file_name: String,
+}
+
+/// Joins the store, the broker and the engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Coordinator {
+    store: Arc<dyn JobStore>,
+    broker: Arc<dyn Broker>,
+    /// Per job with a batch in progress, the events waiting for its leader.
+    batches: Arc<Batches>,
+    /// Jobs as this process last wrote them.
+    cache: Arc<JobCache>,
+    /// The time replicas agree on, for every time written or judged.
+    clock: Clock,
+}
+
+impl Coordinator {
+    pub fn new(store: Arc<dyn JobStore>, broker: Arc<dyn Broker>) -> Self {
+        Self {
+            store,
+            broker,
+            batches: Arc::default(),
+            cache: Arc::default(),
+            clock: Clock::default(),
+        }
+    }
+
+    /// The same coordinator reading local time from `clock` (a test can set a clock that is
+    /// off, as a replica's may be).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The time replicas agree on (see [`crate::clock`]).
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Whether a session with the broker is open now.
+    pub fn broker_connected(&self) -> bool {
+        self.broker.is_connected()
+    }
+
+    /// Measures this process's clock against the database server's, so [`Coordinator::now`]
+    /// agrees with the other replicas'. Without the server's time the offset stays as it was.
+    pub async fn sync_clock(&self) -> Result<(), StoreError> {
+        let sent = self.clock.local();
+        let server = self.store.server_time().await?;
+        let received = self.clock.local();
+        match server {
+            Some(server) if !self.clock.observe(sent, server, received) => {
+                debug!("slow reading of the database's clock dropped; keeping the last offset");
+            }
+            Some(_) => {}
+            None => debug!("the database server does not report its time; using the local clock"),
+        }
+        Ok(())
+    }
+
+    /// Records a new job and dispatches its first stage.
+    #[instrument(skip_all, fields(machine_id = %request.machine_id))]
+    pub async fn create_job(&self, request: NewJob) -> Result<Created, CoordinatorError> {
+        let Some(machine) = self.store.get_machine(&request.machine_id).await? else {
+            return Ok(Created::UnknownMachine);
+        };
+        let Some(pipeline) = self.store.get_pipeline(&machine.pipeline_id).await? else {
+            return Ok(Created::UnknownPipeline(machine.pipeline_id));
+        };
+        let job = Job::new(
+            &request.machine_id,
+            &request.hash,
+            &request.file_name,
+            &pipeline.id,
+            pipeline.stages,
+            machine.configs,
+            uuid::Uuid::new_v4().simple().to_string(),
+            self.clock.now(),
+        );
+        let id = job.id.clone();
+        if self.store.insert_job(&job).await? == Inserted::AlreadyExists {
+            return Ok(Created::AlreadyActive(id));
+        }
+        info!(job_id = %id, "job created");
+        // The job is durable now; if starting fails, the sweep starts it later.
+        if let Err(error) = self.handle(&id, Event::Start).await {
+            warn!(job_id = %id, %error, "job created but not started yet; the sweep will retry");
+        }
+        Ok(Created::Started(id))
+    }
+
+    /// Applies `event` to the job with `id`, retrying lost compare-and-set races.
+    ///
+    /// Events for the same job that arrive while one is being written are coalesced (see
+    /// [`batch`]): the first caller applies them all in one write and hands each caller its
+    /// own outcome. This turns the results of a stage's tasks from rivals that make each other
+    /// retry into one write.
+    #[instrument(skip_all, fields(job_id = %id, task_id = tracing::field::Empty, stage_id = tracing::field::Empty))]
+    pub async fn handle(&self, id: &JobId, event: Event) -> Result<Handled, CoordinatorError> {
+        observe::note_task(&event);
+        loop {
+            let leader = match self.batches.join(id, &event) {
+                Joined::Leader(leader) => leader,
+                Joined::Follower(receiver) => match receiver.await {
+                    Ok(outcome) => return outcome,
+                    // The leader stopped before this event's turn: handle it again.
+                    Err(_) => continue,
+                },
+            };
+            // On an error the leader drops, handing the waiters back; each retries on its own.
+            let known = self.cache.take(id);
+            let mut written = self
+                .apply_batch(id, std::slice::from_ref(&event), known)
+                .await?;
+            observe::note_stage(written.stage.as_ref());
+            let mine = written.outcomes.remove(0);
+            let mut last = written.next;
+            while let Some(batch) = leader.next_batch() {
+                last = self.apply_waiters(id, batch, last).await;
+            }
+            if let Some(job) = last {
+                self.cache.put(job);
+            }
+            return Ok(mine);
+        }
+    }
+
+    /// Applies the events that waited for the leader in one write and replies to each;
+    /// returns the job to start the next batch from.
+    async fn apply_waiters(
+        &self,
+        id: &JobId,
+        batch: Vec<Waiter>,
+        known: Option<Arc<Job>>,
+    ) -> Option<Arc<Job>> {
+        let (events, replies): (Vec<Event>, Vec<_>) =
+            batch.into_iter().map(|w| (w.event, w.reply)).unzip();
+        match self.apply_batch(id, &events, known).await {
+            Ok(written) => {
+                for (reply, outcome) in replies.into_iter().zip(written.outcomes) {
+                    let _ = reply.send(Ok(outcome));
+                }
+                written.next
+            }
+            // One event the store refuses must not fail the others: apply them one by one.
+            Err(error) if !error.is_transient() && events.len() > 1 => {
+                for (event, reply) in events.iter().zip(replies) {
+                    let alone = self
+                        .apply_batch(id, std::slice::from_ref(event), None)
+                        .await;
+                    let _ = reply.send(alone.map(|mut w| w.outcomes.remove(0)));
+                }
+                None
+            }
+            Err(error) => {
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! The job store in memory, with the semantics of the MongoDB store that the coordinator and
+//! the sweep rely on (checked by [`super::store_suite`]).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
+use crate::domain::{
+    Job, JobId, JobStatus, Machine, Pipeline, StageId, TaskId, TaskStatus, Timestamp,
+};
+use crate::ports::{Found, HistoryRecord, Inserted, JobStore, MAX_PREVIOUS_RUNS, StoreError};
+
+/// An operation of the store, to make it fail with [`MemoryStore::fail_next`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    Insert,
+    Load,
+    CompareAndSet,
+    MarkDispatched,
+    Archive,
+    Find,
+    Ping,
+}
+
+/// A change another writer makes just before a compare-and-set is checked.
+type Rival = Box<dyn FnOnce(&mut Job) + Send>;
+
+#[derive(Default)]
+struct State {
+    /// Active jobs by id, in id order (as the store's `_id` index reads them).
+    jobs: BTreeMap<String, Job>,
+    history: HashMap<String, HistoryRecord>,
+    machines: HashMap<String, Machine>,
+    pipelines: HashMap<String, Pipeline>,
+    /// What the next calls of an operation do: fail with the error, or (`None`) pass.
+    failures: HashMap<Op, VecDeque<Option<StoreError>>>,
+    rivals: VecDeque<Rival>,
+    writes: usize,
+    conflicts: usize,
+}
+
+/// The store in memory. Cheap to clone; clones share the data.
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    state: Arc<Mutex<State>>,
+    /// Read by every compare-and-set; [`MemoryStore::hold_writes`] takes it.
+    gate: Arc<tokio::sync::RwLock<()>>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Makes the next call of `op` fail with `error` (after the calls queued before it).
+    pub fn fail_next(&self, op: Op, error: StoreError) {
+        self.lock()
+            .failures
+            .entry(op)
+            .or_default()
+            .push_back(Some(error));
+    }
+
+    /// Lets the next call of `op` pass (after the calls queued before it), so that a failure
+    /// queued after it hits the call after.
+    pub fn pass_next(&self, op: Op) {
+        self.lock().failures.entry(op).or_default().push_back(None);
+    }
+
+    /// Holds every compare-and-set until the returned guard drops, so that events pile up
+    /// behind a write in progress.
+    pub async fn hold_writes(&self) -> tokio::sync::OwnedRwLockWriteGuard<()> {
+        self.gate.clone().write_owned().await
+    }
+
+    /// Lets a rival writer change the stored job (and move its version on) just before the
+    /// next compare-and-set is checked, so that compare-and-set loses.
+    pub fn rival_before_next_write(&self, change: impl FnOnce(&mut Job) + Send + 'static) {
+        self.lock().rivals.push_back(Box::new(change));
+    }
+
+    pub fn put_machine(&self, machine: Machine) {
+        self.lock()
+            .machines
+            .insert(machine.machine_id.clone(), machine);
+    }
+
+    pub fn put_pipeline(&self, pipeline: Pipeline) {
+        self.lock().pipelines.insert(pipeline.id.clone(), pipeline);
+    }
+
+    /// The stored active job, as it is now.
+    pub fn job(&self, id: &JobId) -> Option<Job> {
+        self.lock().jobs.get(id.as_str()).cloned()
+    }
+
+    /// Puts `job` among the active jobs as it is, replacing any (a test's starting point).
+    pub fn put_job(&self, job: Job) {
+        self.lock().jobs.insert(job.id.as_str().to_owned(), job);
+    }
+
+    /// Compare-and-sets won so far.
+    pub fn writes(&self) -> usize {
+        self.lock().writes
+    }
+
+    /// Compare-and-sets lost so far.
+    pub fn conflicts(&self) -> usize {
+        self.lock().conflicts
+    }
+
+    fn check(&self, op: Op) -> Result<MutexGuard<'_, State>, StoreError> {
+        let mut state = self.lock();
+        match state.failures.get_mut(&op).and_then(VecDeque::pop_front) {
+            Some(Some(error)) => Err(error),
+            _ => Ok(state),
+        }
+    }
+
+    fn find(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+        keep: impl Fn(&Job) -> bool,
+    ) -> Result<Found, StoreError> {
+        let state = self.check(Op::Find)?;
+        let mut found = Found::default();
+        let limit = usize::try_from(limit).unwrap_or(0);
+        for (id, job) in state.jobs.iter() {
+            if after.is_some_and(|after| id.as_str() <= after) || !keep(job) {
+                continue;
+            }
+            if found.read == limit {
+                break;
+            }
+            found.read += 1;
+            found.last = Some(id.clone());
+            found.jobs.push(job.clone());
+        }
+        Ok(found)
+    }
+
+    fn write(&self, before: &Job, after: &Job) -> Result<bool, StoreError> {
+        let mut state = self.check(Op::CompareAndSet)?;
+        let rival = state.rivals.pop_front();
+        let Some(stored) = state.jobs.get_mut(before.id.as_str()) else {
+            return Ok(false);
+        };
+        if let Some(rival) = rival {
+            rival(stored);
+            stored.version += 1;
+        }
+        if stored.run_id != before.run_id || stored.version != before.version {
+            state.conflicts += 1;
+            return Ok(false);
+        }
+        *stored = keep_marks(stored, before, after);
+        state.writes += 1;
+        Ok(true)
+    }
+
+    fn archive_now(&self, job: &Job) -> Result<(), StoreError> {
+        let mut state = self.check(Op::Archive)?;
+        let id = job.id.as_str().to_owned();
+        let on_record = state.history.get(&id).is_some_and(|record| {
+            record.job.run_id == job.run_id
+                || record.previous_runs.iter().any(|r| r.run_id == job.run_id)
+        });
+        if !on_record {
+            let record = match state.history.remove(&id) {
+                None => HistoryRecord {
+                    job: job.clone(),
+                    previous_runs: Vec::new(),
+                },
+                Some(mut record) => {
+                    record.previous_runs.push(record.job);
+                    let extra = record.previous_runs.len().saturating_sub(MAX_PREVIOUS_RUNS);
+                    record.previous_runs.drain(..extra);
+                    record.job = job.clone();
+                    record
+                }
+            };
+            state.history.insert(id.clone(), record);
+        }
+        if state
+            .jobs
+            .get(&id)
+            .is_some_and(|s| s.run_id == job.run_id && s.version == job.version)
+        {
+            state.jobs.remove(&id);
+        }
+        Ok(())
+    }
+}
+
+/// `after`, keeping the outbox marks written to `stored` since `before` was read where `after`
+/// does not change them: the MongoDB store writes only the fields that differ between `before`
+/// and `after`, so a mark it got meanwhile survives.
+fn keep_marks(stored: &Job, before: &Job, after: &Job) -> Job {
+    let mut next = after.clone();
+    let (Some(stored_stage), Some(before_stage), Some(next_stage)) = (
+        stored.current_stage.as_ref(),
+        before.current_stage.as_ref(),
+        next.current_stage.as_mut(),
+    ) else {
+        return next;
+    };
+    if stored_stage.id != next_stage.id || before_stage.id != next_stage.id {
+        return next;
+    }
+    for (index, task) in next_stage.tasks.iter_mut().enumerate() {
+        let unchanged = before_stage.tasks.get(index).is_some_and(|b| b == &*task);
+        if let Some(stored_task) = stored_stage.tasks.get(index).filter(|_| unchanged) {
+            task.dispatched = stored_task.dispatched;
+        }
+    }
+    next
+}
+
+impl JobStore for MemoryStore {
+    fn insert_job<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<Inserted, StoreError>> {
+        let result = self.check(Op::Insert).map(|mut state| {
+            let id = job.id.as_str().to_owned();
+            if state.jobs.contains_key(&id) {
+                return Inserted::AlreadyExists;
+            }
+            state.jobs.insert(id, job.clone());
+            Inserted::Created
+        });
+        async move { result }.boxed()
+    }
+
+    fn load_job<'a>(&'a self, id: &'a JobId) -> BoxFuture<'a, Result<Option<Job>, StoreError>> {
+        let result = self
+            .check(Op::Load)
+            .map(|state| state.jobs.get(id.as_str()).cloned());
+        async move { result }.boxed()
+    }
+
+    fn compare_and_set<'a>(
+        &'a self,
+        before: &'a Job,
+        after: &'a Job,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        async move {
+            let _open = self.gate.read().await;
+            self.write(before, after)
+        }
+        .boxed()
+    }
+
+    fn mark_dispatched<'a>(
+        &'a self,
+        job: &'a Job,
+        stage_id: &'a StageId,
+        task_ids: &'a [TaskId],
+        at: Timestamp,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let result = self.check(Op::MarkDispatched).map(|mut state| {
+            let stage = state
+                .jobs
+                .get_mut(job.id.as_str())
+                .filter(|s| s.run_id == job.run_id)
+                .and_then(|s| s.current_stage.as_mut())
+                .filter(|s| &s.id == stage_id);
+            for task in stage.into_iter().flat_map(|s| s.tasks.iter_mut()) {
+                if task_ids.contains(&task.task_id) {
+                    task.dispatched = Some(at);
+                }
+            }
+        });
+        async move { result }.boxed()
+    }
+
+    fn archive<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<(), StoreError>> {
+        let result = self.archive_now(job);
+        async move { result }.boxed()
+    }
+
+    fn load_history<'a>(
+        &'a self,
+        id: &'a JobId,
+    ) -> BoxFuture<'a, Result<Option<HistoryRecord>, StoreError>> {
+        let record = self.lock().history.get(id.as_str()).cloned();
+        async move { Ok(record) }.boxed()
+    }
+
+    fn ended_jobs<'a>(
+        &'a self,
+        after: Option<&'a str>,
+        limit: i64,
+    ) -> BoxFuture<'a, Result<Found, StoreError>> {
+        let result = self.find(after, limit, |job| !job.status.is_active());
+        async move { result }.boxed()
+    }
+
+    fn jobs_needing_attention<'a>(
+        &'a self,
+        now: Timestamp,
+        cutoff: Timestamp,
+        after: Option<&'a str>,
+        limit: i64,
+    ) -> BoxFuture<'a, Result<Found, StoreError>> {
+        let result = self.find(after, limit, |job| needs_attention(job, now, cutoff));
+        async move { result }.boxed()
+    }
+
+    fn get_machine<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Machine>, StoreError>> {
+        let machine = self.lock().machines.get(id).cloned();
+        async move { Ok(machine) }.boxed()
+    }
+
+    fn get_pipeline<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Pipeline>, StoreError>> {
+        let pipeline = self.lock().pipelines.get(id).cloned();
+        async move { Ok(pipeline) }.boxed()
+    }
+
+    fn job_bytes(&self, job: &Job) -> Result<usize, StoreError> {
+        serde_json::to_vec(job)
+            .map(|bytes| bytes.len())
+            .map_err(|e| StoreError::Encode(e.to_string()))
+    }
+
+    fn server_time(
+        &self,
+    ) -> BoxFuture<'_, Result<Option<chrono::DateTime<chrono::Utc>>, StoreError>> {
+        async { Ok(Some(chrono::Utc::now())) }.boxed()
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        let result = self.check(Op::Ping).map(|_| ());
+        async move { result }.boxed()
+    }
+}
+
+/// The sweep's question, as the MongoDB store's query asks it.
+fn needs_attention(job: &Job, now: Timestamp, cutoff: Timestamp) -> bool {
+    match job.status {
+        JobStatus::Pending => job.created < cutoff,
+        JobStatus::Running => job.current_stage.iter().flat_map(|s| &s.tasks).any(|task| {
+            task.status == TaskStatus::Pending
+                && (task.deadline < now || (task.dispatched.is_none() && task.issued < cutoff))
+        }),
+        _ => false,
+    }
+}
