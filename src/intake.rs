@@ -1,5 +1,6 @@
 //! The results intake: what one stage-result delivery means, and how hard to try before
-//! settling it (docs/protocol.md, "Results"; docs/consistency.md, "When the store fails").
+//! settling it (docs/protocol.md, "Consuming results"; docs/consistency.md, "Transient and
+//! permanent errors").
 //!
 //! [`Intake`] is the [`DeliveryHandler`] the AMQP consumer is given. A transient failure is
 //! retried in process with backoff, so a short outage of the store holds the message unacked
@@ -121,7 +122,10 @@ pub struct Intake {
 /// One delivery in hand, as it is tried again and again.
 struct Tries<'a> {
     body: &'a [u8],
+    /// When the delivery was taken (the latency metric starts there).
     received: Instant,
+    /// The same, on tokio's clock, which tests can move on.
+    held_since: tokio::time::Instant,
     /// Counted only while the store answers pings.
     count: u32,
     /// Once the result is refused as sent, why: it is then recorded as a failed attempt.
@@ -191,9 +195,9 @@ impl Intake {
     async fn judge(&self, tries: &mut Tries<'_>, reason: &str) -> Option<Outcome> {
         if self.store.ping().await.is_ok() {
             tries.count += 1;
-        } else if tries.received.elapsed() >= MAX_HOLD {
+        } else if tries.held_since.elapsed() >= MAX_HOLD {
             // This replica cannot reach the store; another one may.
-            let held = tries.received.elapsed().as_secs();
+            let held = tries.held_since.elapsed().as_secs();
             return Some(Outcome::Requeue(format!(
                 "{reason} (the store unreachable for {held} s)"
             )));
@@ -216,7 +220,7 @@ impl Intake {
         held: &(dyn Fn() -> bool + Send + Sync),
         shutdown: &CancellationToken,
     ) -> Settle {
-        let received = Instant::now();
+        let (received, held_since) = (Instant::now(), tokio::time::Instant::now());
         // Bounds the bytes parsed at once; the semaphore is never closed.
         let permits = u32::try_from(body.len().clamp(1, MAX_RESULT_BYTES)).unwrap_or(1);
         let _permit = self.budget.acquire_many(permits).await;
@@ -224,6 +228,7 @@ impl Intake {
         let mut tries = Tries {
             body,
             received,
+            held_since,
             count: 0,
             refusal: None,
         };
@@ -270,3 +275,6 @@ impl DeliveryHandler for Intake {
         self.process(body, held, shutdown).boxed()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -4,7 +4,7 @@
 //! ([`crate::amqp::broker::RabbitBroker`]) implement them; so do the in-memory fakes in
 //! [`crate::fakes`], on which the coordinator's parts and the sweep are unit-tested. A shared
 //! suite ([`crate::fakes::store_suite`]) runs against both the fake and the real store, so the
-//! fake cannot drift from what the store does (docs/consistency.md, "The job store").
+//! fake cannot drift from what the store does (docs/README.md, "The parts and how they depend on each other").
 //!
 //! The methods return boxed futures so that the coordinator can hold `Arc<dyn JobStore>` and
 //! `Arc<dyn Broker>`: one allocation per call, next to a network round trip.

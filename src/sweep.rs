@@ -165,3 +165,120 @@ pub async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::fakes::{MemoryBroker, MemoryStore, Op, new_sample_job, sample_job};
+    use crate::ports::StoreError;
+
+    const GRACE: Duration = Duration::from_secs(30);
+
+    /// A coordinator whose clock reads `ahead` seconds past now, over empty fakes.
+    fn setup_at(ahead: i64) -> (Coordinator, MemoryStore, MemoryBroker) {
+        let (store, broker) = (MemoryStore::new(), MemoryBroker::new());
+        let clock = crate::clock::Clock::with_local(Arc::new(move || {
+            chrono::Utc::now() + chrono::TimeDelta::seconds(ahead)
+        }));
+        let coordinator =
+            Coordinator::new(Arc::new(store.clone()), Arc::new(broker.clone())).with_clock(clock);
+        (coordinator, store, broker)
+    }
+
+    fn setup() -> (Coordinator, MemoryStore, MemoryBroker) {
+        setup_at(0)
+    }
+
+    fn later(seconds: i64) -> Timestamp {
+        Timestamp::from(chrono::Utc::now() + chrono::TimeDelta::seconds(seconds))
+    }
+
+    async fn sweep(coordinator: &Coordinator, store: &MemoryStore, now: Timestamp) -> Swept {
+        let mut resume = Resume::default();
+        sweep_once(coordinator, store, now, GRACE, &mut resume)
+            .await
+            .expect("listed")
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_start_was_interrupted_is_started_after_the_grace() {
+        let (coordinator, store, broker) = setup();
+        let job = new_sample_job("pending", Timestamp::from(chrono::Utc::now()));
+        let id = job.id.clone();
+        store.put_job(job);
+        assert_eq!(
+            sweep(&coordinator, &store, later(1)).await,
+            Swept::default()
+        );
+        let swept = sweep(&coordinator, &store, later(60)).await;
+        assert_eq!((swept.actions, swept.failed), (1, 0));
+        assert_eq!(store.job(&id).map(|j| j.status), Some(JobStatus::Running));
+        assert_eq!(broker.dispatches().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_overdue_task_times_out_and_is_dispatched_again() {
+        let (coordinator, store, broker) = setup_at(3600);
+        let job = sample_job("overdue", 1);
+        let id = job.id.clone();
+        store.put_job(job);
+        let swept = sweep(&coordinator, &store, later(3600)).await;
+        assert_eq!((swept.actions, swept.failed), (1, 0));
+        let sent = broker.dispatches();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].1.attempt, 2);
+        let job = store.job(&id).expect("still running");
+        assert_eq!(job.current_stage.expect("in flight").tasks[0].attempt, 2);
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_move_to_history_is_finished() {
+        let (coordinator, store, _) = setup();
+        let mut job = sample_job("ended", 1);
+        job.status = JobStatus::Aborted;
+        let id = job.id.clone();
+        store.put_job(job);
+        let swept = sweep(&coordinator, &store, later(0)).await;
+        assert_eq!((swept.actions, swept.failed), (1, 0));
+        assert!(store.job(&id).is_none());
+        let record = store.load_history(&id).await.expect("read");
+        assert_eq!(record.map(|r| r.job.status), Some(JobStatus::Aborted));
+    }
+
+    #[tokio::test]
+    async fn a_job_that_fails_is_counted_and_the_others_are_still_swept() {
+        let (coordinator, store, broker) = setup_at(3600);
+        for hash in ["a-first", "b-second"] {
+            store.put_job(sample_job(hash, 1));
+        }
+        store.fail_next(Op::Load, StoreError::Unavailable("a blip".into()));
+        let swept = sweep(&coordinator, &store, later(3600)).await;
+        assert_eq!((swept.actions, swept.failed), (1, 1));
+        assert_eq!(broker.dispatches().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn jobs_that_fail_every_time_cannot_hide_the_rest() {
+        let (coordinator, store, _) = setup();
+        let ended = |n: usize| {
+            let mut job = sample_job(&format!("e{n:04}"), 0);
+            job.status = JobStatus::Failed;
+            job
+        };
+        for n in 0..=BATCH as usize {
+            store.put_job(ended(n));
+        }
+        for _ in 0..BATCH {
+            store.fail_next(Op::Archive, StoreError::Unavailable("stuck".into()));
+        }
+        let mut resume = Resume::default();
+        let first = sweep_once(&coordinator, &store, later(0), GRACE, &mut resume).await;
+        assert_eq!(first.expect("listed").failed, BATCH as usize);
+        let second = sweep_once(&coordinator, &store, later(0), GRACE, &mut resume).await;
+        assert_eq!(second.expect("listed").actions, 1, "the one past the batch");
+        let left = store.ended_jobs(None, 2 * BATCH).await.expect("listed");
+        assert_eq!(left.read, BATCH as usize, "one moved to history");
+    }
+}

@@ -1,5 +1,5 @@
 //! The result consumer: takes deliveries from the results queue, hands each to the handler it
-//! is given, and settles it as the handler says (docs/protocol.md, "Results").
+//! is given, and settles it as the handler says (docs/protocol.md, "Consuming results").
 
 use std::sync::Arc;
 

@@ -1,6 +1,6 @@
 //! Coalescing: events for the same job that arrive while one is being written wait, and the
 //! caller writing (the leader) applies them all in arrival order, in one compare-and-set, and
-//! hands each waiter its own outcome (docs/consistency.md, "Coalesced writes").
+//! hands each waiter its own outcome (docs/consistency.md, "Coalescing").
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,7 +1,7 @@
 //! The job-copy cache: the jobs this process wrote last, so the next event for one of them can
 //! start from it instead of reading it again. A copy can be behind the store (another replica
 //! wrote since); the compare-and-set then fails and the job is read afresh, so a copy only ever
-//! saves a read (docs/consistency.md, "Coalesced writes").
+//! saves a read (docs/consistency.md, "The copy cache").
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

@@ -1,5 +1,5 @@
 //! Observation: the metrics of each applied event, and the span fields of a handled event,
-//! kept out of the write loop (docs/operations.md lists the metrics).
+//! kept out of the write loop (README.md, "Metrics", lists them).
 
 use tracing::field;
 
@@ -72,12 +72,9 @@ pub fn event_worker(job: &Job, event: &Event) -> String {
     }
 }
 
-/// The worker of the stage holding `task_id` in `job`.
+/// The worker of the stage that issued `task_id` in `job`.
 fn worker_of(job: &Job, task_id: &TaskId) -> String {
-    job.stages
-        .iter()
-        .chain(job.current_stage.iter())
-        .find(|s| s.tasks.iter().any(|t| t.issued_as(task_id)))
+    job.stage_issuing(task_id)
         .and_then(|s| s.worker_id.clone())
         .unwrap_or_default()
 }

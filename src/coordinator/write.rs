@@ -1,7 +1,7 @@
 //! The write loop: applies a batch of events to one copy of the job with the pure engine,
 //! holds the result under the store's size limit, and writes it with one compare-and-set,
-//! reading the job again and retrying when another writer won (docs/consistency.md, "One
-//! write per batch").
+//! reading the job again and retrying when another writer won (docs/consistency.md,
+//! "Compare-and-set").
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -201,11 +201,15 @@ impl Job {
 impl Job {
     /// Whether `task_id` was issued by this run (any attempt of any stage).
     pub fn issued(&self, task_id: &TaskId) -> bool {
+        self.stage_issuing(task_id).is_some()
+    }
+
+    /// The stage of this run that issued `task_id` (any attempt), ended or in flight.
+    pub fn stage_issuing(&self, task_id: &TaskId) -> Option<&StageRecord> {
         self.stages
             .iter()
             .chain(self.current_stage.iter())
-            .flat_map(|s| s.tasks.iter())
-            .any(|t| t.issued_as(task_id))
+            .find(|s| s.tasks.iter().any(|t| t.issued_as(task_id)))
     }
 }
 

@@ -1,4 +1,4 @@
-//! The MongoDB store behind the [`JobStore`] port (docs/consistency.md, "The job store").
+//! The MongoDB store behind the [`JobStore`] port (docs/consistency.md, "Compare-and-set").
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
