@@ -3,16 +3,18 @@
 //! The shell loads a job, asks [`apply`] what an event does to it, writes the new job with a
 //! compare-and-set on `{_id, run_id, version}`, and only then carries out the effects.
 //!
-//! Longer than the ~400 lines we aim for because every transition is here, each check before
-//! its first change; its tests are in `engine_tests.rs`.
+//! The transitions of tasks are here; planning and ending stages is in `engine/stages.rs`
+//! (docs/semantics.md, "Fan-out and fan-in"). Every check comes before its first change; the
+//! tests are in `engine_tests.rs`.
+
+mod stages;
 
 use serde_json::Value;
 
+use self::stages::{advance, complete_stage};
+
 use super::ids::{StageId, TaskId};
-use super::job::{Job, JobStatus, StageRecord, TaskRecord, TaskStatus};
-use super::mapping::{merge_configs, plan_inputs, planned_size};
-use super::pipeline::StageSpec;
-use super::size::{map_size, mib};
+use super::job::{Job, JobStatus, TaskRecord, TaskStatus};
 use super::time::Timestamp;
 
 /// Something that happened to a job.
@@ -337,122 +339,6 @@ fn failed_attempt(
         stage.error = Some(message.clone());
         end(job, JobStatus::Failed, Some(message), now, effects);
     }
-}
-
-/// Ends the stage in flight and moves on.
-fn complete_stage(job: &mut Job, now: Timestamp, effects: &mut Vec<Effect>) {
-    let Some(mut stage) = job.current_stage.take() else {
-        return;
-    };
-    stage.outputs = stage
-        .tasks
-        .iter()
-        .flat_map(|t| t.outputs.iter().flatten().cloned())
-        .collect();
-    let logs: Vec<&str> = stage
-        .tasks
-        .iter()
-        .filter_map(|t| t.log.as_deref())
-        .collect();
-    if !logs.is_empty() {
-        stage.log = Some(logs.join("\n"));
-    }
-    stage.completed = Some(now);
-    effects.push(Effect::Notify(Notice::StageCompleted(stage.id.clone())));
-    job.stages.push(stage);
-    advance(job, now, effects);
-}
-
-/// Plans the next stage; skips stages with no tasks; finishes the job after the last stage.
-fn advance(job: &mut Job, now: Timestamp, effects: &mut Vec<Effect>) {
-    loop {
-        // `stages` holds `init` and every ended pipeline stage, so its length is the next index + 1.
-        let index = job.stages.len() - 1;
-        let Some(spec) = job.pipeline.get(index).cloned() else {
-            end(job, JobStatus::Finished, None, now, effects);
-            return;
-        };
-        let stage_id = StageId::for_index(index);
-        let mut record = StageRecord {
-            id: stage_id.clone(),
-            outputs: Vec::new(),
-            worker_id: Some(spec.worker.id.clone()),
-            tasks: Vec::new(),
-            started: Some(now),
-            completed: None,
-            log: None,
-            error: None,
-        };
-        let planned = check_plan(job, index, &spec).and_then(|()| plan_inputs(job, index, &spec));
-        match planned {
-            Err(reason) => {
-                let message = format!("stage '{stage_id}' cannot start: {reason}");
-                record.error = Some(message.clone());
-                record.completed = Some(now);
-                job.stages.push(record);
-                end(job, JobStatus::Failed, Some(message), now, effects);
-                return;
-            }
-            Ok(inputs) if inputs.is_empty() => {
-                record.completed = Some(now);
-                job.stages.push(record);
-                effects.push(Effect::Notify(Notice::StageCompleted(stage_id)));
-            }
-            Ok(inputs) => {
-                let configs = merge_configs(&spec.worker.configs, &job.machine_configs);
-                let deadline = now.plus_seconds(spec.timeout_s());
-                record.tasks = inputs
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, inputs)| TaskRecord {
-                        task_id: TaskId::derive(&job.run_id, &stage_id, i, 1),
-                        previous_ids: Vec::new(),
-                        status: TaskStatus::Pending,
-                        attempt: 1,
-                        inputs,
-                        configs: configs.clone(),
-                        issued: now,
-                        deadline,
-                        dispatched: None,
-                        outputs: None,
-                        log: None,
-                        error: None,
-                        completed: None,
-                    })
-                    .collect();
-                let task_ids = record.tasks.iter().map(|t| t.task_id.clone()).collect();
-                job.current_stage = Some(record);
-                effects.push(Effect::Dispatch { stage_id, task_ids });
-                return;
-            }
-        }
-    }
-}
-
-/// Checks the stage at `index` against the budgets from counts and sizes alone, before any
-/// input or config is copied into its tasks.
-fn check_plan(job: &Job, index: usize, spec: &StageSpec) -> Result<(), String> {
-    let planned = planned_size(job, index, spec)?;
-    if planned.tasks > MAX_STAGE_TASKS {
-        return Err(format!(
-            "it would have {} tasks, and a stage may have at most {MAX_STAGE_TASKS}",
-            planned.tasks
-        ));
-    }
-    // Every task carries the merged configs, whatever the worker's and the machine's overlap.
-    let configs = map_size(&spec.worker.configs) + map_size(&job.machine_configs);
-    let bytes = planned
-        .input_bytes
-        .saturating_add(planned.tasks.saturating_mul(configs));
-    if bytes > MAX_STAGE_BYTES {
-        return Err(format!(
-            "its {} task(s) would take about {} MiB of inputs and configs, more than the {} MiB a stage may take",
-            planned.tasks,
-            mib(bytes),
-            MAX_STAGE_BYTES / 1024 / 1024
-        ));
-    }
-    Ok(())
 }
 
 /// Ends the job with `status`; a stage still in flight is closed with the reason.
