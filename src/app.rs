@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -73,65 +74,76 @@ pub async fn run(
     let store = Store::connect(&config.endpoints.mongodb_uri, &config.database)
         .await
         .context("invalid MongoDB URI")?;
-    let broker = RabbitBroker::new(Link::new(), Names::new(config.prefix.clone()));
-    let jobs: Arc<dyn JobStore> = Arc::new(store.clone());
-    let coordinator = Coordinator::new(jobs.clone(), Arc::new(broker.clone()));
-    let intake = Arc::new(Intake::new(coordinator.clone(), jobs.clone()));
-    let store_handle = store.clone();
-
-    let indexes = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            if with_backoff("mongodb", &shutdown, || store.ensure_indexes())
-                .await
-                .is_some()
-            {
-                info!("mongodb indexes ensured");
-            }
-        }
-    });
-    let consuming = tokio::spawn(supervise(config.clone(), broker, intake, shutdown.clone()));
-    let sweeper = tokio::spawn(sweep::run(
-        coordinator.clone(),
-        jobs,
-        config.sweep_interval(),
-        config.dispatch_grace(),
-        shutdown.clone(),
-    ));
-
+    let (coordinator, background) = Background::start(&config, store.clone(), &shutdown);
     let limits = http::limits::Limits::new(config.max_requests as usize, config.request_timeout());
     let state = AppState {
         coordinator,
-        store: store_handle.clone(),
+        store: store.clone(),
     };
     let app = http::router(state, &base_path, tokens, limits);
     info!(address = %listener.local_addr()?, base_path = %base_path, "serving");
-    http::serve::serve(
-        listener,
-        app,
-        config.request_timeout(),
-        shutdown.clone(),
-        SHUTDOWN_GRACE,
-    )
-    .await;
+    let timeout = config.request_timeout();
+    http::serve::serve(listener, app, timeout, shutdown.clone(), SHUTDOWN_GRACE).await;
     shutdown.cancel();
-
-    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        let consumed = consuming.await;
-        let _ = sweeper.await;
-        let _ = indexes.await;
-        consumed
-    })
-    .await;
-    store_handle.shutdown().await;
-    match drained {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(error))) => return Err(error).context("result consumer failed"),
-        Ok(Err(join)) => return Err(join).context("result consumer panicked"),
-        Err(_) => warn!("in-flight work did not drain within the shutdown grace"),
-    }
+    let drained = background.drain().await;
+    store.shutdown().await;
+    drained?;
     info!("stopped");
     Ok(())
+}
+
+/// The work beside the API: the indexes ensured once, the result consumer on a supervised
+/// broker session, and the sweep.
+struct Background {
+    indexes: JoinHandle<()>,
+    consuming: JoinHandle<anyhow::Result<()>>,
+    sweeper: JoinHandle<()>,
+}
+
+impl Background {
+    /// Wires the coordinator over `store` and a RabbitMQ broker, and starts the work.
+    fn start(config: &Config, store: Store, shutdown: &CancellationToken) -> (Coordinator, Self) {
+        let broker = RabbitBroker::new(Link::new(), Names::new(config.prefix.clone()));
+        let jobs: Arc<dyn JobStore> = Arc::new(store.clone());
+        let coordinator = Coordinator::new(jobs.clone(), Arc::new(broker.clone()));
+        let intake = Arc::new(Intake::new(coordinator.clone(), jobs.clone()));
+        let indexes = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                let ensured = with_backoff("mongodb", &shutdown, || store.ensure_indexes()).await;
+                if ensured.is_some() {
+                    info!("mongodb indexes ensured");
+                }
+            }
+        });
+        let consuming = supervise(config.clone(), broker, intake, shutdown.clone());
+        let (interval, grace) = (config.sweep_interval(), config.dispatch_grace());
+        let sweeping = sweep::run(coordinator.clone(), jobs, interval, grace, shutdown.clone());
+        let background = Self {
+            indexes,
+            consuming: tokio::spawn(consuming),
+            sweeper: tokio::spawn(sweeping),
+        };
+        (coordinator, background)
+    }
+
+    /// Waits, at most [`SHUTDOWN_GRACE`], for the work to finish what it holds.
+    async fn drain(self) -> anyhow::Result<()> {
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            let consumed = self.consuming.await;
+            let _ = self.sweeper.await;
+            let _ = self.indexes.await;
+            consumed
+        })
+        .await;
+        match drained {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => return Err(error).context("result consumer failed"),
+            Ok(Err(join)) => return Err(join).context("result consumer panicked"),
+            Err(_) => warn!("in-flight work did not drain within the shutdown grace"),
+        }
+        Ok(())
+    }
 }
 
 /// Refuses an AMQP URL that cannot parse, with the password masked: the broker client's own
@@ -171,35 +183,13 @@ async fn supervise(
         link.install(session.clone());
         broker.forget_declared_queues();
         if generation > 1 {
-            info!(
-                generation,
-                reconnects = link.reconnects(),
-                "reconnected to rabbitmq"
-            );
+            let reconnects = link.reconnects();
+            info!(generation, reconnects, "reconnected to rabbitmq");
         } else {
             info!("connected to rabbitmq");
         }
-        let consumed = match session.connection.create_channel().await {
-            Ok(channel) => {
-                let consumer = consumer::run(
-                    channel,
-                    names.results_queue(),
-                    intake.clone(),
-                    config.prefetch,
-                    shutdown.clone(),
-                );
-                let watchdog = async {
-                    while session.is_open() {
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
-                };
-                tokio::select! {
-                    result = consumer => result.map_err(anyhow::Error::from),
-                    _ = watchdog => Err(anyhow::anyhow!("the connection or the publishing channel closed")),
-                }
-            }
-            Err(error) => Err(error.into()),
-        };
+        let queue = names.results_queue();
+        let consumed = consume(&session, queue, intake.clone(), config.prefetch, &shutdown).await;
         link.clear();
         if session.connection.status().connected() {
             let _ = session.connection.close(200, "closing".into()).await;
@@ -215,6 +205,27 @@ async fn supervise(
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
             _ = shutdown.cancelled() => return Ok(()),
         }
+    }
+}
+
+/// Consumes the results queue on `session` until shutdown, or until the session closes.
+async fn consume(
+    session: &Session,
+    queue: String,
+    intake: Arc<Intake>,
+    prefetch: u16,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let channel = session.connection.create_channel().await?;
+    let consumer = consumer::run(channel, queue, intake, prefetch, shutdown.clone());
+    let watchdog = async {
+        while session.is_open() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
+    tokio::select! {
+        result = consumer => result.map_err(anyhow::Error::from),
+        _ = watchdog => Err(anyhow::anyhow!("the connection or the publishing channel closed")),
     }
 }
 

@@ -1,17 +1,17 @@
 //! Operator commands that talk to a running service over its REST API. Everything printed
 //! from the API goes through [`render`], which escapes control characters.
 
+mod commands;
 mod render;
 
 pub use render::{escape, pretty_json, render_job};
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Where the API is and how to authenticate.
 #[derive(Debug, Clone, Args)]
@@ -249,122 +249,19 @@ pub async fn run(api: ApiArgs, command: Command) -> anyhow::Result<()> {
     match command {
         Command::Jobs(args) => print_list(&client, "jobs", &args).await,
         Command::History(args) => print_list(&client, "history", &args).await,
-        Command::Job { id, watch } => {
-            let (mut job, mut ended) = client.job(&id).await?;
-            print!("{}", render_job(&job));
-            let mut last = render_job(&job);
-            while watch && !ended {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                (job, ended) = client.job(&id).await?;
-                let view = render_job(&job);
-                if view != last {
-                    println!("---");
-                    print!("{view}");
-                    last = view;
-                }
-            }
-            Ok(())
-        }
-        Command::Abort { id } => {
-            let (_, answer) = client
-                .call(
-                    reqwest::Method::POST,
-                    &format!("/jobs/{}", segment(&id)),
-                    Some(&json!({"status": "aborted"})),
-                )
-                .await?;
-            eprint!(
-                "aborting {} ({})",
-                escape(&id),
-                escape(answer["status"].as_str().unwrap_or("?"))
-            );
-            let started = Instant::now();
-            loop {
-                match client.get(&format!("/history/{}", segment(&id))).await {
-                    Ok(job) => {
-                        eprintln!(" done");
-                        print!("{}", render_job(&job));
-                        return Ok(());
-                    }
-                    Err(_) if started.elapsed() < Duration::from_secs(60) => {
-                        eprint!(".");
-                        tokio::time::sleep(Duration::from_millis(250)).await;
-                    }
-                    Err(error) => bail!("the job did not reach history within 60 s: {error}"),
-                }
-            }
-        }
-        Command::Pipelines(PipelinesCommand::List) => {
-            for id in client
-                .get("/pipelines")
-                .await?
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-            {
-                println!("{}", escape(id));
-            }
-            Ok(())
-        }
+        Command::Job { id, watch } => commands::show_job(&client, &id, watch).await,
+        Command::Abort { id } => commands::abort(&client, &id).await,
+        Command::Pipelines(PipelinesCommand::List) => commands::list_pipelines(&client).await,
         Command::Pipelines(PipelinesCommand::Apply { file }) => {
-            let body = read_pipeline(&file)?;
-            let (status, answer) = match body["id"].as_str() {
-                Some(id) => {
-                    client
-                        .call(
-                            reqwest::Method::PUT,
-                            &format!("/pipelines/{}", segment(id)),
-                            Some(&body),
-                        )
-                        .await?
-                }
-                None => {
-                    client
-                        .call(reqwest::Method::POST, "/pipelines", Some(&body))
-                        .await?
-                }
-            };
-            let verb = if status == 201 { "created" } else { "replaced" };
-            println!(
-                "{verb} pipeline {}",
-                escape(answer["id"].as_str().unwrap_or("?"))
-            );
-            Ok(())
+            commands::apply_pipeline(&client, &file).await
         }
         Command::Machines(MachinesCommand::Set {
             machine_id,
             pipeline,
             configs,
-        }) => {
-            let configs: BTreeMap<String, Value> = match configs {
-                Some(text) => {
-                    serde_json::from_str(&text).context("--configs must be a JSON object")?
-                }
-                None => BTreeMap::new(),
-            };
-            let body = json!({"pipeline_id": pipeline, "configs": configs});
-            let (status, _) = client
-                .call(
-                    reqwest::Method::PUT,
-                    &format!("/machines/{}", segment(&machine_id)),
-                    Some(&body),
-                )
-                .await?;
-            println!(
-                "{} machine {} → pipeline {}",
-                if status == 201 { "created" } else { "updated" },
-                escape(&machine_id),
-                escape(&pipeline)
-            );
-            Ok(())
-        }
+        }) => commands::set_machine(&client, &machine_id, &pipeline, configs.as_deref()).await,
         Command::Machines(MachinesCommand::Show { machine_id }) => {
-            let machine = client
-                .get(&format!("/machines/{}", segment(&machine_id)))
-                .await?;
-            println!("{}", pretty_json(&machine));
-            Ok(())
+            commands::show_machine(&client, &machine_id).await
         }
     }
 }
