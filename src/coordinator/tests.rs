@@ -327,3 +327,54 @@ async fn a_crash_between_the_write_and_the_publish_leaves_the_dispatch_for_the_s
             .all(|t| t.dispatched.is_some())
     );
 }
+
+/// Log output captured for one test.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let mut buffer = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        buffer.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_coalesced_batch_names_each_field_of_a_span_once() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    let (coordinator, store, _) = setup();
+    let id = wide(&coordinator, &store, 5).await;
+    let work = tasks(&store, &id);
+    store.rival_before_next_write(|_| {});
+    let hold = store.hold_writes().await;
+    let handles = results_at_once(&coordinator, &id, &work).await;
+    drop(hold);
+    assert!(outcomes(handles).await.iter().all(Result::is_ok));
+    let text = String::from_utf8_lossy(&captured.0.lock().expect("log")).into_owned();
+    let spans: Vec<&str> = text
+        .lines()
+        .flat_map(|line| line.split("handle{").skip(1))
+        .map(|rest| rest.split('}').next().unwrap_or_default())
+        .collect();
+    assert!(spans.iter().any(|s| s.contains("stage_id=")), "{text}");
+    for span in spans {
+        for field in ["job_id=", "task_id=", "stage_id="] {
+            assert!(span.matches(field).count() <= 1, "{field} twice in {span}");
+        }
+    }
+}
