@@ -7,6 +7,7 @@
 //! - [`amqp`]: topology, the confirming publisher and the result consumer.
 //! - [`coordinator`]: the shell that applies events to jobs and carries out the effects.
 //! - [`http`]: the REST API, one router per resource.
+//! - [`access`]: API tokens, roles and what a role may see.
 //! - [`worker`]: a helper for writing workers in Rust.
 //! - [`demo`]: the bundled demo pipeline and its workers.
 //! - [`chaos`]: the fault-injection run and its report.
@@ -22,6 +23,7 @@
 //! - `docs/` (beside `src/`): the design: vocabulary, job semantics, protocol, consistency and
 //!   scaling, starting at `docs/README.md`.
 
+pub mod access;
 pub mod amqp;
 pub mod app;
 pub mod backoff;

@@ -248,7 +248,7 @@ pub fn document(base_path: &str) -> Value {
         }
     });
     let mut schemas = Value::Object(b.generator.take_definitions(true));
-    crate::schemas::hideable_task_ids(&mut schemas);
+    crate::access::hideable_task_ids(&mut schemas);
     json!({
         "openapi": "3.1.0",
         "info": {"title": "job-manager", "version": env!("CARGO_PKG_VERSION"),

@@ -4,6 +4,7 @@
 use schemars::JsonSchema;
 use serde_json::Value;
 
+use crate::access::hideable_task_ids;
 use crate::domain::{JobView, MachineBody, PipelineBody};
 use crate::http::bodies::HistoryView;
 use crate::http::error::ErrorBody;
@@ -12,25 +13,6 @@ use crate::messages::{JobEvent, StageDispatch, StageResult};
 
 fn schema<T: JsonSchema>() -> Value {
     schemars::schema_for!(T).to_value()
-}
-
-/// A job's tasks are shown without `task_id` to callers with only the `read` role when access
-/// control is on (holding a task id is what posting a result takes), so the response schemas
-/// do not require it. `definitions` is a `$defs` or `components/schemas` map.
-pub fn hideable_task_ids(definitions: &mut Value) {
-    let Some(record) = definitions.get_mut("TaskRecord") else {
-        return;
-    };
-    if let Some(required) = record.get_mut("required").and_then(Value::as_array_mut) {
-        required.retain(|name| name != "task_id");
-    }
-    if let Some(description) = record.pointer_mut("/properties/task_id/description") {
-        *description = Value::String(
-            "The id of the current attempt; absent for callers with only the read role when \
-             access control is on."
-                .into(),
-        );
-    }
 }
 
 fn job_response<T: JsonSchema>() -> Value {

@@ -5,10 +5,10 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 
 use super::AppState;
-use super::auth::{Role, hide_task_ids, may_see_task_ids};
 use super::bodies::HistoryView;
 use super::error::ApiError;
 use super::extract::PathParam;
+use crate::access::{Role, hide_task_ids, may_see_task_ids};
 use crate::domain::{JobId, JobView};
 
 pub fn router() -> Router<AppState> {

@@ -10,10 +10,10 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::AppState;
-use super::auth::{Role, hide_task_ids, may_see_task_ids};
 use super::bodies::{AbortAccepted, IdBody, ResultAccepted, ResultOutcome};
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParam};
+use crate::access::{Role, hide_task_ids, may_see_task_ids};
 use crate::coordinator::{Created, Handled, NewJob};
 use crate::domain::engine::Ignored;
 use crate::domain::{Event, JobId, JobView, TaskId, TaskResult};

@@ -34,7 +34,7 @@ pub struct AppState {
 pub fn router(
     state: AppState,
     base_path: &str,
-    tokens: auth::Tokens,
+    tokens: crate::access::Tokens,
     limits: limits::Limits,
 ) -> Router {
     let mut protected = Router::new()
