@@ -7,6 +7,7 @@ pub mod mapping;
 pub mod pipeline;
 pub mod size;
 pub mod time;
+pub mod values;
 
 pub use engine::{Decision, Effect, Event, Ignored, Notice, TaskResult, apply, apply_in_place};
 pub use ids::{IdError, JobId, StageId, TaskId};
