@@ -91,13 +91,7 @@ pub enum Handled {
     UnknownJob,
 }
 
-/// A request to start a job.
-#[derive(Debug, Clone)]
-pub struct NewJob {
-    pub hash: String,
-    pub machine_id: String,
-    pub file_name: String,
-}
+pub use crate::domain::NewJob;
 
 /// What starting a job came to.
 #[derive(Debug)]

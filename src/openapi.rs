@@ -5,12 +5,11 @@ use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 
-use crate::domain::{JobView, Machine, MachineBody, PipelineBody};
+use crate::domain::{JobView, Machine, MachineBody, NewJobBody, PipelineBody};
 use crate::http::bodies::{
     AbortAccepted, HealthBody, HistoryView, IdBody, PipelineView, ResultAccepted,
 };
 use crate::http::error::ErrorBody;
-use crate::http::jobs::NewJobBody;
 use crate::messages::outputs_schema;
 
 struct Builder {

@@ -5,10 +5,9 @@ use schemars::JsonSchema;
 use serde_json::Value;
 
 use crate::access::hideable_task_ids;
-use crate::domain::{JobView, MachineBody, PipelineBody};
+use crate::domain::{JobView, MachineBody, NewJobBody, PipelineBody};
 use crate::http::bodies::HistoryView;
 use crate::http::error::ErrorBody;
-use crate::http::jobs::NewJobBody;
 use crate::messages::{JobEvent, StageDispatch, StageResult};
 
 fn schema<T: JsonSchema>() -> Value {

@@ -10,10 +10,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::ids::StageId;
-use super::validation::check_name;
 pub use super::validation::{
     ValidationError, configs_too_large, is_safe_worker_id, validate_stages,
 };
+use super::validation::{check_name, invalid};
+use super::values::check_keys;
 
 /// Retries when a stage does not say.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
@@ -147,8 +148,18 @@ pub fn parse_source(index: usize, value: &str) -> Result<SourceRef, String> {
 }
 
 impl PipelineBody {
-    /// Validates the body and turns it into a pipeline with the given id.
+    /// Validates the body and turns it into a pipeline with the given id: the worker configs
+    /// can be stored as they are, the name and id are proper names, and the stages pass
+    /// [`validate_stages`].
     pub fn into_pipeline(self, id: String) -> Result<Pipeline, ValidationError> {
+        for (index, stage) in self.stages.iter().enumerate() {
+            check_keys(&stage.worker.configs).map_err(|e| {
+                invalid(
+                    format!("$.stages[{index}].worker.configs{}", e.path),
+                    e.message,
+                )
+            })?;
+        }
         check_name("$.name", &self.name)?;
         check_name("$.id", &id)?;
         validate_stages(&self.stages)?;
@@ -157,6 +168,15 @@ impl PipelineBody {
             name: self.name,
             stages: self.stages,
         })
+    }
+
+    /// Like [`PipelineBody::into_pipeline`] for a body put at `id`: an `id` in the body must
+    /// be that one.
+    pub fn into_pipeline_at(self, id: String) -> Result<Pipeline, ValidationError> {
+        if self.id.as_deref().is_some_and(|given| given != id) {
+            return Err(invalid("$.id", "the body's id differs from the path's"));
+        }
+        self.into_pipeline(id)
     }
 }
 
@@ -244,6 +264,9 @@ pub(crate) mod fixtures {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
+    use super::fixtures::*;
     use super::*;
 
     #[test]
@@ -252,5 +275,61 @@ mod tests {
         assert_eq!(source.stage.as_str(), "02");
         let source = parse_source(0, "init_source").expect("parses");
         assert_eq!(source.stage.as_str(), "init");
+    }
+
+    fn body(id: Option<&str>) -> PipelineBody {
+        let pipeline = seed_pipeline();
+        PipelineBody {
+            id: id.map(str::to_owned),
+            name: pipeline.name,
+            stages: pipeline.stages,
+        }
+    }
+
+    #[test]
+    fn a_valid_body_becomes_a_pipeline_with_the_given_id() {
+        let pipeline = body(None).into_pipeline("p-1".into()).expect("valid");
+        assert_eq!(pipeline.id, "p-1");
+        assert_eq!(pipeline.stages, seed_pipeline().stages);
+    }
+
+    #[test]
+    fn worker_configs_that_cannot_be_stored_are_refused_with_their_path() {
+        let mut bad = body(None);
+        bad.stages[2]
+            .worker
+            .configs
+            .insert("a".into(), json!({"$where": 1}));
+        let error = bad.into_pipeline("p".into()).expect_err("refused");
+        assert_eq!(error.path, "$.stages[2].worker.configs.a.$where");
+        // Checked before the name, as before the rules moved into the domain.
+        let mut both = body(None);
+        both.name = String::new();
+        both.stages[0].worker.configs.insert("$x".into(), json!(1));
+        let error = both.into_pipeline("p".into()).expect_err("refused");
+        assert_eq!(error.path, "$.stages[0].worker.configs.$x");
+    }
+
+    #[test]
+    fn a_blank_name_or_id_is_refused() {
+        let mut blank = body(None);
+        blank.name = " ".into();
+        assert_eq!(
+            blank.into_pipeline("p".into()).expect_err("refused").path,
+            "$.name"
+        );
+        let error = body(None).into_pipeline("\n".into()).expect_err("refused");
+        assert_eq!(error.path, "$.id");
+    }
+
+    #[test]
+    fn a_body_put_at_an_id_must_not_name_another() {
+        let error = body(Some("other"))
+            .into_pipeline_at("p".into())
+            .expect_err("refused");
+        assert_eq!(error.path, "$.id");
+        assert_eq!(error.message, "the body's id differs from the path's");
+        assert!(body(Some("p")).into_pipeline_at("p".into()).is_ok());
+        assert!(body(None).into_pipeline_at("p".into()).is_ok());
     }
 }

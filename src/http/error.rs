@@ -8,6 +8,7 @@ use serde_json::json;
 use tracing::error;
 
 use crate::coordinator::CoordinatorError;
+use crate::domain::ValidationError;
 use crate::store::StoreError;
 
 /// The body of every error response.
@@ -159,6 +160,16 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// A value that breaks a rule is a 422 with the JSON path of the value, when it is in the body.
+impl From<ValidationError> for ApiError {
+    fn from(error: ValidationError) -> Self {
+        Self::Unprocessable {
+            path: (!error.path.is_empty()).then_some(error.path),
+            message: error.message,
+        }
+    }
+}
+
 /// A transient failure is a 503 (try again later); a permanent one means what was sent cannot
 /// be stored as it is, a 422 whose message carries no internal detail (that is logged).
 impl From<CoordinatorError> for ApiError {
@@ -171,5 +182,27 @@ impl From<CoordinatorError> for ApiError {
         }
         tracing::warn!(%error, "request refused: it cannot be stored");
         Self::unprocessable("the request cannot be stored as sent")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rule_broken_in_the_body_names_its_path_and_one_outside_does_not() {
+        let in_body = ApiError::from(ValidationError {
+            path: "$.hash".into(),
+            message: "'hash' must not be empty".into(),
+        });
+        assert!(matches!(&in_body, ApiError::Unprocessable { path: Some(p), .. } if p == "$.hash"));
+        let outside = ApiError::from(ValidationError {
+            path: String::new(),
+            message: "a machine id must be 1-200 bytes".into(),
+        });
+        assert!(matches!(
+            outside,
+            ApiError::Unprocessable { path: None, .. }
+        ));
     }
 }

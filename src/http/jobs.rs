@@ -6,7 +6,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::AppState;
@@ -14,43 +13,16 @@ use super::bodies::{AbortAccepted, IdBody, ResultAccepted, ResultOutcome};
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParam};
 use crate::access::{Role, hide_task_ids, may_see_task_ids};
-use crate::coordinator::{Created, Handled, NewJob};
+use crate::coordinator::{Created, Handled};
 use crate::domain::engine::Ignored;
-use crate::domain::{Event, JobId, JobView, TaskId, TaskResult};
+use crate::domain::{Event, JobId, JobView, NewJob, NewJobBody, TaskId, TaskResult};
 use crate::messages::normalize_outputs;
 use crate::store::HistoryRecord;
-
-/// Longest accepted `hash`, `machine_id` or `file_name`, in bytes.
-pub const MAX_FIELD_LEN: usize = 1024;
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/jobs", get(super::listing::active).post(create))
         .route("/jobs/{job}", get(show).post(update))
-}
-
-/// Body of `POST /jobs`.
-#[derive(Debug, serde::Serialize, Deserialize, schemars::JsonSchema)]
-pub struct NewJobBody {
-    pub hash: String,
-    pub machine_id: String,
-    pub file_name: String,
-}
-
-fn check_field(name: &str, value: &str) -> Result<(), ApiError> {
-    if value.trim().is_empty() {
-        return Err(ApiError::Unprocessable {
-            message: format!("'{name}' must not be empty"),
-            path: Some(format!("$.{name}")),
-        });
-    }
-    if value.len() > MAX_FIELD_LEN {
-        return Err(ApiError::Unprocessable {
-            message: format!("'{name}' must be at most {MAX_FIELD_LEN} bytes"),
-            path: Some(format!("$.{name}")),
-        });
-    }
-    Ok(())
 }
 
 /// Whether the client wants the id as JSON: `Accept` names `application/json` but not `text/plain`.
@@ -83,15 +55,8 @@ async fn create(
     headers: HeaderMap,
     JsonBody(body): JsonBody<NewJobBody>,
 ) -> Result<Response, ApiError> {
-    check_field("hash", &body.hash)?;
-    check_field("machine_id", &body.machine_id)?;
-    check_field("file_name", &body.file_name)?;
+    let request = NewJob::try_from(body)?;
     let json = wants_json(&headers);
-    let request = NewJob {
-        hash: body.hash,
-        machine_id: body.machine_id,
-        file_name: body.file_name,
-    };
     let machine_id = request.machine_id.clone();
     match state.coordinator.create_job(request).await? {
         Created::Started(id) => Ok(id_response(StatusCode::CREATED, &id, json)),

@@ -9,13 +9,8 @@ use axum::{Json, Router};
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParam};
-use crate::domain::pipeline::{MAX_CONFIGS_BYTES, configs_too_large};
 use crate::domain::{Machine, MachineBody};
-use crate::messages::check_keys;
 use crate::store::Inserted;
-
-/// Longest machine id, in bytes.
-pub const MAX_MACHINE_ID_LEN: usize = 200;
 
 pub fn router() -> Router<AppState> {
     Router::new().route(
@@ -29,36 +24,17 @@ async fn upsert(
     PathParam(machine_id): PathParam<String>,
     JsonBody(body): JsonBody<MachineBody>,
 ) -> Result<Response, ApiError> {
-    if machine_id.trim().is_empty() || machine_id.len() > MAX_MACHINE_ID_LEN {
-        return Err(ApiError::unprocessable(format!(
-            "a machine id must be 1-{MAX_MACHINE_ID_LEN} bytes"
-        )));
-    }
-    check_keys(&body.configs).map_err(|e| ApiError::Unprocessable {
-        message: e.message,
-        path: Some(format!("$.configs{}", e.path)),
-    })?;
-    if configs_too_large(&body.configs) {
-        return Err(ApiError::Unprocessable {
-            message: format!("configs must be at most {MAX_CONFIGS_BYTES} bytes as JSON"),
-            path: Some("$.configs".into()),
-        });
-    }
+    let machine = Machine::new(machine_id, body)?;
     let store = state.coordinator.store();
-    if store.get_pipeline(&body.pipeline_id).await?.is_none() {
+    if store.get_pipeline(&machine.pipeline_id).await?.is_none() {
         return Err(ApiError::Unprocessable {
             message: format!(
                 "pipeline '{}' is not registered",
-                body.pipeline_id.chars().take(100).collect::<String>()
+                machine.pipeline_id.chars().take(100).collect::<String>()
             ),
             path: Some("$.pipeline_id".into()),
         });
     }
-    let machine = Machine {
-        machine_id,
-        pipeline_id: body.pipeline_id,
-        configs: body.configs,
-    };
     let status = match store.put_machine(&machine).await? {
         Inserted::Created => StatusCode::CREATED,
         Inserted::AlreadyExists => StatusCode::OK,

@@ -10,32 +10,13 @@ use super::AppState;
 use super::bodies::{IdBody, PipelineView};
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParam};
-use crate::domain::pipeline::ValidationError;
-use crate::domain::{Pipeline, PipelineBody};
-use crate::messages::check_keys;
+use crate::domain::PipelineBody;
 use crate::store::Inserted;
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/pipelines", get(list).post(create))
         .route("/pipelines/{id}", get(show).put(replace).delete(remove))
-}
-
-fn invalid(error: ValidationError) -> ApiError {
-    ApiError::Unprocessable {
-        message: error.message,
-        path: Some(error.path),
-    }
-}
-
-fn validate(body: PipelineBody, id: String) -> Result<Pipeline, ApiError> {
-    for (index, stage) in body.stages.iter().enumerate() {
-        check_keys(&stage.worker.configs).map_err(|e| ApiError::Unprocessable {
-            message: e.message,
-            path: Some(format!("$.stages[{index}].worker.configs{}", e.path)),
-        })?;
-    }
-    body.into_pipeline(id).map_err(invalid)
 }
 
 async fn list(State(state): State<AppState>) -> Result<Json<Vec<String>>, ApiError> {
@@ -50,7 +31,7 @@ async fn create(
         .id
         .clone()
         .unwrap_or_else(|| uuid::Uuid::new_v4().hyphenated().to_string());
-    let pipeline = validate(body, id)?;
+    let pipeline = body.into_pipeline(id)?;
     match state.coordinator.store().insert_pipeline(&pipeline).await? {
         Inserted::Created => {
             Ok((StatusCode::CREATED, Json(IdBody { id: pipeline.id })).into_response())
@@ -80,13 +61,7 @@ async fn replace(
     PathParam(id): PathParam<String>,
     JsonBody(body): JsonBody<PipelineBody>,
 ) -> Result<Response, ApiError> {
-    if body.id.as_deref().is_some_and(|given| given != id) {
-        return Err(ApiError::Unprocessable {
-            message: "the body's id differs from the path's".into(),
-            path: Some("$.id".into()),
-        });
-    }
-    let pipeline = validate(body, id)?;
+    let pipeline = body.into_pipeline_at(id)?;
     let status = match state.coordinator.store().put_pipeline(&pipeline).await? {
         Inserted::Created => StatusCode::CREATED,
         Inserted::AlreadyExists => StatusCode::OK,
