@@ -12,6 +12,7 @@ use crate::amqp::{Link, Names, Session, consumer};
 use crate::config::Config;
 use crate::coordinator::Coordinator;
 use crate::http::{self, AppState};
+use crate::services::{Catalog, Queries};
 use crate::store::Store;
 use crate::sweep;
 
@@ -97,7 +98,16 @@ pub async fn run(
     ));
 
     let limits = http::limits::Limits::new(config.max_requests as usize, config.request_timeout());
-    let app = http::router(AppState { coordinator }, &base_path, tokens, limits);
+    let (catalog, queries) = (
+        Catalog::new(store_handle.clone()),
+        Queries::new(store_handle.clone()),
+    );
+    let state = AppState {
+        coordinator,
+        catalog,
+        queries,
+    };
+    let app = http::router(state, &base_path, tokens, limits);
     info!(address = %listener.local_addr()?, base_path = %base_path, "serving");
     http::serve::serve(
         listener,

@@ -6,6 +6,8 @@
 //! - [`store`]: MongoDB collections, compare-and-set writes and archiving.
 //! - [`amqp`]: topology, the confirming publisher and the result consumer.
 //! - [`coordinator`]: the shell that applies events to jobs and carries out the effects.
+//! - [`services`]: what the REST handlers call besides the coordinator: the catalog of
+//!   pipelines and machines, and the read-side queries.
 //! - [`http`]: the REST API, one router per resource.
 //! - [`access`]: API tokens, roles and what a role may see.
 //! - [`worker`]: a helper for writing workers in Rust.
@@ -40,6 +42,7 @@ pub mod messages;
 pub mod meter;
 pub mod openapi;
 pub mod schemas;
+pub mod services;
 pub mod store;
 pub mod sweep;
 pub mod telemetry;

@@ -6,11 +6,10 @@ use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 
 use crate::domain::{JobView, Machine, MachineBody, NewJobBody, PipelineBody};
-use crate::http::bodies::{
-    AbortAccepted, HealthBody, HistoryView, IdBody, PipelineView, ResultAccepted,
-};
+use crate::http::bodies::{AbortAccepted, HealthBody, IdBody, PipelineView, ResultAccepted};
 use crate::http::error::ErrorBody;
 use crate::messages::outputs_schema;
+use crate::services::HistoryView;
 
 struct Builder {
     generator: SchemaGenerator,

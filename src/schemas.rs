@@ -6,9 +6,9 @@ use serde_json::Value;
 
 use crate::access::hideable_task_ids;
 use crate::domain::{JobView, MachineBody, NewJobBody, PipelineBody};
-use crate::http::bodies::HistoryView;
 use crate::http::error::ErrorBody;
 use crate::messages::{JobEvent, StageDispatch, StageResult};
+use crate::services::HistoryView;
 
 fn schema<T: JsonSchema>() -> Value {
     schemars::schema_for!(T).to_value()

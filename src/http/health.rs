@@ -30,7 +30,7 @@ async fn live() -> impl IntoResponse {
 /// MongoDB answers a ping and the RabbitMQ connection is open.
 async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     let mongodb = matches!(
-        tokio::time::timeout(Duration::from_secs(3), state.coordinator.store().ping()).await,
+        tokio::time::timeout(Duration::from_secs(3), state.queries.ping()).await,
         Ok(Ok(()))
     );
     let rabbitmq = state.coordinator.link().is_connected();
@@ -59,13 +59,10 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
 
 /// Prometheus text exposition.
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let active = tokio::time::timeout(
-        Duration::from_secs(2),
-        state.coordinator.store().count_active(),
-    )
-    .await
-    .ok()
-    .and_then(Result::ok);
+    let active = tokio::time::timeout(Duration::from_secs(2), state.queries.count_active())
+        .await
+        .ok()
+        .and_then(Result::ok);
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -1,15 +1,14 @@
-//! `/history` and `/history/{job}`: ended jobs.
+//! `/history` and `/history/{job}`: ended jobs (README.md, "REST API").
 
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 
 use super::AppState;
-use super::bodies::HistoryView;
 use super::error::ApiError;
 use super::extract::PathParam;
 use crate::access::{Role, hide_task_ids, may_see_task_ids};
-use crate::domain::{JobId, JobView};
+use crate::domain::JobId;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -23,16 +22,11 @@ async fn show(
     PathParam(job): PathParam<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = JobId::parse(&job).map_err(|_| ApiError::not_found("job", &job))?;
-    let record = state
-        .coordinator
-        .store()
-        .load_history(&id)
+    let view = state
+        .queries
+        .history_view(&id)
         .await?
         .ok_or_else(|| ApiError::not_found("job", &job))?;
-    let view = HistoryView {
-        job: JobView::from(&record.job),
-        previous_runs: record.previous_runs.iter().map(JobView::from).collect(),
-    };
     let mut view = serde_json::to_value(view)
         .map_err(|e| ApiError::Internal(format!("cannot serialise job {id}: {e}")))?;
     if !may_see_task_ids(role.map(|Extension(role)| role)) {

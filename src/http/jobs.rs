@@ -1,4 +1,5 @@
-//! `/jobs` and `/jobs/{job}`: start, list, inspect, advance and abort jobs.
+//! `/jobs` and `/jobs/{job}`: start, list, inspect, advance and abort jobs (README.md,
+//! "REST API"; docs/semantics.md, "Starting a job" and "Abort").
 
 use axum::extract::State;
 use axum::http::header::{ACCEPT, CONTENT_TYPE};
@@ -15,9 +16,9 @@ use super::extract::{JsonBody, PathParam};
 use crate::access::{Role, hide_task_ids, may_see_task_ids};
 use crate::coordinator::{Created, Handled};
 use crate::domain::engine::Ignored;
-use crate::domain::{Event, JobId, JobView, NewJob, NewJobBody, TaskId, TaskResult};
+use crate::domain::{Event, JobId, NewJob, NewJobBody, TaskId, TaskResult};
 use crate::messages::normalize_outputs;
-use crate::store::HistoryRecord;
+use crate::services::HistoryRecord;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -85,13 +86,12 @@ async fn show(
     PathParam(job): PathParam<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_job_id(&job)?;
-    let record = state
-        .coordinator
-        .store()
-        .load_job(&id)
+    let view = state
+        .queries
+        .job_view(&id)
         .await?
         .ok_or_else(|| ApiError::not_found("job", &job))?;
-    let mut view = serde_json::to_value(JobView::from(&record))
+    let mut view = serde_json::to_value(view)
         .map_err(|e| ApiError::Internal(format!("cannot serialise job {id}: {e}")))?;
     if !may_see_task_ids(role.map(|Extension(role)| role)) {
         hide_task_ids(&mut view);
@@ -124,7 +124,7 @@ async fn update(
 }
 
 async fn ended_or_missing(state: &AppState, id: &JobId) -> Result<ApiError, ApiError> {
-    Ok(match state.coordinator.store().load_history(id).await? {
+    Ok(match state.queries.history(id).await? {
         Some(record) => ApiError::Conflict(format!(
             "job '{id}' already ended as {}",
             record.job.status.as_str()
@@ -155,11 +155,8 @@ async fn abort(state: &AppState, id: &JobId) -> Result<Response, ApiError> {
     }
 }
 
-async fn record_results(
-    state: &AppState,
-    id: &JobId,
-    body: Map<String, Value>,
-) -> Result<Response, ApiError> {
+/// The results of a body, each with a parsed task id and outputs that can be stored.
+fn parse_results(body: Map<String, Value>) -> Result<Vec<TaskResult>, ApiError> {
     let mut results = Vec::with_capacity(body.len());
     for (key, outputs) in body {
         let shown = || {
@@ -186,7 +183,16 @@ async fn record_results(
             error: None,
         });
     }
-    let Some(job) = state.coordinator.store().load_job(id).await? else {
+    Ok(results)
+}
+
+async fn record_results(
+    state: &AppState,
+    id: &JobId,
+    body: Map<String, Value>,
+) -> Result<Response, ApiError> {
+    let results = parse_results(body)?;
+    let Some(job) = state.queries.job(id).await? else {
         return match ended_or_missing(state, id).await? {
             // A result for an ended job is accepted and ignored, as over AMQP.
             ApiError::Conflict(_) => Ok(accepted(id, ResultOutcome::Ignored, "job already ended")),
@@ -235,7 +241,7 @@ async fn issued_in_an_earlier_run(
     history: &mut Option<Option<HistoryRecord>>,
 ) -> Result<bool, ApiError> {
     if history.is_none() {
-        *history = Some(state.coordinator.store().load_history(id).await?);
+        *history = Some(state.queries.history(id).await?);
     }
     let Some(Some(record)) = history.as_ref() else {
         return Ok(false);

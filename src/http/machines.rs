@@ -1,4 +1,5 @@
-//! `/machines/{machine_id}`: which pipeline a machine's jobs run.
+//! `/machines/{machine_id}`: which pipeline a machine's jobs run (README.md, "REST API"). The
+//! rules are `Machine::new` and the catalog's.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -7,10 +8,10 @@ use axum::routing::put;
 use axum::{Json, Router};
 
 use super::AppState;
+use super::bodies::status_of;
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParam};
 use crate::domain::{Machine, MachineBody};
-use crate::store::Inserted;
 
 pub fn router() -> Router<AppState> {
     Router::new().route(
@@ -24,22 +25,8 @@ async fn upsert(
     PathParam(machine_id): PathParam<String>,
     JsonBody(body): JsonBody<MachineBody>,
 ) -> Result<Response, ApiError> {
-    let machine = Machine::new(machine_id, body)?;
-    let store = state.coordinator.store();
-    if store.get_pipeline(&machine.pipeline_id).await?.is_none() {
-        return Err(ApiError::Unprocessable {
-            message: format!(
-                "pipeline '{}' is not registered",
-                machine.pipeline_id.chars().take(100).collect::<String>()
-            ),
-            path: Some("$.pipeline_id".into()),
-        });
-    }
-    let status = match store.put_machine(&machine).await? {
-        Inserted::Created => StatusCode::CREATED,
-        Inserted::AlreadyExists => StatusCode::OK,
-    };
-    Ok((status, Json(machine)).into_response())
+    let (machine, written) = state.catalog.put_machine(machine_id, body).await?;
+    Ok((status_of(written), Json(machine)).into_response())
 }
 
 async fn show(
@@ -47,9 +34,8 @@ async fn show(
     PathParam(machine_id): PathParam<String>,
 ) -> Result<Json<Machine>, ApiError> {
     state
-        .coordinator
-        .store()
-        .get_machine(&machine_id)
+        .catalog
+        .machine(&machine_id)
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::not_found("machine", &machine_id))
@@ -59,12 +45,7 @@ async fn remove(
     State(state): State<AppState>,
     PathParam(machine_id): PathParam<String>,
 ) -> Result<StatusCode, ApiError> {
-    if state
-        .coordinator
-        .store()
-        .delete_machine(&machine_id)
-        .await?
-    {
+    if state.catalog.delete_machine(&machine_id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("machine", &machine_id))

@@ -20,12 +20,18 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::Uri;
 
 use crate::coordinator::Coordinator;
+use crate::services::{Catalog, Queries};
 use error::ApiError;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
+    /// Starts jobs and applies results and aborts.
     pub coordinator: Coordinator,
+    /// Pipelines and machines.
+    pub catalog: Catalog,
+    /// Jobs, history and listings, read only.
+    pub queries: Queries,
 }
 
 /// The whole API under `base_path` (e.g. `/job-manager`, or `""` for none; checked by

@@ -1,4 +1,5 @@
-//! `/pipelines`: register, list, inspect, replace and delete pipelines.
+//! `/pipelines`: register, list, inspect, replace and delete pipelines (README.md,
+//! "Pipelines"). The rules are `PipelineBody::into_pipeline` and the catalog's.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -7,11 +8,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 
 use super::AppState;
-use super::bodies::{IdBody, PipelineView};
+use super::bodies::{IdBody, PipelineView, status_of};
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParam};
 use crate::domain::PipelineBody;
-use crate::store::Inserted;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -20,27 +20,15 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn list(State(state): State<AppState>) -> Result<Json<Vec<String>>, ApiError> {
-    Ok(Json(state.coordinator.store().pipeline_ids().await?))
+    Ok(Json(state.catalog.pipeline_ids().await?))
 }
 
 async fn create(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<PipelineBody>,
 ) -> Result<Response, ApiError> {
-    let id = body
-        .id
-        .clone()
-        .unwrap_or_else(|| uuid::Uuid::new_v4().hyphenated().to_string());
-    let pipeline = body.into_pipeline(id)?;
-    match state.coordinator.store().insert_pipeline(&pipeline).await? {
-        Inserted::Created => {
-            Ok((StatusCode::CREATED, Json(IdBody { id: pipeline.id })).into_response())
-        }
-        Inserted::AlreadyExists => Err(ApiError::Conflict(format!(
-            "pipeline '{}' already exists; use PUT to replace it",
-            pipeline.id
-        ))),
-    }
+    let id = state.catalog.register_pipeline(body).await?;
+    Ok((StatusCode::CREATED, Json(IdBody { id })).into_response())
 }
 
 async fn show(
@@ -48,9 +36,8 @@ async fn show(
     PathParam(id): PathParam<String>,
 ) -> Result<Json<PipelineView>, ApiError> {
     let pipeline = state
-        .coordinator
-        .store()
-        .get_pipeline(&id)
+        .catalog
+        .pipeline(&id)
         .await?
         .ok_or_else(|| ApiError::not_found("pipeline", &id))?;
     Ok(Json(PipelineView::from(pipeline)))
@@ -61,27 +48,15 @@ async fn replace(
     PathParam(id): PathParam<String>,
     JsonBody(body): JsonBody<PipelineBody>,
 ) -> Result<Response, ApiError> {
-    let pipeline = body.into_pipeline_at(id)?;
-    let status = match state.coordinator.store().put_pipeline(&pipeline).await? {
-        Inserted::Created => StatusCode::CREATED,
-        Inserted::AlreadyExists => StatusCode::OK,
-    };
-    Ok((status, Json(IdBody { id: pipeline.id })).into_response())
+    let (pipeline, written) = state.catalog.put_pipeline(id, body).await?;
+    Ok((status_of(written), Json(IdBody { id: pipeline.id })).into_response())
 }
 
 async fn remove(
     State(state): State<AppState>,
     PathParam(id): PathParam<String>,
 ) -> Result<StatusCode, ApiError> {
-    let store = state.coordinator.store();
-    let users = store.machines_using(&id, 10).await?;
-    if !users.is_empty() {
-        return Err(ApiError::Conflict(format!(
-            "pipeline '{id}' is used by machine(s) {}",
-            users.join(", ")
-        )));
-    }
-    if store.delete_pipeline(&id).await? {
+    if state.catalog.delete_pipeline(&id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("pipeline", &id))
