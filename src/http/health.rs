@@ -1,22 +1,49 @@
-//! `/health/live` and `/health/ready`.
+//! `/health/live`, `/health/ready`, `/metrics` and `/dashboard`: open to everyone (README.md,
+//! "REST API").
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
+use schemars::SchemaGenerator;
+use serde_json::{Value, json};
 
 use super::AppState;
 use super::bodies::{CheckState, Checks, HealthBody};
+use super::routes::ApiRoute;
+use crate::openapi::{Operation, Response, schema_of};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/health/live", get(live))
-        .route("/health/ready", get(ready))
-        .route("/metrics", get(metrics))
-        .route("/dashboard", get(super::security::dashboard))
+pub fn routes() -> Vec<ApiRoute> {
+    fn text(_: &mut SchemaGenerator) -> Value {
+        json!({"type": "string"})
+    }
+    let health = |description| Response::new(description).json(schema_of::<HealthBody>);
+    vec![
+        ApiRoute::public("/health/live").get(
+            Operation::new("live", "the process serves").response(200, health("live")),
+            live,
+        ),
+        ApiRoute::public("/health/ready").get(
+            Operation::new("ready", "MongoDB and RabbitMQ answer")
+                .response(200, health("ready"))
+                .response(503, health("not ready")),
+            ready,
+        ),
+        ApiRoute::public("/metrics").get(
+            Operation::new("metrics", "Prometheus metrics").response(
+                200,
+                Response::new("Prometheus text exposition").content("text/plain", text),
+            ),
+            metrics,
+        ),
+        ApiRoute::public("/dashboard").get(
+            Operation::new("dashboard", "the dashboard page")
+                .response(200, Response::new("HTML").content("text/html", text)),
+            super::security::dashboard,
+        ),
+    ]
 }
 
 /// The process is up and serving.

@@ -5,25 +5,97 @@ use axum::extract::State;
 use axum::http::header::{ACCEPT, CONTENT_TYPE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Extension, Json, Router};
-use serde_json::{Map, Value};
+use axum::{Extension, Json};
+use schemars::SchemaGenerator;
+use serde_json::{Map, Value, json};
 
 use super::AppState;
 use super::bodies::{AbortAccepted, IdBody, ResultAccepted, ResultOutcome};
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParam};
+use super::listing;
+use super::routes::{ApiRoute, BODY_ERRORS, READ_ERRORS};
 use crate::access::{Role, hide_task_ids, may_see_task_ids};
 use crate::coordinator::{Created, Handled};
 use crate::domain::engine::Ignored;
-use crate::domain::{Event, JobId, NewJob, NewJobBody, TaskId, TaskResult};
-use crate::messages::normalize_outputs;
+use crate::domain::{Event, JobId, JobView, NewJob, NewJobBody, TaskId, TaskResult};
+use crate::messages::{normalize_outputs, outputs_schema};
+use crate::openapi::{Operation, Response as Doc, schema_of};
 use crate::services::HistoryRecord;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/jobs", get(super::listing::active).post(create))
-        .route("/jobs/{job}", get(show).post(update))
+/// Summary of `POST /jobs/{job}`.
+const UPDATE: &str =
+    "record results ({\"<task_id>\": outputs}) or abort ({\"status\": \"aborted\"})";
+/// What `POST /jobs/{job}` answers when it took the body.
+const ACCEPTED: &str = "recorded, already recorded, or ignored for an ended job; or aborted";
+
+pub fn routes() -> Vec<ApiRoute> {
+    let started = id_doc("the job id, as text or as {\"id\"} when Accept asks for JSON only");
+    let active = id_doc("that job is already active; its id, in the same form");
+    vec![
+        ApiRoute::new("/jobs")
+            .get(
+                Operation::new("listJobs", "ids of pending and running jobs")
+                    .params(listing::params())
+                    .errors(READ_ERRORS)
+                    .response(200, listing::ids_response()),
+                listing::active,
+            )
+            .post(
+                Operation::new("startJob", "start a job")
+                    .body(schema_of::<NewJobBody>)
+                    .errors(BODY_ERRORS)
+                    .response(201, started)
+                    .response(409, active),
+                create,
+            ),
+        ApiRoute::new("/jobs/{job}")
+            .param("job", "the 22-character job id")
+            .get(
+                Operation::new("getJob", "a running job")
+                    .errors(READ_ERRORS)
+                    .error(404, "no such active job")
+                    .response(200, Doc::new("the job record").json(schema_of::<JobView>)),
+                show,
+            )
+            .post(
+                Operation::new("updateJob", UPDATE)
+                    .body(job_update_schema)
+                    .errors(BODY_ERRORS)
+                    .error(404, "no such job")
+                    .error(409, "the job already ended (abort)")
+                    .response(202, Doc::new(ACCEPTED).json(accepted_schema)),
+                update,
+            ),
+    ]
+}
+
+/// The id of a started (or already active) job, as text or JSON.
+fn id_doc(description: &'static str) -> Doc {
+    fn text(_: &mut SchemaGenerator) -> Value {
+        json!({"type": "string"})
+    }
+    Doc::new(description)
+        .content("text/plain", text)
+        .json(schema_of::<IdBody>)
+}
+
+/// Body of `POST /jobs/{job}`: an abort, or results keyed by task id.
+fn job_update_schema(generator: &mut SchemaGenerator) -> Value {
+    let outputs = outputs_schema(generator).to_value();
+    json!({"oneOf": [
+        {"type": "object", "required": ["status"], "additionalProperties": false,
+         "properties": {"status": {"const": "aborted"}}},
+        {"type": "object", "minProperties": 1,
+         "propertyNames": {"pattern": "^[0-9a-f]{32}$"},
+         "additionalProperties": outputs}
+    ]})
+}
+
+fn accepted_schema(generator: &mut SchemaGenerator) -> Value {
+    let recorded = schema_of::<ResultAccepted>(generator);
+    let aborted = schema_of::<AbortAccepted>(generator);
+    json!({"oneOf": [recorded, aborted]})
 }
 
 /// Whether the client wants the id as JSON: `Accept` names `application/json` but not `text/plain`.

@@ -8,10 +8,12 @@ use axum::http::header::{CONTENT_TYPE, LINK};
 use axum::response::{IntoResponse, Response};
 use futures::{StreamExt, stream};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use super::AppState;
 use super::error::ApiError;
 use crate::domain::{JobStatus, Timestamp};
+use crate::openapi::{Param, Response as Doc, schema_of};
 use crate::services::{ListFilter, Listing, PageCursor};
 
 /// Largest `limit` of one page.
@@ -155,6 +157,58 @@ pub async fn respond(
         }
     }
     Ok(response)
+}
+
+/// The documentation of the query parameters of [`ListParams`].
+pub fn params() -> Vec<Param> {
+    vec![
+        Param::query(
+            "status",
+            "comma-separated statuses: pending, running, finished, failed, aborted",
+            json!({"type": "string"}),
+        ),
+        Param::query(
+            "machine_id",
+            "only jobs of this machine",
+            json!({"type": "string", "maxLength": 1024}),
+        ),
+        Param::query(
+            "pipeline_id",
+            "only jobs of this pipeline",
+            json!({"type": "string", "maxLength": 1024}),
+        ),
+        Param::query(
+            "since",
+            "created at or after (RFC 3339)",
+            json!({"type": "string", "format": "date-time"}),
+        ),
+        Param::query(
+            "until",
+            "created before (RFC 3339)",
+            json!({"type": "string", "format": "date-time"}),
+        ),
+        Param::query(
+            "limit",
+            "page size; without it every id is returned in one streamed array",
+            json!({"type": "integer", "minimum": 1, "maximum": MAX_PAGE}),
+        ),
+        Param::query(
+            "after",
+            "the cursor from the previous page's Link header",
+            json!({"type": "string"}),
+        ),
+    ]
+}
+
+/// The documentation of a listing's answer.
+pub fn ids_response() -> Doc {
+    Doc::new("job ids, newest first")
+        .json(schema_of::<Vec<String>>)
+        .header(
+            "Link",
+            "with `limit`: `<…&after=…>; rel=\"next\"` when more follow",
+            json!({"type": "string"}),
+        )
 }
 
 /// `GET /jobs`.

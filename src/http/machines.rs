@@ -1,23 +1,46 @@
 //! `/machines/{machine_id}`: which pipeline a machine's jobs run (README.md, "REST API"). The
 //! rules are `Machine::new` and the catalog's.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::put;
-use axum::{Json, Router};
 
 use super::AppState;
 use super::bodies::status_of;
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParam};
+use super::routes::{ApiRoute, BODY_ERRORS, READ_ERRORS};
 use crate::domain::{Machine, MachineBody};
+use crate::openapi::{Operation, Response as Doc, schema_of};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route(
-        "/machines/{machine_id}",
-        put(upsert).get(show).delete(remove),
-    )
+pub fn routes() -> Vec<ApiRoute> {
+    vec![
+        ApiRoute::new("/machines/{machine_id}")
+            .param("machine_id", "the machine id")
+            .get(
+                Operation::new("getMachine", "a machine")
+                    .errors(READ_ERRORS)
+                    .error(404, "no such machine")
+                    .response(200, Doc::new("the machine").json(schema_of::<Machine>)),
+                show,
+            )
+            .put(
+                Operation::new("putMachine", "create or replace a machine")
+                    .body(schema_of::<MachineBody>)
+                    .errors(BODY_ERRORS)
+                    .response(200, Doc::new("replaced").json(schema_of::<Machine>))
+                    .response(201, Doc::new("created").json(schema_of::<Machine>)),
+                upsert,
+            )
+            .delete(
+                Operation::new("deleteMachine", "delete a machine")
+                    .errors(READ_ERRORS)
+                    .error(404, "no such machine")
+                    .response(204, Doc::new("deleted")),
+                remove,
+            ),
+    ]
 }
 
 async fn upsert(

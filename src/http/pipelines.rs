@@ -1,22 +1,65 @@
 //! `/pipelines`: register, list, inspect, replace and delete pipelines (README.md,
 //! "Pipelines"). The rules are `PipelineBody::into_pipeline` and the catalog's.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 
 use super::AppState;
 use super::bodies::{IdBody, PipelineView, status_of};
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParam};
+use super::routes::{ApiRoute, BODY_ERRORS, READ_ERRORS};
 use crate::domain::PipelineBody;
+use crate::openapi::{Operation, Response as Doc, schema_of};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/pipelines", get(list).post(create))
-        .route("/pipelines/{id}", get(show).put(replace).delete(remove))
+pub fn routes() -> Vec<ApiRoute> {
+    vec![
+        ApiRoute::new("/pipelines")
+            .get(
+                Operation::new("listPipelines", "ids of registered pipelines")
+                    .errors(READ_ERRORS)
+                    .response(200, Doc::new("pipeline ids").json(schema_of::<Vec<String>>)),
+                list,
+            )
+            .post(
+                Operation::new("createPipeline", "register a pipeline")
+                    .body(schema_of::<PipelineBody>)
+                    .errors(BODY_ERRORS)
+                    .error(409, "a pipeline with this id exists")
+                    .response(201, Doc::new("registered").json(schema_of::<IdBody>)),
+                create,
+            ),
+        ApiRoute::new("/pipelines/{id}")
+            .param("id", "the pipeline id")
+            .get(
+                Operation::new("getPipeline", "a pipeline with its stage ids")
+                    .errors(READ_ERRORS)
+                    .error(404, "no such pipeline")
+                    .response(
+                        200,
+                        Doc::new("the pipeline").json(schema_of::<PipelineView>),
+                    ),
+                show,
+            )
+            .put(
+                Operation::new("putPipeline", "create or replace a pipeline")
+                    .body(schema_of::<PipelineBody>)
+                    .errors(BODY_ERRORS)
+                    .response(200, Doc::new("replaced").json(schema_of::<IdBody>))
+                    .response(201, Doc::new("created").json(schema_of::<IdBody>)),
+                replace,
+            )
+            .delete(
+                Operation::new("deletePipeline", "delete a pipeline no machine uses")
+                    .errors(READ_ERRORS)
+                    .error(404, "no such pipeline")
+                    .error(409, "a machine uses it")
+                    .response(204, Doc::new("deleted")),
+                remove,
+            ),
+    ]
 }
 
 async fn list(State(state): State<AppState>) -> Result<Json<Vec<String>>, ApiError> {
