@@ -17,6 +17,7 @@ use crate::coordinator::Coordinator;
 use crate::http::{self, AppState};
 use crate::intake::Intake;
 use crate::ports::JobStore;
+use crate::services::{Catalog, Queries};
 use crate::store::Store;
 use crate::sweep;
 
@@ -78,7 +79,8 @@ pub async fn run(
     let limits = http::limits::Limits::new(config.max_requests as usize, config.request_timeout());
     let state = AppState {
         coordinator,
-        store: store.clone(),
+        catalog: Catalog::new(store.clone()),
+        queries: Queries::new(store.clone()),
     };
     let app = http::router(state, &base_path, tokens, limits);
     info!(address = %listener.local_addr()?, base_path = %base_path, "serving");

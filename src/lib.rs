@@ -6,7 +6,10 @@
 //! - [`store`]: MongoDB collections, compare-and-set writes and archiving.
 //! - [`amqp`]: topology, the confirming publisher and the result consumer.
 //! - [`coordinator`]: the shell that applies events to jobs and carries out the effects.
-//! - [`http`]: the REST API, one router per resource.
+//! - [`services`]: what the REST handlers call besides the coordinator: the catalog of
+//!   pipelines and machines, and the read-side queries.
+//! - [`http`]: the REST API, one route list per resource, each route with its documentation.
+//! - [`access`]: API tokens, roles and what a role may see.
 //! - [`worker`]: a helper for writing workers in Rust.
 //! - [`demo`]: the bundled demo pipeline and its workers.
 //! - [`chaos`]: the fault-injection run and its report.
@@ -14,7 +17,7 @@
 //! - [`cli`]: operator commands over the REST API.
 //! - [`sweep`]: the periodic sweep for timeouts, unconfirmed dispatches and interrupted archives.
 //! - [`schemas`]: JSON Schemas of every message and body, generated from the types.
-//! - [`openapi`]: the OpenAPI 3.1 document of the REST API.
+//! - [`openapi`]: a small model of an OpenAPI 3.1 document, which `http` fills from its routes.
 //! - [`config`], [`telemetry`], [`meter`]: settings, logging and Prometheus metrics.
 //! - [`backoff`]: capped exponential pauses between retries.
 //! - [`clock`]: the time replicas agree on (the database server's clock).
@@ -22,6 +25,7 @@
 //! - `docs/` (beside `src/`): the design: vocabulary, job semantics, protocol, consistency and
 //!   scaling, starting at `docs/README.md`.
 
+pub mod access;
 pub mod amqp;
 pub mod app;
 pub mod backoff;
@@ -42,6 +46,7 @@ pub mod meter;
 pub mod openapi;
 pub mod ports;
 pub mod schemas;
+pub mod services;
 pub mod store;
 pub mod sweep;
 pub mod telemetry;

@@ -1,323 +1,340 @@
-//! The OpenAPI 3.1 document of the REST API, built from the same types the handlers use.
-//! `GET /openapi.json` serves it; `schemas/openapi.json` is the committed copy.
+//! A small model of an OpenAPI 3.1 document whose schemas come from schemars: parameters,
+//! request bodies, responses, operations and path items, and how they render as JSON. It knows
+//! nothing of this service's routes: `http` describes each route with these types where it
+//! registers the route, and renders the whole document from the same list
+//! (docs/protocol.md, "REST surface").
 
 use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 
-use crate::domain::{JobView, Machine, MachineBody, PipelineBody};
-use crate::http::bodies::{
-    AbortAccepted, HealthBody, HistoryView, IdBody, PipelineView, ResultAccepted,
-};
-use crate::http::error::ErrorBody;
-use crate::http::jobs::NewJobBody;
-use crate::messages::outputs_schema;
+/// Produces a schema, registering the definitions it refers to with the generator.
+pub type SchemaFn = fn(&mut SchemaGenerator) -> Value;
 
-struct Builder {
-    generator: SchemaGenerator,
+/// The schema of `T`: a `$ref` to `#/components/schemas/…` for named types.
+pub fn schema_of<T: JsonSchema>(generator: &mut SchemaGenerator) -> Value {
+    generator.subschema_for::<T>().to_value()
 }
 
-impl Builder {
-    fn schema<T: JsonSchema>(&mut self) -> Value {
-        self.generator.subschema_for::<T>().to_value()
+/// A generator for draft 2020-12 schemas whose definitions go under `components/schemas`.
+pub fn generator() -> SchemaGenerator {
+    SchemaSettings::draft2020_12()
+        .with(|s| {
+            s.definitions_path = "/components/schemas".into();
+            s.meta_schema = None;
+        })
+        .into_generator()
+}
+
+/// A path or query parameter.
+#[derive(Debug, Clone)]
+pub struct Param {
+    name: &'static str,
+    location: &'static str,
+    description: &'static str,
+    schema: Value,
+}
+
+impl Param {
+    /// A path parameter (always required).
+    pub fn path(name: &'static str, description: &'static str, schema: Value) -> Self {
+        Self {
+            name,
+            location: "path",
+            description,
+            schema,
+        }
     }
 
-    fn json(&mut self, schema: Value) -> Value {
-        json!({"application/json": {"schema": schema}})
+    /// An optional query parameter.
+    pub fn query(name: &'static str, description: &'static str, schema: Value) -> Self {
+        Self {
+            name,
+            location: "query",
+            description,
+            schema,
+        }
     }
 
-    fn body<T: JsonSchema>(&mut self) -> Value {
-        let schema = self.schema::<T>();
-        json!({"required": true, "content": self.json(schema)})
+    /// The parameter's name, as it appears in the path template or the query.
+    pub fn name(&self) -> &'static str {
+        self.name
     }
 
-    fn ok<T: JsonSchema>(&mut self, description: &str) -> Value {
-        let schema = self.schema::<T>();
-        json!({"description": description, "content": self.json(schema)})
+    fn render(&self) -> Value {
+        json!({"name": self.name, "in": self.location, "required": self.location == "path",
+               "description": self.description, "schema": self.schema})
+    }
+}
+
+/// A response: a description, a schema per media type, and headers.
+#[derive(Debug, Clone)]
+pub struct Response {
+    description: &'static str,
+    content: Vec<(&'static str, SchemaFn)>,
+    headers: Vec<(&'static str, &'static str, Value)>,
+}
+
+impl Response {
+    /// A response without a body.
+    pub fn new(description: &'static str) -> Self {
+        Self {
+            description,
+            content: Vec::new(),
+            headers: Vec::new(),
+        }
     }
 
-    fn errors(&mut self, codes: &[(u16, &str)]) -> Map<String, Value> {
-        let schema = self.schema::<ErrorBody>();
-        let mut map = Map::new();
-        for (code, description) in codes {
-            map.insert(
-                code.to_string(),
-                json!({"description": description, "content": self.json(schema.clone())}),
+    /// With a body of `media_type` shaped by `schema`.
+    pub fn content(mut self, media_type: &'static str, schema: SchemaFn) -> Self {
+        self.content.push((media_type, schema));
+        self
+    }
+
+    /// With a JSON body shaped by `schema`.
+    pub fn json(self, schema: SchemaFn) -> Self {
+        self.content("application/json", schema)
+    }
+
+    /// With a header.
+    pub fn header(mut self, name: &'static str, description: &'static str, schema: Value) -> Self {
+        self.headers.push((name, description, schema));
+        self
+    }
+
+    fn render(&self, generator: &mut SchemaGenerator) -> Value {
+        let mut response = Map::new();
+        response.insert("description".into(), self.description.into());
+        if !self.content.is_empty() {
+            let mut content = Map::new();
+            for (media_type, schema) in &self.content {
+                content.insert((*media_type).into(), json!({"schema": schema(generator)}));
+            }
+            response.insert("content".into(), Value::Object(content));
+        }
+        if !self.headers.is_empty() {
+            let headers: Map<String, Value> = self
+                .headers
+                .iter()
+                .map(|(name, description, schema)| {
+                    let header = json!({"description": description, "schema": schema});
+                    ((*name).to_owned(), header)
+                })
+                .collect();
+            response.insert("headers".into(), Value::Object(headers));
+        }
+        Value::Object(response)
+    }
+}
+
+/// One operation: what a method on a path does, takes and answers. Errors share one body
+/// schema, given when the document is rendered.
+#[derive(Debug, Clone)]
+pub struct Operation {
+    id: &'static str,
+    summary: &'static str,
+    open: bool,
+    params: Vec<Param>,
+    body: Option<SchemaFn>,
+    errors: Vec<(u16, &'static str)>,
+    responses: Vec<(u16, Response)>,
+}
+
+impl Operation {
+    /// An operation with its `operationId` and summary.
+    pub fn new(id: &'static str, summary: &'static str) -> Self {
+        Self {
+            id,
+            summary,
+            open: false,
+            params: Vec::new(),
+            body: None,
+            errors: Vec::new(),
+            responses: Vec::new(),
+        }
+    }
+
+    /// The `operationId`.
+    pub fn id(&self) -> &'static str {
+        self.id
+    }
+
+    /// Needs no credentials, whatever the document's default security says.
+    pub fn open(mut self) -> Self {
+        self.open = true;
+        self
+    }
+
+    /// With query parameters.
+    pub fn params(mut self, params: impl IntoIterator<Item = Param>) -> Self {
+        self.params.extend(params);
+        self
+    }
+
+    /// With a required JSON request body shaped by `schema`.
+    pub fn body(mut self, schema: SchemaFn) -> Self {
+        self.body = Some(schema);
+        self
+    }
+
+    /// With an answer that is not an error.
+    pub fn response(mut self, status: u16, response: Response) -> Self {
+        self.responses.push((status, response));
+        self
+    }
+
+    /// With error answers, each with the error body.
+    pub fn errors(mut self, errors: &[(u16, &'static str)]) -> Self {
+        self.errors.extend_from_slice(errors);
+        self
+    }
+
+    /// With one more error answer.
+    pub fn error(self, status: u16, description: &'static str) -> Self {
+        self.errors(&[(status, description)])
+    }
+
+    /// The status codes it answers, errors first.
+    pub fn statuses(&self) -> impl Iterator<Item = u16> + '_ {
+        let errors = self.errors.iter().map(|(status, _)| *status);
+        errors.chain(self.responses.iter().map(|(status, _)| *status))
+    }
+
+    fn render(&self, generator: &mut SchemaGenerator, error: SchemaFn) -> Value {
+        let mut operation = Map::new();
+        operation.insert("operationId".into(), self.id.into());
+        operation.insert("summary".into(), self.summary.into());
+        if self.open {
+            operation.insert("security".into(), json!([]));
+        }
+        if !self.params.is_empty() {
+            let params = self.params.iter().map(Param::render).collect();
+            operation.insert("parameters".into(), Value::Array(params));
+        }
+        if let Some(body) = self.body {
+            let content = json!({"application/json": {"schema": body(generator)}});
+            operation.insert(
+                "requestBody".into(),
+                json!({"required": true, "content": content}),
             );
         }
-        map.insert(
-            "503".into(),
-            json!({"description": "MongoDB or RabbitMQ is unavailable; retry later", "content": self.json(schema)}),
-        );
-        map
-    }
-
-    fn responses(&mut self, success: &[(u16, Value)], codes: &[(u16, &str)]) -> Value {
-        let mut map = self.errors(codes);
-        for (code, response) in success {
-            map.insert(code.to_string(), response.clone());
+        let mut responses = Map::new();
+        for (status, description) in &self.errors {
+            let response = Response::new(description).json(error);
+            responses.insert(status.to_string(), response.render(generator));
         }
-        Value::Object(map)
+        for (status, response) in &self.responses {
+            responses.insert(status.to_string(), response.render(generator));
+        }
+        operation.insert("responses".into(), Value::Object(responses));
+        Value::Object(operation)
     }
 }
 
-fn path_param(name: &str, description: &str) -> Value {
-    json!({"name": name, "in": "path", "required": true, "description": description,
-           "schema": {"type": "string", "minLength": 1, "maxLength": 200}})
+/// A path template with its parameters and its operations by method.
+#[derive(Debug, Clone, Default)]
+pub struct PathItem {
+    params: Vec<Param>,
+    operations: Vec<(&'static str, Operation)>,
 }
 
-fn listing_params() -> Value {
-    let query = |name: &str, description: &str, schema: Value| json!({"name": name, "in": "query", "required": false, "description": description, "schema": schema});
-    json!([
-        query(
-            "status",
-            "comma-separated statuses: pending, running, finished, failed, aborted",
-            json!({"type": "string"})
-        ),
-        query(
-            "machine_id",
-            "only jobs of this machine",
-            json!({"type": "string", "maxLength": 1024})
-        ),
-        query(
-            "pipeline_id",
-            "only jobs of this pipeline",
-            json!({"type": "string", "maxLength": 1024})
-        ),
-        query(
-            "since",
-            "created at or after (RFC 3339)",
-            json!({"type": "string", "format": "date-time"})
-        ),
-        query(
-            "until",
-            "created before (RFC 3339)",
-            json!({"type": "string", "format": "date-time"})
-        ),
-        query(
-            "limit",
-            "page size; without it every id is returned in one streamed array",
-            json!({"type": "integer", "minimum": 1, "maximum": crate::http::listing::MAX_PAGE})
-        ),
-        query(
-            "after",
-            "the cursor from the previous page's Link header",
-            json!({"type": "string"})
-        ),
-    ])
-}
+impl PathItem {
+    /// With a path parameter shared by every operation.
+    pub fn param(&mut self, param: Param) {
+        self.params.push(param);
+    }
 
-/// Body of `POST /jobs/{job}`: an abort, or results keyed by task id.
-fn job_update_schema(b: &mut Builder) -> Value {
-    let outputs = outputs_schema(&mut b.generator).to_value();
-    json!({"oneOf": [
-        {"type": "object", "required": ["status"], "additionalProperties": false,
-         "properties": {"status": {"const": "aborted"}}},
-        {"type": "object", "minProperties": 1,
-         "propertyNames": {"pattern": "^[0-9a-f]{32}$"},
-         "additionalProperties": outputs}
-    ]})
-}
+    /// With `operation` under `method` (lowercase, as the document spells it).
+    pub fn operation(&mut self, method: &'static str, operation: Operation) {
+        self.operations.push((method, operation));
+    }
 
-/// The whole document, with `base_path` as the server URL.
-pub fn document(base_path: &str) -> Value {
-    let settings = SchemaSettings::draft2020_12().with(|s| {
-        s.definitions_path = "/components/schemas".into();
-        s.meta_schema = None;
-    });
-    let mut b = Builder {
-        generator: settings.into_generator(),
-    };
-    let ids = json!({"type": "array", "items": {"type": "string"}});
-    let ids_ok = json!({"description": "job ids, newest first", "content": {"application/json": {"schema": ids}},
-        "headers": {"Link": {"description": "with `limit`: `<…&after=…>; rel=\"next\"` when more follow",
-                             "schema": {"type": "string"}}}});
-    let id_body = b.schema::<IdBody>();
-    let created_id = json!({"description": "the job id, as text or as {\"id\"} when Accept asks for JSON only",
-        "content": {"text/plain": {"schema": {"type": "string"}}, "application/json": {"schema": id_body.clone()}}});
-    let conflict_id = json!({"description": "that job is already active; its id, in the same form",
-        "content": {"text/plain": {"schema": {"type": "string"}}, "application/json": {"schema": id_body}}});
-    let job_update = job_update_schema(&mut b);
-    let result_accepted = b.schema::<ResultAccepted>();
-    let abort_accepted = b.schema::<AbortAccepted>();
-    let accepted = json!({"description": "recorded, already recorded, or ignored for an ended job; or aborted",
-        "content": {"application/json": {"schema": {"oneOf": [result_accepted, abort_accepted]}}}});
+    pub fn params(&self) -> &[Param] {
+        &self.params
+    }
 
-    let read_errors: &[(u16, &str)] = &[
-        (400, "bad query"),
-        (401, "missing or invalid token"),
-        (403, "token may not do this"),
-    ];
-    let body_errors: &[(u16, &str)] = &[
-        (400, "malformed JSON"),
-        (401, "missing or invalid token"),
-        (403, "token may not do this"),
-        (413, "body over 4 MiB"),
-        (415, "not application/json"),
-        (422, "invalid body"),
-    ];
-    let with = |base: &[(u16, &'static str)],
-                extra: &[(u16, &'static str)]|
-     -> Vec<(u16, &'static str)> { base.iter().chain(extra).copied().collect() };
+    pub fn operations(&self) -> &[(&'static str, Operation)] {
+        &self.operations
+    }
 
-    let ok_0 = b.ok::<JobView>("the job record");
-    let ok_1 = b.ok::<HistoryView>("the archived record");
-    let ok_2 = b.ok::<IdBody>("registered");
-    let ok_3 = b.ok::<PipelineView>("the pipeline");
-    let ok_4 = b.ok::<IdBody>("replaced");
-    let ok_5 = b.ok::<IdBody>("created");
-    let ok_6 = b.ok::<Machine>("the machine");
-    let ok_7 = b.ok::<Machine>("replaced");
-    let ok_8 = b.ok::<Machine>("created");
-    let ok_9 = b.ok::<HealthBody>("live");
-    let ok_10 = b.ok::<HealthBody>("ready");
-    let ok_11 = b.ok::<HealthBody>("not ready");
-    let paths = json!({
-        "/jobs": {
-            "get": {"operationId": "listJobs", "summary": "ids of pending and running jobs",
-                    "parameters": listing_params(),
-                    "responses": b.responses(&[(200, ids_ok.clone())], read_errors)},
-            "post": {"operationId": "startJob", "summary": "start a job",
-                     "requestBody": b.body::<NewJobBody>(),
-                     "responses": b.responses(&[(201, created_id), (409, conflict_id)], body_errors)}
-        },
-        "/jobs/{job}": {
-            "parameters": [path_param("job", "the 22-character job id")],
-            "get": {"operationId": "getJob", "summary": "a running job",
-                    "responses": b.responses(&[(200, ok_0.clone())], &with(read_errors, &[(404, "no such active job")]))},
-            "post": {"operationId": "updateJob", "summary": "record results ({\"<task_id>\": outputs}) or abort ({\"status\": \"aborted\"})",
-                     "requestBody": {"required": true, "content": {"application/json": {"schema": job_update}}},
-                     "responses": b.responses(&[(202, accepted)], &with(body_errors, &[(404, "no such job"), (409, "the job already ended (abort)")]))}
-        },
-        "/history": {
-            "get": {"operationId": "listHistory", "summary": "ids of ended jobs",
-                    "parameters": listing_params(),
-                    "responses": b.responses(&[(200, ids_ok)], read_errors)}
-        },
-        "/history/{job}": {
-            "parameters": [path_param("job", "the 22-character job id")],
-            "get": {"operationId": "getHistory", "summary": "an ended job",
-                    "responses": b.responses(&[(200, ok_1.clone())], &with(read_errors, &[(404, "no such job in history")]))}
-        },
-        "/pipelines": {
-            "get": {"operationId": "listPipelines", "summary": "ids of registered pipelines",
-                    "responses": b.responses(&[(200, json!({"description": "pipeline ids", "content": {"application/json": {"schema": {"type": "array", "items": {"type": "string"}}}}}))], read_errors)},
-            "post": {"operationId": "createPipeline", "summary": "register a pipeline",
-                     "requestBody": b.body::<PipelineBody>(),
-                     "responses": b.responses(&[(201, ok_2.clone())], &with(body_errors, &[(409, "a pipeline with this id exists")]))}
-        },
-        "/pipelines/{id}": {
-            "parameters": [path_param("id", "the pipeline id")],
-            "get": {"operationId": "getPipeline", "summary": "a pipeline with its stage ids",
-                    "responses": b.responses(&[(200, ok_3.clone())], &with(read_errors, &[(404, "no such pipeline")]))},
-            "put": {"operationId": "putPipeline", "summary": "create or replace a pipeline",
-                    "requestBody": b.body::<PipelineBody>(),
-                    "responses": b.responses(&[(200, ok_4.clone()), (201, ok_5.clone())], body_errors)},
-            "delete": {"operationId": "deletePipeline", "summary": "delete a pipeline no machine uses",
-                       "responses": b.responses(&[(204, json!({"description": "deleted"}))], &with(read_errors, &[(404, "no such pipeline"), (409, "a machine uses it")]))}
-        },
-        "/machines/{machine_id}": {
-            "parameters": [path_param("machine_id", "the machine id")],
-            "get": {"operationId": "getMachine", "summary": "a machine",
-                    "responses": b.responses(&[(200, ok_6.clone())], &with(read_errors, &[(404, "no such machine")]))},
-            "put": {"operationId": "putMachine", "summary": "create or replace a machine",
-                    "requestBody": b.body::<MachineBody>(),
-                    "responses": b.responses(&[(200, ok_7.clone()), (201, ok_8.clone())], body_errors)},
-            "delete": {"operationId": "deleteMachine", "summary": "delete a machine",
-                       "responses": b.responses(&[(204, json!({"description": "deleted"}))], &with(read_errors, &[(404, "no such machine")]))}
-        },
-        "/health/live": {
-            "get": {"operationId": "live", "summary": "the process serves", "security": [],
-                    "responses": {"200": ok_9.clone()}}
-        },
-        "/health/ready": {
-            "get": {"operationId": "ready", "summary": "MongoDB and RabbitMQ answer", "security": [],
-                    "responses": {"200": ok_10.clone(), "503": ok_11.clone()}}
-        },
-        "/dashboard": {
-            "get": {"operationId": "dashboard", "summary": "the dashboard page", "security": [],
-                    "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}
-        },
-        "/metrics": {
-            "get": {"operationId": "metrics", "summary": "Prometheus metrics", "security": [],
-                    "responses": {"200": {"description": "Prometheus text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}}}}
-        },
-        "/openapi.json": {
-            "get": {"operationId": "openapi", "summary": "this document", "security": [],
-                    "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": {"type": "object"}}}}}}
+    /// The item as JSON; `error` is the schema of every error body.
+    pub fn render(&self, generator: &mut SchemaGenerator, error: SchemaFn) -> Value {
+        let mut item = Map::new();
+        if !self.params.is_empty() {
+            let params = self.params.iter().map(Param::render).collect();
+            item.insert("parameters".into(), Value::Array(params));
         }
-    });
-    let mut schemas = Value::Object(b.generator.take_definitions(true));
-    crate::schemas::hideable_task_ids(&mut schemas);
-    json!({
-        "openapi": "3.1.0",
-        "info": {"title": "job-manager", "version": env!("CARGO_PKG_VERSION"),
-                 "description": "Starts, lists, inspects and aborts jobs that run a machine's pipeline on one file."},
-        "servers": [{"url": base_path}],
-        "paths": paths,
-        "components": {
-            "schemas": schemas,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                "description": "only when access control is configured; `read` may GET, `write` may also POST, PUT and DELETE"}}
-        },
-        "security": [{"bearer": []}, {}]
-    })
+        for (method, operation) in &self.operations {
+            item.insert((*method).into(), operation.render(generator, error));
+        }
+        Value::Object(item)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn text(_: &mut SchemaGenerator) -> Value {
+        json!({"type": "string"})
+    }
+
     #[test]
-    fn every_ref_resolves_to_a_component() {
-        let document = document("/job-manager");
-        let text = document.to_string();
-        let schemas = document["components"]["schemas"]
+    fn an_operation_renders_errors_before_answers_and_security_when_open() {
+        let operation = Operation::new("getThing", "a thing")
+            .error(404, "no such thing")
+            .response(200, Response::new("the thing").json(text))
+            .open();
+        let mut generator = generator();
+        let value = operation.render(&mut generator, schema_of::<String>);
+        assert_eq!(value["operationId"], "getThing");
+        assert_eq!(value["security"], json!([]));
+        let statuses: Vec<&String> = value["responses"]
             .as_object()
-            .expect("schemas");
-        for part in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
-            let name = part.split('"').next().expect("name");
-            assert!(schemas.contains_key(name), "unresolved $ref to {name}");
-        }
-        assert!(!text.contains("#/$defs/"), "a $ref escaped to $defs");
-    }
-
-    #[test]
-    fn every_operation_answers_errors_as_json() {
-        let document = document("/job-manager");
-        for (path, item) in document["paths"].as_object().expect("paths") {
-            for (method, operation) in item.as_object().expect("item") {
-                if method == "parameters"
-                    || path.starts_with("/health")
-                    || path == "/openapi.json"
-                    || path == "/metrics"
-                    || path == "/dashboard"
-                {
-                    continue;
-                }
-                let responses = operation["responses"].as_object().expect("responses");
-                assert!(responses.contains_key("503"), "{method} {path}");
-                assert!(
-                    responses.keys().any(|code| code.starts_with('4')),
-                    "{method} {path}"
-                );
-            }
-        }
-    }
-
-    /// Run with `UPDATE_SCHEMAS=1` to rewrite `schemas/openapi.json`.
-    #[test]
-    fn committed_openapi_matches_the_code() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/openapi.json");
-        let expected = crate::schemas::render(&document("/job-manager"));
-        if std::env::var_os("UPDATE_SCHEMAS").is_some() {
-            std::fs::write(&path, &expected).expect("write");
-            return;
-        }
-        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+            .expect("responses")
+            .keys()
+            .collect();
+        assert_eq!(statuses, ["404", "200"]);
         assert_eq!(
-            committed, expected,
-            "schemas/openapi.json drifted; run UPDATE_SCHEMAS=1 cargo test"
+            value["responses"]["404"]["content"]["application/json"]["schema"],
+            json!({"type": "string"})
         );
+        assert_eq!(operation.statuses().collect::<Vec<_>>(), [404, 200]);
+    }
+
+    #[test]
+    fn a_path_item_renders_shared_parameters_and_each_method() {
+        let mut item = PathItem::default();
+        item.param(Param::path("id", "the id", json!({"type": "string"})));
+        item.operation(
+            "delete",
+            Operation::new("deleteThing", "delete").response(204, Response::new("deleted")),
+        );
+        let value = item.render(&mut generator(), text);
+        assert_eq!(value["parameters"][0]["in"], "path");
+        assert_eq!(value["parameters"][0]["required"], true);
+        assert_eq!(
+            value["delete"]["responses"]["204"],
+            json!({"description": "deleted"})
+        );
+        assert!(value["delete"].get("requestBody").is_none());
+    }
+
+    #[test]
+    fn named_types_become_references_to_components() {
+        #[derive(JsonSchema)]
+        #[allow(dead_code)]
+        struct Thing {
+            name: String,
+        }
+        let mut generator = generator();
+        let body = Operation::new("putThing", "put")
+            .body(schema_of::<Thing>)
+            .render(&mut generator, text);
+        assert_eq!(
+            body["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/Thing"
+        );
+        assert!(generator.take_definitions(true).contains_key("Thing"));
     }
 }

@@ -1,36 +1,19 @@
-//! JSON Schemas (draft 2020-12) of every message and body, generated from the Rust types.
-//! `schemas/` holds the committed copies; a test fails when they drift from the code.
+//! JSON Schemas (draft 2020-12) of every message and body, generated from the Rust types
+//! (docs/protocol.md, "Messages"; docs/scaling.md, "Adding a field to the job record").
+//! `schemas/` holds the committed copies, with the OpenAPI document of the REST API
+//! (`crate::http::document`); a test fails when any of them drifts from the code.
 
 use schemars::JsonSchema;
 use serde_json::Value;
 
-use crate::domain::{JobView, MachineBody, PipelineBody};
-use crate::http::bodies::HistoryView;
+use crate::access::hideable_task_ids;
+use crate::domain::{JobView, MachineBody, NewJobBody, PipelineBody};
 use crate::http::error::ErrorBody;
-use crate::http::jobs::NewJobBody;
 use crate::messages::{JobEvent, StageDispatch, StageResult};
+use crate::services::HistoryView;
 
 fn schema<T: JsonSchema>() -> Value {
     schemars::schema_for!(T).to_value()
-}
-
-/// A job's tasks are shown without `task_id` to callers with only the `read` role when access
-/// control is on (holding a task id is what posting a result takes), so the response schemas
-/// do not require it. `definitions` is a `$defs` or `components/schemas` map.
-pub fn hideable_task_ids(definitions: &mut Value) {
-    let Some(record) = definitions.get_mut("TaskRecord") else {
-        return;
-    };
-    if let Some(required) = record.get_mut("required").and_then(Value::as_array_mut) {
-        required.retain(|name| name != "task_id");
-    }
-    if let Some(description) = record.pointer_mut("/properties/task_id/description") {
-        *description = Value::String(
-            "The id of the current attempt; absent for callers with only the read role when \
-             access control is on."
-                .into(),
-        );
-    }
 }
 
 fn job_response<T: JsonSchema>() -> Value {
@@ -89,6 +72,32 @@ mod tests {
                 "schemas/{name} drifted; run UPDATE_SCHEMAS=1 cargo test"
             );
         }
+    }
+
+    /// Run with `UPDATE_SCHEMAS=1` to rewrite `schemas/openapi.json`.
+    #[test]
+    fn committed_openapi_matches_the_code() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/openapi.json");
+        let expected = render(&crate::http::document("/job-manager"));
+        if std::env::var_os("UPDATE_SCHEMAS").is_some() {
+            std::fs::write(&path, &expected).expect("write");
+            return;
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert_eq!(
+            committed, expected,
+            "schemas/openapi.json drifted; run UPDATE_SCHEMAS=1 cargo test"
+        );
+    }
+
+    #[test]
+    fn job_responses_do_not_require_task_ids() {
+        let schema = job_response::<JobView>();
+        let required = schema["$defs"]["TaskRecord"]["required"]
+            .as_array()
+            .expect("required");
+        assert!(!required.contains(&Value::from("task_id")), "{required:?}");
+        assert!(required.contains(&Value::from("status")), "{required:?}");
     }
 
     #[test]

@@ -31,19 +31,13 @@ pub use effects::Dispatched;
 pub use error::{CoordinatorError, Created, Handled};
 pub use write::MAX_CAS_ATTEMPTS;
 
+pub use crate::domain::NewJob;
+
 use self::batch::{Batches, Joined, Waiter};
 use self::cache::JobCache;
 use crate::clock::Clock;
 use crate::domain::{Event, Job, JobId, Timestamp};
 use crate::ports::{Broker, Inserted, JobStore, StoreError};
-
-/// A request to start a job.
-#[derive(Debug, Clone)]
-pub struct NewJob {
-    pub hash: String,
-    pub machine_id: String,
-    pub file_name: String,
-}
 
 /// Joins the store, the broker and the engine. Cheap to clone.
 #[derive(Clone)]

@@ -24,11 +24,7 @@ fn setup() -> (Coordinator, MemoryStore, MemoryBroker) {
 }
 
 async fn start(coordinator: &Coordinator, hash: &str) -> JobId {
-    let request = NewJob {
-        hash: hash.into(),
-        machine_id: "m".into(),
-        file_name: "file.bin".into(),
-    };
+    let request = NewJob::new(hash.into(), "m".into(), "file.bin".into()).expect("a valid request");
     match coordinator.create_job(request).await.expect("created") {
         Created::Started(id) => id,
         other => panic!("not started: {other:?}"),
@@ -94,11 +90,7 @@ async fn a_new_job_is_written_then_its_first_stage_dispatched_and_marked() {
     assert_eq!(task.task_id, sent[0].1.task_id);
     assert!(task.dispatched.is_some(), "the outbox mark is written");
     assert_eq!(broker.event_keys(), ["job.running"]);
-    let again = NewJob {
-        hash: "h1".into(),
-        machine_id: "m".into(),
-        file_name: "x".into(),
-    };
+    let again = NewJob::new("h1".into(), "m".into(), "x".into()).expect("a valid request");
     let outcome = coordinator.create_job(again).await.expect("answered");
     assert!(matches!(outcome, Created::AlreadyActive(_)));
 }

@@ -1,6 +1,7 @@
-//! Bearer-token access control, off unless tokens are configured. `read` may GET; `write` may
-//! also POST, PUT and DELETE. Tokens are compared in constant time. The caller's role goes into
-//! the request's extensions, so a handler can show a `read` caller less ([`hide_task_ids`]).
+//! Bearer-token access control as axum middleware, on only when tokens are configured
+//! (README.md, "Access control"). The tokens and roles are [`crate::access`]; this module reads
+//! the `Authorization` header, refuses with 401 or 403, and puts the caller's role into the
+//! request's extensions, so a handler can show a `read` caller less.
 
 use std::sync::Arc;
 
@@ -11,86 +12,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-/// What a token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Role {
-    Read,
-    Write,
-}
-
-/// The configured tokens.
-#[derive(Clone, Default)]
-pub struct Tokens {
-    entries: Vec<(Role, Vec<u8>)>,
-}
-
-impl std::fmt::Debug for Tokens {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print a secret.
-        write!(f, "Tokens({} configured)", self.entries.len())
-    }
-}
-
-/// Shortest token accepted, so a typo cannot configure a guessable one.
-pub const MIN_TOKEN_LEN: usize = 16;
-
-impl Tokens {
-    /// Parses `role:token` entries separated by commas or newlines; `#` starts a comment line.
-    /// A line may also read `role token`.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let mut entries = Vec::new();
-        for (number, entry) in text
-            .split([',', '\n'])
-            .map(str::trim)
-            .enumerate()
-            .filter(|(_, e)| !e.is_empty() && !e.starts_with('#'))
-        {
-            let (role, token) = entry
-                .split_once(':')
-                .or_else(|| entry.split_once(char::is_whitespace))
-                .ok_or_else(|| format!("token entry {} is not 'role:token'", number + 1))?;
-            let role = match role.trim() {
-                "read" => Role::Read,
-                "write" => Role::Write,
-                other => return Err(format!("unknown role '{other}' (use read or write)")),
-            };
-            let token = token.trim();
-            if token.len() < MIN_TOKEN_LEN {
-                return Err(format!(
-                    "a {role:?} token is shorter than {MIN_TOKEN_LEN} characters"
-                ));
-            }
-            entries.push((role, token.as_bytes().to_vec()));
-        }
-        Ok(Self { entries })
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// The role of `presented`, checking every configured token in constant time each.
-    pub fn role_of(&self, presented: &[u8]) -> Option<Role> {
-        let mut found = None;
-        for (role, token) in &self.entries {
-            if constant_time_eq(token, presented) {
-                found = found.max(Some(*role));
-            }
-        }
-        found
-    }
-}
-
-/// Compares without an early exit, so timing does not reveal how much of a token matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut difference = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0);
-        difference |= usize::from(x ^ y);
-    }
-    std::hint::black_box(difference) == 0
-}
+use crate::access::{Role, Tokens};
 
 fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
     let mut response = (
@@ -148,101 +70,5 @@ pub async fn authorize(
             request.extensions_mut().insert(role);
             next.run(request).await
         }
-    }
-}
-
-/// Whether a caller may see task ids. Holding one is what posting a result takes, so with
-/// access control on, a `read` caller sees jobs without them; with it off, everyone may.
-pub fn may_see_task_ids(role: Option<Role>) -> bool {
-    role.is_none_or(|role| role >= Role::Write)
-}
-
-/// Removes `task_id` and `previous_ids` from every task of a job view (or a history view and
-/// its `previous_runs`) serialised as JSON.
-pub fn hide_task_ids(view: &mut serde_json::Value) {
-    let Some(view) = view.as_object_mut() else {
-        return;
-    };
-    let mut stages: Vec<&mut serde_json::Value> = Vec::new();
-    let mut runs: Vec<&mut serde_json::Value> = Vec::new();
-    for (key, value) in view.iter_mut() {
-        match (key.as_str(), value) {
-            ("stages", serde_json::Value::Array(list)) => stages.extend(list.iter_mut()),
-            ("current_stage", stage) => stages.push(stage),
-            ("previous_runs", serde_json::Value::Array(list)) => runs.extend(list.iter_mut()),
-            _ => {}
-        }
-    }
-    for stage in stages {
-        let tasks = stage
-            .get_mut("tasks")
-            .and_then(serde_json::Value::as_array_mut);
-        for task in tasks.into_iter().flatten() {
-            if let Some(task) = task.as_object_mut() {
-                task.remove("task_id");
-                task.remove("previous_ids");
-            }
-        }
-    }
-    for run in runs {
-        hide_task_ids(run);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_parse_from_list_and_file_forms() {
-        let tokens = Tokens::parse("read:aaaaaaaaaaaaaaaa,write:bbbbbbbbbbbbbbbb").expect("valid");
-        assert_eq!(tokens.role_of(b"aaaaaaaaaaaaaaaa"), Some(Role::Read));
-        assert_eq!(tokens.role_of(b"bbbbbbbbbbbbbbbb"), Some(Role::Write));
-        assert_eq!(tokens.role_of(b"aaaaaaaaaaaaaaab"), None);
-        assert_eq!(tokens.role_of(b""), None);
-        let file = "# operators\nwrite cccccccccccccccc\n\nread:dddddddddddddddd\n";
-        let tokens = Tokens::parse(file).expect("valid");
-        assert_eq!(tokens.role_of(b"cccccccccccccccc"), Some(Role::Write));
-    }
-
-    #[test]
-    fn bad_token_lists_are_refused() {
-        assert!(Tokens::parse("admin:aaaaaaaaaaaaaaaa").is_err());
-        assert!(Tokens::parse("read:short").is_err());
-        assert!(Tokens::parse("nocolon").is_err());
-        assert!(Tokens::parse("").is_ok_and(|t| t.is_empty()));
-    }
-
-    #[test]
-    fn read_callers_see_jobs_without_task_ids() {
-        assert!(may_see_task_ids(None));
-        assert!(may_see_task_ids(Some(Role::Write)));
-        assert!(!may_see_task_ids(Some(Role::Read)));
-        let task = json!({"task_id": "t", "previous_ids": ["p"], "status": "pending"});
-        let mut view = json!({"stages": [{"id": "01", "tasks": [task.clone()]}],
-            "current_stage": {"id": "02", "tasks": [task.clone()]},
-            "previous_runs": [{"stages": [{"id": "01", "tasks": [task]}]}]});
-        hide_task_ids(&mut view);
-        let mut bare = json!({"stages": [{"id": "init", "outputs": []}]});
-        hide_task_ids(&mut bare);
-        assert_eq!(
-            bare,
-            json!({"stages": [{"id": "init", "outputs": []}]}),
-            "nothing added"
-        );
-        let text = view.to_string();
-        assert!(
-            !text.contains("task_id") && !text.contains("previous_ids"),
-            "{text}"
-        );
-        assert_eq!(view["current_stage"]["tasks"][0]["status"], "pending");
-    }
-
-    #[test]
-    fn constant_time_eq_is_equality() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
-        assert!(!constant_time_eq(b"", b"a"));
     }
 }

@@ -1,9 +1,13 @@
 //! Typed response bodies of the API, so handlers and the OpenAPI document share one definition.
+//! The bodies that are domain or read-side values live there (`JobView`, `Machine`,
+//! `HistoryView`); these are the API's own.
 
+use axum::http::StatusCode;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{JobId, JobStatus, JobView, Pipeline, StageId, StageSpec};
+use crate::domain::{JobId, JobStatus, Pipeline, StageId, StageSpec};
+use crate::services::Written;
 
 /// `{"id": …}`: a created job or pipeline.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -37,15 +41,6 @@ pub struct ResultAccepted {
 pub struct AbortAccepted {
     pub id: JobId,
     pub status: JobStatus,
-}
-
-/// An archived job, with the runs of the same file that it replaced.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-pub struct HistoryView {
-    #[serde(flatten)]
-    pub job: JobView,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub previous_runs: Vec<JobView>,
 }
 
 /// A pipeline stage with its id.
@@ -104,4 +99,12 @@ pub struct HealthBody {
     pub status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checks: Option<Checks>,
+}
+
+/// The status of a put: 201 when it created the value, 200 when it replaced one.
+pub fn status_of(written: Written) -> StatusCode {
+    match written {
+        Written::Created => StatusCode::CREATED,
+        Written::Replaced => StatusCode::OK,
+    }
 }

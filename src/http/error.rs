@@ -1,4 +1,6 @@
-//! The one error type of the API: a status and a JSON body `{"error": {"code", "message"}}`.
+//! The one error type of the API: a status and a JSON body `{"error": {"code", "message"}}`
+//! (README.md, "REST API"), and how the errors of the services and the domain map onto it
+//! (docs/consistency.md, "Transient and permanent errors").
 
 use axum::Json;
 use axum::http::header::RETRY_AFTER;
@@ -8,7 +10,8 @@ use serde_json::json;
 use tracing::error;
 
 use crate::coordinator::CoordinatorError;
-use crate::store::StoreError;
+use crate::domain::ValidationError;
+use crate::services::{CatalogError, Failure};
 
 /// The body of every error response.
 #[derive(Debug, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
@@ -147,14 +150,40 @@ impl IntoResponse for ApiError {
 
 /// A transient failure or a stored document that does not decode (the server's problem, not
 /// the request's) is a 503; a value the store refuses as sent is a 422 without internal detail.
-impl From<StoreError> for ApiError {
-    fn from(error: StoreError) -> Self {
-        match error {
-            StoreError::Refused(_) | StoreError::Encode(_) => {
+impl From<Failure> for ApiError {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Unavailable(detail) => Self::Unavailable(detail),
+            Failure::Refused(error) => {
                 tracing::warn!(%error, "request refused: it cannot be stored");
                 Self::unprocessable("the request cannot be stored as sent")
             }
-            other => Self::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// A value that breaks a rule is a 422 with the JSON path of the value, when it is in the body.
+impl From<ValidationError> for ApiError {
+    fn from(error: ValidationError) -> Self {
+        Self::Unprocessable {
+            path: (!error.path.is_empty()).then_some(error.path),
+            message: error.message,
+        }
+    }
+}
+
+impl From<CatalogError> for ApiError {
+    fn from(error: CatalogError) -> Self {
+        match error {
+            CatalogError::Invalid(error) => error.into(),
+            CatalogError::Failed(failure) => failure.into(),
+            CatalogError::UnknownPipeline(_) => Self::Unprocessable {
+                message: error.to_string(),
+                path: Some("$.pipeline_id".into()),
+            },
+            CatalogError::PipelineExists(_) | CatalogError::PipelineInUse { .. } => {
+                Self::Conflict(error.to_string())
+            }
         }
     }
 }
@@ -164,12 +193,62 @@ impl From<StoreError> for ApiError {
 impl From<CoordinatorError> for ApiError {
     fn from(error: CoordinatorError) -> Self {
         if let CoordinatorError::Store(error) = error {
-            return error.into();
+            return Failure::from(error).into();
         }
         if error.is_transient() {
             return Self::Unavailable(error.to_string());
         }
         tracing::warn!(%error, "request refused: it cannot be stored");
         Self::unprocessable("the request cannot be stored as sent")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+
+    use super::*;
+
+    #[test]
+    fn a_rule_broken_in_the_body_names_its_path_and_one_outside_does_not() {
+        let in_body = ApiError::from(ValidationError {
+            path: "$.hash".into(),
+            message: "'hash' must not be empty".into(),
+        });
+        assert!(matches!(&in_body, ApiError::Unprocessable { path: Some(p), .. } if p == "$.hash"));
+        let outside = ApiError::from(ValidationError {
+            path: String::new(),
+            message: "a machine id must be 1-200 bytes".into(),
+        });
+        assert!(matches!(
+            outside,
+            ApiError::Unprocessable { path: None, .. }
+        ));
+    }
+
+    #[test]
+    fn catalog_refusals_map_to_their_statuses() {
+        let unknown = ApiError::from(CatalogError::UnknownPipeline("p".into()));
+        assert_eq!(unknown.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(
+            matches!(&unknown, ApiError::Unprocessable { path: Some(p), message }
+            if p == "$.pipeline_id" && message == "pipeline 'p' is not registered")
+        );
+        let exists = ApiError::from(CatalogError::PipelineExists("p".into()));
+        assert_eq!(exists.status(), StatusCode::CONFLICT);
+        let in_use = ApiError::from(CatalogError::PipelineInUse {
+            pipeline_id: "p".into(),
+            machines: vec!["m".into()],
+        });
+        assert_eq!(in_use.to_string(), "pipeline 'p' is used by machine(s) m");
+    }
+
+    #[test]
+    fn store_failures_are_503_or_422_without_detail() {
+        let down = ApiError::from(Failure::Unavailable("connection refused".into()));
+        assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let refused = ApiError::from(Failure::Refused("document too large".into()));
+        assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(!refused.to_string().contains("too large"), "{refused}");
     }
 }

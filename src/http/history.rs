@@ -1,20 +1,40 @@
-//! `/history` and `/history/{job}`: ended jobs.
+//! `/history` and `/history/{job}`: ended jobs (README.md, "REST API").
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 
 use super::AppState;
-use super::auth::{Role, hide_task_ids, may_see_task_ids};
-use super::bodies::HistoryView;
 use super::error::ApiError;
 use super::extract::PathParam;
-use crate::domain::{JobId, JobView};
+use super::listing;
+use super::routes::{ApiRoute, READ_ERRORS};
+use crate::access::{Role, hide_task_ids, may_see_task_ids};
+use crate::domain::JobId;
+use crate::openapi::{Operation, Response, schema_of};
+use crate::services::HistoryView;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/history", get(super::listing::history))
-        .route("/history/{job}", get(show))
+pub fn routes() -> Vec<ApiRoute> {
+    vec![
+        ApiRoute::new("/history").get(
+            Operation::new("listHistory", "ids of ended jobs")
+                .params(listing::params())
+                .errors(READ_ERRORS)
+                .response(200, listing::ids_response()),
+            listing::history,
+        ),
+        ApiRoute::new("/history/{job}")
+            .param("job", "the 22-character job id")
+            .get(
+                Operation::new("getHistory", "an ended job")
+                    .errors(READ_ERRORS)
+                    .error(404, "no such job in history")
+                    .response(
+                        200,
+                        Response::new("the archived record").json(schema_of::<HistoryView>),
+                    ),
+                show,
+            ),
+    ]
 }
 
 async fn show(
@@ -23,15 +43,11 @@ async fn show(
     PathParam(job): PathParam<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = JobId::parse(&job).map_err(|_| ApiError::not_found("job", &job))?;
-    let record = state
-        .store
-        .load_history(&id)
+    let view = state
+        .queries
+        .history_view(&id)
         .await?
         .ok_or_else(|| ApiError::not_found("job", &job))?;
-    let view = HistoryView {
-        job: JobView::from(&record.job),
-        previous_runs: record.previous_runs.iter().map(JobView::from).collect(),
-    };
     let mut view = serde_json::to_value(view)
         .map_err(|e| ApiError::Internal(format!("cannot serialise job {id}: {e}")))?;
     if !may_see_task_ids(role.map(|Extension(role)| role)) {

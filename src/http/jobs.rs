@@ -1,56 +1,101 @@
-//! `/jobs` and `/jobs/{job}`: start, list, inspect, advance and abort jobs.
+//! `/jobs` and `/jobs/{job}`: start, list, inspect, advance and abort jobs (README.md,
+//! "REST API"; docs/semantics.md, "Starting a job" and "Abort").
 
 use axum::extract::State;
 use axum::http::header::{ACCEPT, CONTENT_TYPE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Extension, Json, Router};
-use serde::Deserialize;
-use serde_json::{Map, Value};
+use axum::{Extension, Json};
+use schemars::SchemaGenerator;
+use serde_json::{Map, Value, json};
 
 use super::AppState;
-use super::auth::{Role, hide_task_ids, may_see_task_ids};
 use super::bodies::{AbortAccepted, IdBody, ResultAccepted, ResultOutcome};
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParam};
-use crate::coordinator::{Created, Handled, NewJob};
+use super::listing;
+use super::routes::{ApiRoute, BODY_ERRORS, READ_ERRORS};
+use crate::access::{Role, hide_task_ids, may_see_task_ids};
+use crate::coordinator::{Created, Handled};
 use crate::domain::engine::Ignored;
-use crate::domain::{Event, JobId, JobView, TaskId, TaskResult};
-use crate::messages::normalize_outputs;
-use crate::store::HistoryRecord;
+use crate::domain::{Event, JobId, JobView, NewJob, NewJobBody, TaskId, TaskResult};
+use crate::messages::{normalize_outputs, outputs_schema};
+use crate::openapi::{Operation, Response as Doc, schema_of};
+use crate::services::HistoryRecord;
 
-/// Longest accepted `hash`, `machine_id` or `file_name`, in bytes.
-pub const MAX_FIELD_LEN: usize = 1024;
+/// Summary of `POST /jobs/{job}`.
+const UPDATE: &str =
+    "record results ({\"<task_id>\": outputs}) or abort ({\"status\": \"aborted\"})";
+/// What `POST /jobs/{job}` answers when it took the body.
+const ACCEPTED: &str = "recorded, already recorded, or ignored for an ended job; or aborted";
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/jobs", get(super::listing::active).post(create))
-        .route("/jobs/{job}", get(show).post(update))
+pub fn routes() -> Vec<ApiRoute> {
+    let started = id_doc("the job id, as text or as {\"id\"} when Accept asks for JSON only");
+    let active = id_doc("that job is already active; its id, in the same form");
+    vec![
+        ApiRoute::new("/jobs")
+            .get(
+                Operation::new("listJobs", "ids of pending and running jobs")
+                    .params(listing::params())
+                    .errors(READ_ERRORS)
+                    .response(200, listing::ids_response()),
+                listing::active,
+            )
+            .post(
+                Operation::new("startJob", "start a job")
+                    .body(schema_of::<NewJobBody>)
+                    .errors(BODY_ERRORS)
+                    .response(201, started)
+                    .response(409, active),
+                create,
+            ),
+        ApiRoute::new("/jobs/{job}")
+            .param("job", "the 22-character job id")
+            .get(
+                Operation::new("getJob", "a running job")
+                    .errors(READ_ERRORS)
+                    .error(404, "no such active job")
+                    .response(200, Doc::new("the job record").json(schema_of::<JobView>)),
+                show,
+            )
+            .post(
+                Operation::new("updateJob", UPDATE)
+                    .body(job_update_schema)
+                    .errors(BODY_ERRORS)
+                    .error(404, "no such job")
+                    .error(409, "the job already ended (abort)")
+                    .response(202, Doc::new(ACCEPTED).json(accepted_schema)),
+                update,
+            ),
+    ]
 }
 
-/// Body of `POST /jobs`.
-#[derive(Debug, serde::Serialize, Deserialize, schemars::JsonSchema)]
-pub struct NewJobBody {
-    pub hash: String,
-    pub machine_id: String,
-    pub file_name: String,
+/// The id of a started (or already active) job, as text or JSON.
+fn id_doc(description: &'static str) -> Doc {
+    fn text(_: &mut SchemaGenerator) -> Value {
+        json!({"type": "string"})
+    }
+    Doc::new(description)
+        .content("text/plain", text)
+        .json(schema_of::<IdBody>)
 }
 
-fn check_field(name: &str, value: &str) -> Result<(), ApiError> {
-    if value.trim().is_empty() {
-        return Err(ApiError::Unprocessable {
-            message: format!("'{name}' must not be empty"),
-            path: Some(format!("$.{name}")),
-        });
-    }
-    if value.len() > MAX_FIELD_LEN {
-        return Err(ApiError::Unprocessable {
-            message: format!("'{name}' must be at most {MAX_FIELD_LEN} bytes"),
-            path: Some(format!("$.{name}")),
-        });
-    }
-    Ok(())
+/// Body of `POST /jobs/{job}`: an abort, or results keyed by task id.
+fn job_update_schema(generator: &mut SchemaGenerator) -> Value {
+    let outputs = outputs_schema(generator).to_value();
+    json!({"oneOf": [
+        {"type": "object", "required": ["status"], "additionalProperties": false,
+         "properties": {"status": {"const": "aborted"}}},
+        {"type": "object", "minProperties": 1,
+         "propertyNames": {"pattern": "^[0-9a-f]{32}$"},
+         "additionalProperties": outputs}
+    ]})
+}
+
+fn accepted_schema(generator: &mut SchemaGenerator) -> Value {
+    let recorded = schema_of::<ResultAccepted>(generator);
+    let aborted = schema_of::<AbortAccepted>(generator);
+    json!({"oneOf": [recorded, aborted]})
 }
 
 /// Whether the client wants the id as JSON: `Accept` names `application/json` but not `text/plain`.
@@ -83,15 +128,8 @@ async fn create(
     headers: HeaderMap,
     JsonBody(body): JsonBody<NewJobBody>,
 ) -> Result<Response, ApiError> {
-    check_field("hash", &body.hash)?;
-    check_field("machine_id", &body.machine_id)?;
-    check_field("file_name", &body.file_name)?;
+    let request = NewJob::try_from(body)?;
     let json = wants_json(&headers);
-    let request = NewJob {
-        hash: body.hash,
-        machine_id: body.machine_id,
-        file_name: body.file_name,
-    };
     let machine_id = request.machine_id.clone();
     match state.coordinator.create_job(request).await? {
         Created::Started(id) => Ok(id_response(StatusCode::CREATED, &id, json)),
@@ -120,12 +158,12 @@ async fn show(
     PathParam(job): PathParam<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_job_id(&job)?;
-    let record = state
-        .store
-        .load_job(&id)
+    let view = state
+        .queries
+        .job_view(&id)
         .await?
         .ok_or_else(|| ApiError::not_found("job", &job))?;
-    let mut view = serde_json::to_value(JobView::from(&record))
+    let mut view = serde_json::to_value(view)
         .map_err(|e| ApiError::Internal(format!("cannot serialise job {id}: {e}")))?;
     if !may_see_task_ids(role.map(|Extension(role)| role)) {
         hide_task_ids(&mut view);
@@ -158,7 +196,7 @@ async fn update(
 }
 
 async fn ended_or_missing(state: &AppState, id: &JobId) -> Result<ApiError, ApiError> {
-    Ok(match state.store.load_history(id).await? {
+    Ok(match state.queries.history(id).await? {
         Some(record) => ApiError::Conflict(format!(
             "job '{id}' already ended as {}",
             record.job.status.as_str()
@@ -189,11 +227,8 @@ async fn abort(state: &AppState, id: &JobId) -> Result<Response, ApiError> {
     }
 }
 
-async fn record_results(
-    state: &AppState,
-    id: &JobId,
-    body: Map<String, Value>,
-) -> Result<Response, ApiError> {
+/// The results of a body, each with a parsed task id and outputs that can be stored.
+fn parse_results(body: Map<String, Value>) -> Result<Vec<TaskResult>, ApiError> {
     let mut results = Vec::with_capacity(body.len());
     for (key, outputs) in body {
         let shown = || {
@@ -220,7 +255,16 @@ async fn record_results(
             error: None,
         });
     }
-    let Some(job) = state.store.load_job(id).await? else {
+    Ok(results)
+}
+
+async fn record_results(
+    state: &AppState,
+    id: &JobId,
+    body: Map<String, Value>,
+) -> Result<Response, ApiError> {
+    let results = parse_results(body)?;
+    let Some(job) = state.queries.job(id).await? else {
         return match ended_or_missing(state, id).await? {
             // A result for an ended job is accepted and ignored, as over AMQP.
             ApiError::Conflict(_) => Ok(accepted(id, ResultOutcome::Ignored, "job already ended")),
@@ -269,7 +313,7 @@ async fn issued_in_an_earlier_run(
     history: &mut Option<Option<HistoryRecord>>,
 ) -> Result<bool, ApiError> {
     if history.is_none() {
-        *history = Some(state.store.load_history(id).await?);
+        *history = Some(state.queries.history(id).await?);
     }
     let Some(Some(record)) = history.as_ref() else {
         return Ok(false);

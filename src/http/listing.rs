@@ -1,17 +1,20 @@
-//! The query parameters of `GET /jobs` and `GET /history`, and their streamed or paged answers.
+//! The query parameters of `GET /jobs` and `GET /history`, and their streamed or paged answers
+//! (README.md, "Listing queries"). The reading is `Queries::ids` and `Queries::page`.
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{OriginalUri, Query, State};
 use axum::http::header::{CONTENT_TYPE, LINK};
 use axum::response::{IntoResponse, Response};
-use futures::{StreamExt, TryStreamExt, stream};
+use futures::{StreamExt, stream};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use super::AppState;
 use super::error::ApiError;
 use crate::domain::{JobStatus, Timestamp};
-use crate::store::{ListFilter, Listing, PageCursor};
+use crate::openapi::{Param, Response as Doc, schema_of};
+use crate::services::{ListFilter, Listing, PageCursor};
 
 /// Largest `limit` of one page.
 pub const MAX_PAGE: u32 = 10_000;
@@ -60,7 +63,7 @@ fn time(name: &str, value: &Option<String>) -> Result<Option<Timestamp>, ApiErro
 }
 
 impl ListParams {
-    /// Checks the parameters and turns them into a store filter.
+    /// Checks the parameters and turns them into a listing filter.
     pub fn filter(&self) -> Result<ListFilter, ApiError> {
         let mut statuses = Vec::new();
         for name in self
@@ -121,15 +124,14 @@ pub async fn respond(
     uri: &OriginalUri,
 ) -> Result<Response, ApiError> {
     let Query(params) = params.map_err(|e| bad(format!("invalid query: {}", e.body_text())))?;
-    let mut filter = params.filter()?;
-    let store = &state.store;
+    let filter = params.filter()?;
     let Some(limit) = filter.limit else {
         // The seed's behaviour: every id, as one JSON array, streamed from the cursor.
-        let ids = store.list(listing, &filter).await?;
+        let ids = state.queries.ids(listing, &filter).await?;
         let items = ids.enumerate().map(|(i, item)| {
-            item.map(|listed| {
+            item.map(|id| {
                 let comma = if i == 0 { "" } else { "," };
-                Bytes::from(format!("{comma}{}", serde_json::Value::String(listed.id)))
+                Bytes::from(format!("{comma}{}", serde_json::Value::String(id)))
             })
         });
         let body = stream::once(async { Ok(Bytes::from_static(b"[")) })
@@ -141,22 +143,11 @@ pub async fn respond(
         )
             .into_response());
     };
-    // One more than asked tells whether another page follows. The store is asked for a few
-    // more still: a document that does not decode is skipped, and must not end the paging.
-    filter.limit = Some(limit + 1 + SKIPPED_SLACK);
-    let mut page: Vec<_> = store
-        .list(listing, &filter)
-        .await?
-        .take(limit as usize + 1)
-        .try_collect()
-        .await?;
-    let more = page.len() > limit as usize;
-    page.truncate(limit as usize);
-    let ids: Vec<&str> = page.iter().map(|listed| listed.id.as_str()).collect();
-    let mut response = axum::Json(&ids).into_response();
-    if more && let Some(last) = page.last() {
+    let page = state.queries.page(listing, filter, limit).await?;
+    let mut response = axum::Json(&page.ids).into_response();
+    if let Some(after) = page.next {
         let next = ListParams {
-            after: Some(last.cursor().encode()),
+            after: Some(after),
             ..params
         };
         let query = serde_urlencoded::to_string(&next).unwrap_or_default();
@@ -168,8 +159,57 @@ pub async fn respond(
     Ok(response)
 }
 
-/// How many undecodable documents one page may skip before it ends early.
-const SKIPPED_SLACK: u32 = 64;
+/// The documentation of the query parameters of [`ListParams`].
+pub fn params() -> Vec<Param> {
+    vec![
+        Param::query(
+            "status",
+            "comma-separated statuses: pending, running, finished, failed, aborted",
+            json!({"type": "string"}),
+        ),
+        Param::query(
+            "machine_id",
+            "only jobs of this machine",
+            json!({"type": "string", "maxLength": 1024}),
+        ),
+        Param::query(
+            "pipeline_id",
+            "only jobs of this pipeline",
+            json!({"type": "string", "maxLength": 1024}),
+        ),
+        Param::query(
+            "since",
+            "created at or after (RFC 3339)",
+            json!({"type": "string", "format": "date-time"}),
+        ),
+        Param::query(
+            "until",
+            "created before (RFC 3339)",
+            json!({"type": "string", "format": "date-time"}),
+        ),
+        Param::query(
+            "limit",
+            "page size; without it every id is returned in one streamed array",
+            json!({"type": "integer", "minimum": 1, "maximum": MAX_PAGE}),
+        ),
+        Param::query(
+            "after",
+            "the cursor from the previous page's Link header",
+            json!({"type": "string"}),
+        ),
+    ]
+}
+
+/// The documentation of a listing's answer.
+pub fn ids_response() -> Doc {
+    Doc::new("job ids, newest first")
+        .json(schema_of::<Vec<String>>)
+        .header(
+            "Link",
+            "with `limit`: `<…&after=…>; rel=\"next\"` when more follow",
+            json!({"type": "string"}),
+        )
+}
 
 /// `GET /jobs`.
 pub async fn active(

@@ -1,27 +1,46 @@
-//! `/machines/{machine_id}`: which pipeline a machine's jobs run.
+//! `/machines/{machine_id}`: which pipeline a machine's jobs run (README.md, "REST API"). The
+//! rules are `Machine::new` and the catalog's.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::put;
-use axum::{Json, Router};
 
 use super::AppState;
+use super::bodies::status_of;
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParam};
-use crate::domain::pipeline::{MAX_CONFIGS_BYTES, configs_too_large};
+use super::routes::{ApiRoute, BODY_ERRORS, READ_ERRORS};
 use crate::domain::{Machine, MachineBody};
-use crate::messages::check_keys;
-use crate::store::Inserted;
+use crate::openapi::{Operation, Response as Doc, schema_of};
 
-/// Longest machine id, in bytes.
-pub const MAX_MACHINE_ID_LEN: usize = 200;
-
-pub fn router() -> Router<AppState> {
-    Router::new().route(
-        "/machines/{machine_id}",
-        put(upsert).get(show).delete(remove),
-    )
+pub fn routes() -> Vec<ApiRoute> {
+    vec![
+        ApiRoute::new("/machines/{machine_id}")
+            .param("machine_id", "the machine id")
+            .get(
+                Operation::new("getMachine", "a machine")
+                    .errors(READ_ERRORS)
+                    .error(404, "no such machine")
+                    .response(200, Doc::new("the machine").json(schema_of::<Machine>)),
+                show,
+            )
+            .put(
+                Operation::new("putMachine", "create or replace a machine")
+                    .body(schema_of::<MachineBody>)
+                    .errors(BODY_ERRORS)
+                    .response(200, Doc::new("replaced").json(schema_of::<Machine>))
+                    .response(201, Doc::new("created").json(schema_of::<Machine>)),
+                upsert,
+            )
+            .delete(
+                Operation::new("deleteMachine", "delete a machine")
+                    .errors(READ_ERRORS)
+                    .error(404, "no such machine")
+                    .response(204, Doc::new("deleted")),
+                remove,
+            ),
+    ]
 }
 
 async fn upsert(
@@ -29,41 +48,8 @@ async fn upsert(
     PathParam(machine_id): PathParam<String>,
     JsonBody(body): JsonBody<MachineBody>,
 ) -> Result<Response, ApiError> {
-    if machine_id.trim().is_empty() || machine_id.len() > MAX_MACHINE_ID_LEN {
-        return Err(ApiError::unprocessable(format!(
-            "a machine id must be 1-{MAX_MACHINE_ID_LEN} bytes"
-        )));
-    }
-    check_keys(&body.configs).map_err(|e| ApiError::Unprocessable {
-        message: e.message,
-        path: Some(format!("$.configs{}", e.path)),
-    })?;
-    if configs_too_large(&body.configs) {
-        return Err(ApiError::Unprocessable {
-            message: format!("configs must be at most {MAX_CONFIGS_BYTES} bytes as JSON"),
-            path: Some("$.configs".into()),
-        });
-    }
-    let store = &state.store;
-    if store.get_pipeline(&body.pipeline_id).await?.is_none() {
-        return Err(ApiError::Unprocessable {
-            message: format!(
-                "pipeline '{}' is not registered",
-                body.pipeline_id.chars().take(100).collect::<String>()
-            ),
-            path: Some("$.pipeline_id".into()),
-        });
-    }
-    let machine = Machine {
-        machine_id,
-        pipeline_id: body.pipeline_id,
-        configs: body.configs,
-    };
-    let status = match store.put_machine(&machine).await? {
-        Inserted::Created => StatusCode::CREATED,
-        Inserted::AlreadyExists => StatusCode::OK,
-    };
-    Ok((status, Json(machine)).into_response())
+    let (machine, written) = state.catalog.put_machine(machine_id, body).await?;
+    Ok((status_of(written), Json(machine)).into_response())
 }
 
 async fn show(
@@ -71,8 +57,8 @@ async fn show(
     PathParam(machine_id): PathParam<String>,
 ) -> Result<Json<Machine>, ApiError> {
     state
-        .store
-        .get_machine(&machine_id)
+        .catalog
+        .machine(&machine_id)
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::not_found("machine", &machine_id))
@@ -82,7 +68,7 @@ async fn remove(
     State(state): State<AppState>,
     PathParam(machine_id): PathParam<String>,
 ) -> Result<StatusCode, ApiError> {
-    if state.store.delete_machine(&machine_id).await? {
+    if state.catalog.delete_machine(&machine_id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("machine", &machine_id))

@@ -16,6 +16,7 @@ mod hostile;
 mod messages;
 #[cfg(feature = "otel")]
 mod otel;
+mod routes;
 mod runs;
 mod topology;
 mod trust;
