@@ -17,7 +17,7 @@ use crate::coordinator::Coordinator;
 use crate::http::{self, AppState};
 use crate::intake::Intake;
 use crate::ports::JobStore;
-use crate::services::{Catalog, Queries};
+use crate::services::{Catalog, Queries, Results};
 use crate::store::Store;
 use crate::sweep;
 
@@ -77,10 +77,12 @@ pub async fn run(
         .context("invalid MongoDB URI")?;
     let (coordinator, background) = Background::start(&config, store.clone(), &shutdown);
     let limits = http::limits::Limits::new(config.max_requests as usize, config.request_timeout());
+    let queries = Queries::new(store.clone());
     let state = AppState {
+        results: Results::new(coordinator.clone(), queries.clone()),
         coordinator,
         catalog: Catalog::new(store.clone()),
-        queries: Queries::new(store.clone()),
+        queries,
     };
     let app = http::router(state, &base_path, tokens, limits);
     info!(address = %listener.local_addr()?, base_path = %base_path, "serving");

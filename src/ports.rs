@@ -70,6 +70,15 @@ pub struct HistoryRecord {
     pub previous_runs: Vec<Job>,
 }
 
+impl HistoryRecord {
+    /// Whether one of the recorded runs issued `task_id`.
+    pub fn issued(&self, task_id: &TaskId) -> bool {
+        std::iter::once(&self.job)
+            .chain(&self.previous_runs)
+            .any(|run| run.issued(task_id))
+    }
+}
+
 /// The most a job's record may take in the store. MongoDB refuses documents over 16 MiB; the
 /// margin leaves room for the history record's own fields.
 pub const MAX_JOB_BYTES: usize = 15 * 1024 * 1024;

@@ -11,7 +11,7 @@ use tracing::error;
 
 use crate::coordinator::CoordinatorError;
 use crate::domain::ValidationError;
-use crate::services::{CatalogError, Failure};
+use crate::services::{CatalogError, Failure, ResultsError};
 
 /// The body of every error response.
 #[derive(Debug, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
@@ -184,6 +184,21 @@ impl From<CatalogError> for ApiError {
             CatalogError::PipelineExists(_) | CatalogError::PipelineInUse { .. } => {
                 Self::Conflict(error.to_string())
             }
+        }
+    }
+}
+
+/// A body naming a task the job never issued is refused whole, with the task's path.
+impl From<ResultsError> for ApiError {
+    fn from(error: ResultsError) -> Self {
+        match error {
+            ResultsError::NotIssued { ref task_id, .. } => Self::Unprocessable {
+                path: Some(format!("$.{task_id}")),
+                message: error.to_string(),
+            },
+            ResultsError::UnknownJob(id) => Self::not_found("job", id.as_str()),
+            ResultsError::Failed(failure) => failure.into(),
+            ResultsError::Coordinator(error) => error.into(),
         }
     }
 }

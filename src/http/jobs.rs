@@ -21,7 +21,7 @@ use crate::domain::engine::Ignored;
 use crate::domain::{Event, JobId, JobView, NewJob, NewJobBody, TaskId, TaskResult};
 use crate::messages::{normalize_outputs, outputs_schema};
 use crate::openapi::{Operation, Response as Doc, schema_of};
-use crate::services::HistoryRecord;
+use crate::services::Recorded;
 
 /// Summary of `POST /jobs/{job}`.
 const UPDATE: &str =
@@ -264,63 +264,11 @@ async fn record_results(
     body: Map<String, Value>,
 ) -> Result<Response, ApiError> {
     let results = parse_results(body)?;
-    let Some(job) = state.queries.job(id).await? else {
-        return match ended_or_missing(state, id).await? {
-            // A result for an ended job is accepted and ignored, as over AMQP.
-            ApiError::Conflict(_) => Ok(accepted(id, ResultOutcome::Ignored, "job already ended")),
-            missing => Err(missing),
-        };
-    };
-    // Refuse the whole body if any task id was never issued for this job; results of an
-    // earlier run of it are set aside and ignored.
-    let mut outcome = (ResultOutcome::Recorded, String::new());
-    let mut current = Vec::with_capacity(results.len());
-    let mut history = None;
-    for mut result in results {
-        if job.issued(&result.task_id) {
-            // Pinned to the run checked here, should another run take its place meanwhile.
-            result.run_id = Some(job.run_id.clone());
-            current.push(result);
-        } else if issued_in_an_earlier_run(state, id, &result.task_id, &mut history).await? {
-            outcome = (ResultOutcome::Ignored, Ignored::OtherRun.as_str().into());
-        } else {
-            return Err(ApiError::Unprocessable {
-                message: format!("task '{}' was not issued for job '{id}'", result.task_id),
-                path: Some(format!("$.{}", result.task_id)),
-            });
-        }
-    }
-    for result in current {
-        match state.coordinator.handle(id, Event::Result(result)).await? {
-            Handled::Applied { .. } => {}
-            Handled::Ignored(Ignored::Duplicate) => {
-                outcome = (ResultOutcome::Duplicate, "already recorded".into())
-            }
-            Handled::Ignored(reason) => outcome = (ResultOutcome::Ignored, reason.as_str().into()),
-            Handled::UnknownJob => outcome = (ResultOutcome::Ignored, "job already ended".into()),
-        }
-    }
-    Ok(accepted(id, outcome.0, &outcome.1))
-}
-
-/// Whether an archived run of the job issued `task_id`: a late result of an earlier run is
-/// acknowledged and ignored, as over AMQP, rather than refused.
-/// `history` holds the record once read, so a body naming many tasks reads it once.
-async fn issued_in_an_earlier_run(
-    state: &AppState,
-    id: &JobId,
-    task_id: &TaskId,
-    history: &mut Option<Option<HistoryRecord>>,
-) -> Result<bool, ApiError> {
-    if history.is_none() {
-        *history = Some(state.queries.history(id).await?);
-    }
-    let Some(Some(record)) = history.as_ref() else {
-        return Ok(false);
-    };
-    Ok(std::iter::once(&record.job)
-        .chain(record.previous_runs.iter())
-        .any(|run| run.issued(task_id)))
+    Ok(match state.results.record(id, results).await? {
+        Recorded::Recorded => accepted(id, ResultOutcome::Recorded, ""),
+        Recorded::Duplicate => accepted(id, ResultOutcome::Duplicate, "already recorded"),
+        Recorded::Ignored(reason) => accepted(id, ResultOutcome::Ignored, &reason),
+    })
 }
 
 fn accepted(id: &JobId, outcome: ResultOutcome, reason: &str) -> Response {

@@ -28,7 +28,7 @@ use serde_json::Value;
 
 use crate::access::Tokens;
 use crate::coordinator::Coordinator;
-use crate::services::{Catalog, Queries};
+use crate::services::{Catalog, Queries, Results};
 use error::ApiError;
 use routes::ApiRoute;
 
@@ -41,6 +41,8 @@ pub struct AppState {
     pub catalog: Catalog,
     /// Jobs, history and listings, read only.
     pub queries: Queries,
+    /// Results posted for a job.
+    pub results: Results,
 }
 
 /// Every route of the API, each with its documentation.

@@ -1,6 +1,6 @@
 //! The services the REST handlers call besides the coordinator (docs/README.md, "The parts and
 //! how they depend on each other"): [`Catalog`] registers pipelines and machines, [`Queries`]
-//! answers the read side. Both hold a [`crate::store::Store`] and keep the domain's rules on
+//! answers the read side, [`Results`] records results posted for a job. Both hold a [`crate::store::Store`] and keep the domain's rules on
 //! the way in, so a handler only translates HTTP to a call and the outcome back to a status.
 //!
 //! Edges point inwards: `http` calls these, these call `domain` and `store`, and nothing here
@@ -8,9 +8,11 @@
 
 pub mod catalog;
 pub mod queries;
+pub mod results;
 
 pub use catalog::{Catalog, CatalogError, Written};
 pub use queries::{HistoryRecord, HistoryView, ListFilter, Listing, Page, PageCursor, Queries};
+pub use results::{Recorded, Results, ResultsError};
 
 use crate::store::StoreError;
 
