@@ -100,15 +100,20 @@ impl Store {
         Ok(self.jobs.count_documents(filter).await?)
     }
 
-    /// At most `limit` jobs matching `filter` whose id comes after `after`, in id order. Each
-    /// document is decoded on its own: one that does not decode is logged, counted and skipped,
-    /// so it cannot stop the others.
+    /// At most `limit` jobs matching `filter` whose id comes after `after`, in id order (none
+    /// when `limit` is not positive). Each document is decoded on its own: one that does not
+    /// decode is logged, counted and skipped, so it cannot stop the others.
     async fn find_jobs(
         &self,
         mut filter: Document,
         after: Option<&str>,
         limit: i64,
     ) -> Result<Found, StoreError> {
+        // MongoDB reads a limit of 0 as none and a negative one as one batch of that many; the
+        // port promises at most `limit`.
+        if limit <= 0 {
+            return Ok(Found::default());
+        }
         if let Some(after) = after {
             filter.insert("_id", doc! {"$gt": after});
         }
