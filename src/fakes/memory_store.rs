@@ -12,6 +12,8 @@ use crate::domain::{
 };
 use crate::ports::{Found, HistoryRecord, Inserted, JobStore, MAX_PREVIOUS_RUNS, StoreError};
 
+use super::store_suite::Catalog;
+
 /// An operation of the store, to make it fail with [`MemoryStore::fail_next`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
@@ -351,6 +353,18 @@ impl JobStore for MemoryStore {
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         let result = self.check(Op::Ping).map(|_| ());
         async move { result }.boxed()
+    }
+}
+
+impl Catalog for MemoryStore {
+    fn put_machine<'a>(&'a self, machine: &'a Machine) -> BoxFuture<'a, Result<(), StoreError>> {
+        MemoryStore::put_machine(self, machine.clone());
+        async { Ok(()) }.boxed()
+    }
+
+    fn put_pipeline<'a>(&'a self, pipeline: &'a Pipeline) -> BoxFuture<'a, Result<(), StoreError>> {
+        MemoryStore::put_pipeline(self, pipeline.clone());
+        async { Ok(()) }.boxed()
     }
 }
 

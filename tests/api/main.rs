@@ -17,5 +17,6 @@ mod messages;
 #[cfg(feature = "otel")]
 mod otel;
 mod runs;
+mod store_suite;
 mod topology;
 mod trust;
