@@ -61,20 +61,7 @@ async fn assert_query<Q, F>(
         .filter(|id| ours.contains(id))
         .collect();
     assert_eq!(got, expected, "the check's jobs selected");
-    // Pages of two, each going on after the last id of the one before.
-    let (mut paged, mut after) = (Vec::new(), None);
-    for _ in 0..=found.len() / 2 {
-        let page = query(after.clone(), 2).await;
-        assert!(page.read <= 2, "a page of two read {}", page.read);
-        assert_eq!(page.read, page.jobs.len());
-        paged.extend(ids(&page));
-        if page.read < 2 {
-            break;
-        }
-        after = page.last.clone();
-        assert_eq!(after.as_ref(), paged.last(), "last of a page");
-    }
-    assert_eq!(paged, found, "the pages of two together");
+    assert_pages_of_two(&query, &found).await;
     let first = expected
         .first()
         .expect("the check selects a job of its own");
@@ -91,6 +78,27 @@ async fn assert_query<Q, F>(
         (0, None, 0),
         "limit 0"
     );
+}
+
+/// Asserts that pages of two, each going on after the last id of the one before, read `found`.
+async fn assert_pages_of_two<Q, F>(query: &Q, found: &[String])
+where
+    Q: Fn(Option<String>, i64) -> F,
+    F: Future<Output = Found>,
+{
+    let (mut paged, mut after) = (Vec::new(), None);
+    for _ in 0..=found.len() / 2 {
+        let page = query(after.clone(), 2).await;
+        assert!(page.read <= 2, "a page of two read {}", page.read);
+        assert_eq!(page.read, page.jobs.len());
+        paged.extend(ids(&page));
+        if page.read < 2 {
+            break;
+        }
+        after = page.last.clone();
+        assert_eq!(after.as_ref(), paged.last(), "last of a page");
+    }
+    assert_eq!(paged, found, "the pages of two together");
 }
 
 pub(super) async fn ended_jobs_selects_exactly_the_ended_jobs_in_id_order(
