@@ -12,6 +12,8 @@ use crate::domain::{
 };
 use crate::ports::{Found, HistoryRecord, Inserted, JobStore, MAX_PREVIOUS_RUNS, StoreError};
 
+use super::store_suite::Catalog;
+
 /// An operation of the store, to make it fail with [`MemoryStore::fail_next`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
@@ -131,6 +133,7 @@ impl MemoryStore {
     ) -> Result<Found, StoreError> {
         let state = self.check(Op::Find)?;
         let mut found = Found::default();
+        // None when `limit` is not positive, as the MongoDB store answers.
         let limit = usize::try_from(limit).unwrap_or(0);
         for (id, job) in state.jobs.iter() {
             if after.is_some_and(|after| id.as_str() <= after) || !keep(job) {
@@ -165,28 +168,32 @@ impl MemoryStore {
         Ok(true)
     }
 
+    /// The MongoDB store's two steps (`store/archive.rs`): the history write, then the delete
+    /// matched by id, run and version.
     fn archive_now(&self, job: &Job) -> Result<(), StoreError> {
         let mut state = self.check(Op::Archive)?;
         let id = job.id.as_str().to_owned();
-        let on_record = state.history.get(&id).is_some_and(|record| {
-            record.job.run_id == job.run_id
-                || record.previous_runs.iter().any(|r| r.run_id == job.run_id)
-        });
-        if !on_record {
-            let record = match state.history.remove(&id) {
-                None => HistoryRecord {
+        let holds_run = state.jobs.get(&id).is_some_and(|s| s.run_id == job.run_id);
+        match state.history.get_mut(&id) {
+            None => {
+                let record = HistoryRecord {
                     job: job.clone(),
                     previous_runs: Vec::new(),
-                },
-                Some(mut record) => {
-                    record.previous_runs.push(record.job);
-                    let extra = record.previous_runs.len().saturating_sub(MAX_PREVIOUS_RUNS);
-                    record.previous_runs.drain(..extra);
-                    record.job = job.clone();
-                    record
-                }
-            };
-            state.history.insert(id.clone(), record);
+                };
+                state.history.insert(id.clone(), record);
+            }
+            Some(record)
+                if record.job.run_id == job.run_id
+                    || record.previous_runs.iter().any(|r| r.run_id == job.run_id) => {}
+            // Not on record and no longer active: another archiver moved it, and the record
+            // has dropped it since as one of its oldest runs. Nothing to write.
+            Some(_) if !holds_run => {}
+            Some(record) => {
+                let top = std::mem::replace(&mut record.job, job.clone());
+                record.previous_runs.push(top);
+                let extra = record.previous_runs.len().saturating_sub(MAX_PREVIOUS_RUNS);
+                record.previous_runs.drain(..extra);
+            }
         }
         if state
             .jobs
@@ -199,9 +206,11 @@ impl MemoryStore {
     }
 }
 
-/// `after`, keeping the outbox marks written to `stored` since `before` was read where `after`
-/// does not change them: the MongoDB store writes only the fields that differ between `before`
-/// and `after`, so a mark it got meanwhile survives.
+/// `after`, keeping the outbox marks written to `stored` since `before` was read where the
+/// write leaves them alone. The MongoDB store writes only the fields that differ between
+/// `before` and `after`, down to the fields of one task (`store/update.rs`), so such a mark
+/// survives unless the write replaces the stage in flight or its task list, changes the mark
+/// itself, or issues a new attempt of the task (a new attempt's mark is always written).
 fn keep_marks(stored: &Job, before: &Job, after: &Job) -> Job {
     let mut next = after.clone();
     let (Some(stored_stage), Some(before_stage), Some(next_stage)) = (
@@ -211,12 +220,15 @@ fn keep_marks(stored: &Job, before: &Job, after: &Job) -> Job {
     ) else {
         return next;
     };
-    if stored_stage.id != next_stage.id || before_stage.id != next_stage.id {
+    if stored_stage.id != next_stage.id
+        || before_stage.id != next_stage.id
+        || before_stage.tasks.len() != next_stage.tasks.len()
+    {
         return next;
     }
-    for (index, task) in next_stage.tasks.iter_mut().enumerate() {
-        let unchanged = before_stage.tasks.get(index).is_some_and(|b| b == &*task);
-        if let Some(stored_task) = stored_stage.tasks.get(index).filter(|_| unchanged) {
+    let tasks = next_stage.tasks.iter_mut().zip(&before_stage.tasks);
+    for ((task, before_task), stored_task) in tasks.zip(&stored_stage.tasks) {
+        if before_task.task_id == task.task_id && before_task.dispatched == task.dispatched {
             task.dispatched = stored_task.dispatched;
         }
     }
@@ -327,10 +339,9 @@ impl JobStore for MemoryStore {
         async move { Ok(pipeline) }.boxed()
     }
 
+    /// As MongoDB measures it: the job's size as BSON.
     fn job_bytes(&self, job: &Job) -> Result<usize, StoreError> {
-        serde_json::to_vec(job)
-            .map(|bytes| bytes.len())
-            .map_err(|e| StoreError::Encode(e.to_string()))
+        crate::store::job_bytes(job)
     }
 
     fn server_time(
@@ -342,6 +353,18 @@ impl JobStore for MemoryStore {
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         let result = self.check(Op::Ping).map(|_| ());
         async move { result }.boxed()
+    }
+}
+
+impl Catalog for MemoryStore {
+    fn put_machine<'a>(&'a self, machine: &'a Machine) -> BoxFuture<'a, Result<(), StoreError>> {
+        MemoryStore::put_machine(self, machine.clone());
+        async { Ok(()) }.boxed()
+    }
+
+    fn put_pipeline<'a>(&'a self, pipeline: &'a Pipeline) -> BoxFuture<'a, Result<(), StoreError>> {
+        MemoryStore::put_pipeline(self, pipeline.clone());
+        async { Ok(()) }.boxed()
     }
 }
 

@@ -1,4 +1,5 @@
-//! Moving an ended job to `history`.
+//! The `history` collection: moving an ended job there, and reading it back
+//! (docs/consistency.md, "Archive").
 //!
 //! A history record holds the latest run of a file on top and its earlier runs, oldest first,
 //! under `previous_runs`. Each run is known by its `run_id`, so the move is safe to repeat and
@@ -11,8 +12,10 @@ use mongodb::bson::doc;
 use mongodb::bson::raw::{RawArrayBuf, RawBsonRef, RawDocument, RawDocumentBuf};
 use mongodb::bson::{self, Bson};
 
-use super::{MAX_PREVIOUS_RUNS, Store, StoreError, is_duplicate_key, malformed};
-use crate::domain::Job;
+use super::documents::from_doc;
+use super::errors::{is_duplicate_key, malformed};
+use super::{HistoryRecord, MAX_PREVIOUS_RUNS, Store, StoreError};
+use crate::domain::{Job, JobId};
 
 /// The most a history record may take, earlier runs included.
 const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024 - 64 * 1024;
@@ -77,6 +80,33 @@ impl Store {
             .delete_one(doc! {"_id": id, "run_id": job.run_id.as_str(), "version": job.version})
             .await?;
         Ok(())
+    }
+
+    /// The history record of the file with job id `id`. An earlier run that does not decode is
+    /// logged, counted and left out, so it cannot hide the others.
+    pub async fn load_history(&self, id: &JobId) -> Result<Option<HistoryRecord>, StoreError> {
+        let Some(mut document) = self.history.find_one(doc! {"_id": id.as_str()}).await? else {
+            return Ok(None);
+        };
+        let previous_runs = match document.remove("previous_runs") {
+            Some(Bson::Array(runs)) => runs
+                .into_iter()
+                .filter_map(|run| match run {
+                    Bson::Document(d) => from_doc(d, "id")
+                        .inspect_err(|error| {
+                            crate::meter::undecodable("history");
+                            tracing::warn!(job_id = %id, %error, "an earlier run in history does not decode; not shown");
+                        })
+                        .ok(),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok(Some(HistoryRecord {
+            job: from_doc(document, "id")?,
+            previous_runs,
+        }))
     }
 
     /// Whether `jobs` still holds this run of the job.

@@ -1,4 +1,5 @@
-//! The MongoDB store behind the [`JobStore`] port (docs/consistency.md, "Compare-and-set").
+//! The MongoDB store behind the [`JobStore`] port: each method forwards to the inherent one
+//! (docs/consistency.md, "Compare-and-set", "The outbox", "Archive").
 
 use futures::FutureExt;
 use futures::future::BoxFuture;

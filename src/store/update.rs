@@ -162,6 +162,19 @@ fn task_changes(
             c.unset.append(format!("{path}.{key}"), "");
         }
     }
+    // The outbox mark belongs to an attempt. A new attempt's mark is written even when `before`
+    // has the same, for a mark of the old attempt may have landed since `before` was read (a
+    // worker failed fast on another replica): left alone, it would pass for the new attempt's,
+    // and the relay would never publish the new attempt if its own publish failed.
+    if b.task_id != a.task_id && before.get("dispatched") == after.get("dispatched") {
+        match after.get("dispatched") {
+            Some(value) => {
+                let value = RawBson::try_from(value.clone()).map_err(encode_error)?;
+                c.set.append(format!("{path}.dispatched"), value);
+            }
+            None => c.unset.append(format!("{path}.dispatched"), ""),
+        }
+    }
     Ok(())
 }
 
@@ -349,6 +362,20 @@ mod tests {
                 "{field} missing from {set:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_retry_unsets_the_outbox_mark_even_when_it_was_read_without_one() {
+        let before = started_job();
+        let stage = before.current_stage.as_ref().expect("stage");
+        let event = result(&stage.tasks[0].task_id, Some("boom"));
+        let mut after = before.clone();
+        apply_in_place(&mut after, &event, now().plus_seconds(5)).expect("apply");
+        let update = update_of(&before, after);
+        assert_eq!(
+            keys(&update, "$unset"),
+            ["current_stage.tasks.0.dispatched"]
+        );
     }
 
     #[test]

@@ -18,5 +18,6 @@ mod messages;
 mod otel;
 mod routes;
 mod runs;
+mod store_suite;
 mod topology;
 mod trust;

@@ -1,0 +1,197 @@
+//! The `jobs` collection: the active jobs, written only by compare-and-set on
+//! `{_id, run_id, version}` (docs/consistency.md, "Compare-and-set"), plus the outbox mark that
+//! changes no version (docs/consistency.md, "The outbox") and the sweep's queries.
+
+use futures::TryStreamExt;
+use mongodb::bson::raw::{RawArrayBuf, RawDocumentBuf};
+use mongodb::bson::{self, Bson, Document, doc};
+
+use super::documents::{insert, to_doc};
+use super::errors::{PERMANENT_CODES, malformed, typed_error};
+use super::{ACTIVE_STATUSES, Found, Inserted, Store, StoreError, update};
+use crate::domain::{Job, JobId, JobStatus, StageId, TaskId, Timestamp};
+
+/// The size of `job` as stored.
+pub fn job_bytes(job: &Job) -> Result<usize, StoreError> {
+    bson::to_vec(job)
+        .map(|bytes| bytes.len())
+        .map_err(|e| StoreError::Encode(e.to_string()))
+}
+
+impl Store {
+    /// Inserts a new job; `AlreadyExists` when a job with its id is active.
+    pub async fn insert_job(&self, job: &Job) -> Result<Inserted, StoreError> {
+        insert(&self.jobs, to_doc(job, "id")?).await
+    }
+
+    pub async fn load_job(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
+        self.typed_jobs
+            .find_one(doc! {"_id": id.as_str()})
+            .await
+            .map_err(typed_error)
+    }
+
+    /// Turns the stored `before` into `after` if the stored version is still `before.version`,
+    /// writing only the fields that differ. Returns whether it won.
+    pub async fn compare_and_set(&self, before: &Job, after: &Job) -> Result<bool, StoreError> {
+        debug_assert_eq!(after.version, before.version + 1);
+        let update = update::job_update(before, after)?;
+        let reply = self
+            .db
+            .run_raw_command(self.update_command(before, update))
+            .await?;
+        matched_one(&reply)
+    }
+
+    /// The `update` command of a compare-and-set, sent as raw BSON: the driver's `update_one`
+    /// takes a `Document`, and a wide stage's update is megabytes.
+    fn update_command(&self, before: &Job, update: RawDocumentBuf) -> RawDocumentBuf {
+        // The run is part of the match: a rerun of the same file keeps the job id and counts
+        // versions from 0 again, so `{_id, version}` alone could match another run.
+        let mut filter = RawDocumentBuf::new();
+        filter.append("_id", before.id.as_str());
+        filter.append("run_id", before.run_id.as_str());
+        filter.append("version", before.version);
+        let mut statement = RawDocumentBuf::new();
+        statement.append("q", filter);
+        statement.append("u", update);
+        let mut updates = RawArrayBuf::new();
+        updates.push(statement);
+        let mut command = RawDocumentBuf::new();
+        command.append("update", self.jobs.name());
+        command.append("updates", updates);
+        // A raw command does not take the connection string's write concern by itself.
+        if let Some(concern) = self.jobs.write_concern()
+            && let Ok(concern) = bson::to_raw_document_buf(concern)
+            && !concern.is_empty()
+        {
+            command.append("writeConcern", concern);
+        }
+        command
+    }
+
+    /// Records that the broker confirmed the dispatch of these task attempts (the outbox mark).
+    /// It changes no version: it races with nothing that matters, and a lost mark only causes a
+    /// harmless re-publish by the relay.
+    pub async fn mark_dispatched(
+        &self,
+        job: &Job,
+        stage_id: &StageId,
+        task_ids: &[TaskId],
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let ids: Vec<&str> = task_ids.iter().map(TaskId::as_str).collect();
+        let filter = doc! {
+            "_id": job.id.as_str(), "run_id": job.run_id.as_str(), "current_stage.id": stage_id.as_str(),
+        };
+        self.jobs
+            .update_one(
+                filter,
+                doc! {"$set": {"current_stage.tasks.$[t].dispatched": at.to_string()}},
+            )
+            .array_filters(vec![doc! {"t.task_id": {"$in": ids}}])
+            .await?;
+        Ok(())
+    }
+
+    /// How many jobs are pending or running.
+    pub async fn count_active(&self) -> Result<u64, StoreError> {
+        let filter = doc! {"status": {"$in": &ACTIVE_STATUSES[..]}};
+        Ok(self.jobs.count_documents(filter).await?)
+    }
+
+    /// At most `limit` jobs matching `filter` whose id comes after `after`, in id order (none
+    /// when `limit` is not positive). Each document is decoded on its own: one that does not
+    /// decode is logged, counted and skipped, so it cannot stop the others.
+    async fn find_jobs(
+        &self,
+        mut filter: Document,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Found, StoreError> {
+        // MongoDB reads a limit of 0 as none and a negative one as one batch of that many; the
+        // port promises at most `limit`.
+        if limit <= 0 {
+            return Ok(Found::default());
+        }
+        if let Some(after) = after {
+            filter.insert("_id", doc! {"$gt": after});
+        }
+        let mut cursor = self
+            .raw_jobs
+            .find(filter)
+            .sort(doc! {"_id": 1})
+            .limit(limit)
+            .await?;
+        let mut found = Found::default();
+        while let Some(raw) = cursor.try_next().await? {
+            found.read += 1;
+            found.last = raw.get_str("_id").ok().map(str::to_owned);
+            match bson::from_slice::<Job>(raw.as_bytes()) {
+                Ok(job) => found.jobs.push(job),
+                Err(error) => {
+                    crate::meter::undecodable("jobs");
+                    let id = raw.get("_id").ok().flatten().map(|v| format!("{v:?}"));
+                    tracing::warn!(id = id.as_deref().unwrap_or("?"), %error, "a stored job does not decode; skipped");
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Jobs that ended but are still in `jobs` (a move to history that did not complete), in id
+    /// order after `after`.
+    pub async fn ended_jobs(&self, after: Option<&str>, limit: i64) -> Result<Found, StoreError> {
+        let filter = doc! {"status": {"$nin": &ACTIVE_STATUSES[..]}};
+        self.find_jobs(filter, after, limit).await
+    }
+
+    /// Active jobs the sweep should look at, in id order after `after`: pending since before
+    /// `cutoff`, or running with a task that is overdue at `now` or was recorded before
+    /// `cutoff` and never confirmed. The last id read lets the next call go on from there (so
+    /// a batch of jobs that fail every time cannot hide the rest).
+    pub async fn jobs_needing_attention(
+        &self,
+        now: Timestamp,
+        cutoff: Timestamp,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Found, StoreError> {
+        let filter = doc! {"$or": [
+            {"status": JobStatus::Pending.as_str(), "created": {"$lt": cutoff.to_string()}},
+            {"status": JobStatus::Running.as_str(), "current_stage.tasks": {"$elemMatch": {
+                "status": "pending", "deadline": {"$lt": now.to_string()}}}},
+            {"status": JobStatus::Running.as_str(), "current_stage.tasks": {"$elemMatch": {
+                "status": "pending", "dispatched": {"$exists": false}, "issued": {"$lt": cutoff.to_string()}}}},
+        ]};
+        self.find_jobs(filter, after, limit).await
+    }
+}
+
+/// Reads the reply of a compare-and-set: one document matched is a win, none a lost race.
+fn matched_one(reply: &Document) -> Result<bool, StoreError> {
+    if let Ok(errors) = reply.get_array("writeErrors")
+        && let Some(first) = errors.first()
+    {
+        let code = first.as_document().and_then(|d| d.get_i32("code").ok());
+        if code.is_some_and(|c| PERMANENT_CODES.contains(&c)) {
+            return Err(StoreError::Refused(first.to_string()));
+        }
+        return Err(StoreError::Contention(format!(
+            "the server asked to retry: {first}"
+        )));
+    }
+    // The write may not have reached the write concern's members (a primary stepping down):
+    // not durable as asked, so not a success. A retry finds the change applied or not.
+    if let Ok(error) = reply.get_document("writeConcernError") {
+        return Err(StoreError::Contention(format!(
+            "the write was not acknowledged as the write concern asks: {error}"
+        )));
+    }
+    let matched = match reply.get("n") {
+        Some(Bson::Int32(n)) => i64::from(*n),
+        Some(Bson::Int64(n)) => *n,
+        _ => return Err(malformed(format!("update reply without a count: {reply}"))),
+    };
+    Ok(matched == 1)
+}

@@ -1,0 +1,69 @@
+//! The shared store suite (`job_manager::fakes::store_suite`) against the MongoDB store, on a
+//! database of its own that is dropped afterwards whether the suite passed or not.
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use job_manager::domain::{Machine, Pipeline};
+use job_manager::fakes::store_suite::{self, CHECKS, Catalog};
+use job_manager::ports::StoreError;
+use job_manager::store::Store;
+
+use crate::helpers::mongodb_uri;
+
+/// Seeds the catalog through the store's own methods (the port only reads it).
+struct StoreCatalog<'a>(&'a Store);
+
+impl Catalog for StoreCatalog<'_> {
+    fn put_machine<'a>(&'a self, machine: &'a Machine) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move { self.0.put_machine(machine).await.map(drop) }.boxed()
+    }
+
+    fn put_pipeline<'a>(&'a self, pipeline: &'a Pipeline) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move { self.0.put_pipeline(pipeline).await.map(drop) }.boxed()
+    }
+}
+
+/// Drops the database `name` when it goes out of scope, also while a failed test unwinds. The
+/// test's runtime may be unusable by then, so it connects anew on a runtime of its own.
+struct DropDatabase {
+    name: String,
+}
+
+impl Drop for DropDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let client = mongodb::Client::with_uri_str(mongodb_uri()).await?;
+                client.database(&name).drop().await?;
+                client.shutdown().await;
+                anyhow::Ok(())
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!(
+                "the test database {} was not dropped: {dropped:?}",
+                self.name
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_mongodb_store_passes_the_shared_store_suite() {
+    let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let database = DropDatabase {
+        name: format!("jm_test_{id}"),
+    };
+    let store = Store::connect(&mongodb_uri(), &database.name)
+        .await
+        .expect("store");
+    store.ensure_indexes().await.expect("indexes");
+    let ran = store_suite::run(&store, &StoreCatalog(&store)).await;
+    assert_eq!(ran, CHECKS.len());
+    store.shutdown().await;
+}
