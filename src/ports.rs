@@ -124,14 +124,15 @@ pub trait JobStore: Send + Sync {
     ) -> BoxFuture<'a, Result<Option<HistoryRecord>, StoreError>>;
 
     /// Ended jobs still among the active ones (a move to history that did not complete), in id
-    /// order after `after`, at most `limit`.
+    /// order after `after`, at most `limit` (none for a limit of 0 or less).
     fn ended_jobs<'a>(
         &'a self,
         after: Option<&'a str>,
         limit: i64,
     ) -> BoxFuture<'a, Result<Found, StoreError>>;
 
-    /// Active jobs the sweep should look at, in id order after `after`, at most `limit`:
+    /// Active jobs the sweep should look at, in id order after `after`, at most `limit` (none
+    /// for a limit of 0 or less):
     /// pending since before `cutoff`, or running with a pending task that is overdue at `now`
     /// or was issued before `cutoff` and never confirmed.
     fn jobs_needing_attention<'a>(
