@@ -370,3 +370,64 @@ async fn a_coalesced_batch_names_each_field_of_a_span_once() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_crash_between_the_publish_and_the_mark_publishes_again_harmlessly() {
+    let (coordinator, store, broker) = setup();
+    let id = start(&coordinator, "unmarked").await;
+    let split = tasks(&store, &id)[0].clone();
+    store.fail_next(Op::MarkDispatched, StoreError::Unavailable("gone".into()));
+    let parts = vec![json!({"part": 0})];
+    let error = coordinator.handle(&id, done(&split, parts)).await;
+    assert!(error.is_err_and(|e| e.is_transient()));
+    assert_eq!(broker.dispatches().len(), 2, "the work task was published");
+    let later = Timestamp::from(coordinator.now().as_datetime() + chrono::TimeDelta::seconds(40));
+    let mut resume = crate::sweep::Resume::default();
+    let grace = Duration::from_secs(30);
+    let swept = crate::sweep::sweep_once(&coordinator, &store, later, grace, &mut resume).await;
+    assert_eq!(swept.expect("swept").actions, 1);
+    let sent = broker.dispatches();
+    assert_eq!(sent.len(), 3, "published once more, the same attempt");
+    assert_eq!(sent[1].1.task_id, sent[2].1.task_id);
+    // The worker answers both copies: the second is a duplicate.
+    let work = sent[2].1.task_id.clone();
+    let first = coordinator
+        .handle(&id, done(&work, vec![json!({"done": 0})]))
+        .await;
+    assert!(matches!(first, Ok(Handled::Applied { .. })), "{first:?}");
+    assert!(store.job(&id).is_none(), "finished and archived");
+    let second = coordinator
+        .handle(&id, done(&work, vec![json!({"done": 0})]))
+        .await;
+    assert!(matches!(second, Ok(Handled::UnknownJob)), "{second:?}");
+}
+
+#[tokio::test]
+async fn a_crash_before_the_move_to_history_is_finished_by_the_sweep() {
+    let (coordinator, store, broker) = setup();
+    let id = wide(&coordinator, &store, 1).await;
+    let work = tasks(&store, &id)[0].clone();
+    store.fail_next(Op::Archive, StoreError::Unavailable("gone".into()));
+    let outcome = coordinator
+        .handle(&id, done(&work, vec![json!({"done": 0})]))
+        .await;
+    assert!(outcome.is_err_and(|e| e.is_transient()));
+    let ended = store.job(&id).expect("still among the active jobs");
+    assert_eq!(ended.status, JobStatus::Finished, "the end is durable");
+    assert!(
+        !broker.event_keys().contains(&"job.finished".to_owned()),
+        "not announced yet"
+    );
+    let mut resume = crate::sweep::Resume::default();
+    let grace = Duration::from_secs(30);
+    let now = coordinator.now();
+    let swept = crate::sweep::sweep_once(&coordinator, &store, now, grace, &mut resume).await;
+    assert_eq!(swept.expect("swept").actions, 1);
+    assert!(store.job(&id).is_none());
+    let record = store
+        .load_history(&id)
+        .await
+        .expect("read")
+        .expect("archived");
+    assert_eq!(record.job.status, JobStatus::Finished);
+}
