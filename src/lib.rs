@@ -9,8 +9,6 @@
 //! - [`http`]: the REST API, one router per resource.
 //! - [`worker`]: a helper for writing workers in Rust.
 //! - [`demo`]: the bundled demo pipeline and its workers.
-//! - [`chaos`]: the fault-injection run and its report.
-//! - [`bench`]: benchmarks that print figures.
 //! - [`cli`]: operator commands over the REST API.
 //! - [`sweep`]: the periodic sweep for timeouts, unconfirmed dispatches and interrupted archives.
 //! - [`schemas`]: JSON Schemas of every message and body, generated from the types.
@@ -25,8 +23,6 @@
 pub mod amqp;
 pub mod app;
 pub mod backoff;
-pub mod bench;
-pub mod chaos;
 pub mod cli;
 pub mod clock;
 pub mod config;
