@@ -7,8 +7,8 @@
 //! - [`amqp`]: topology, the confirming publisher and the result consumer.
 //! - [`coordinator`]: the shell that applies events to jobs and carries out the effects.
 //! - [`http`]: the REST API, one router per resource.
-//! - [`worker`]: a helper for writing workers in Rust.
-//! - [`demo`]: the bundled demo pipeline and its workers.
+//! - [`demo`]: the bundled demo pipeline and its workers (on the `job-manager-worker` crate,
+//!   `sdk/rust/`, which Rust workers use).
 //! - [`cli`]: operator commands over the REST API.
 //! - [`sweep`]: the periodic sweep for timeouts, unconfirmed dispatches and interrupted archives.
 //! - [`schemas`]: JSON Schemas of every message and body, generated from the types.
@@ -37,4 +37,3 @@ pub mod schemas;
 pub mod store;
 pub mod sweep;
 pub mod telemetry;
-pub mod worker;

@@ -32,7 +32,7 @@ pub struct TestApp {
     pub files: Files,
     shutdown: CancellationToken,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
-    workers: Option<(CancellationToken, JoinSet<Result<(), lapin::Error>>)>,
+    workers: Option<(CancellationToken, JoinSet<()>)>,
     /// Worker ids of pipelines registered with [`TestApp::register`], for cleanup.
     worker_ids: std::sync::Mutex<Vec<String>>,
     _data: tempdir::TempDir,
@@ -181,12 +181,12 @@ impl TestApp {
         assert_eq!(response.status().as_u16(), 201);
     }
 
-    /// Starts the demo workers over AMQP.
+    /// Starts the demo workers over AMQP (on the `job-manager-worker` crate).
     pub fn start_workers(&mut self) {
         let token = CancellationToken::new();
         let set = demo::spawn_workers(
-            self.amqp.clone(),
-            self.names.clone(),
+            &amqp_url(),
+            self.names.prefix(),
             self.files.clone(),
             token.clone(),
         );
