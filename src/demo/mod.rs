@@ -216,47 +216,77 @@ pub async fn run(config: Config, data_dir: PathBuf) -> anyhow::Result<()> {
     outcome
 }
 
+/// Registers the demo pipeline, starts the job, follows it to history and prints the result.
 async fn drive(base: &str, files: &Files) -> anyhow::Result<()> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;
+    wait_ready(&client, base).await?;
+    register(&client, base).await?;
+    let file_id = files.put(SAMPLE_CSV).map_err(anyhow::Error::msg)?;
+    let job_id = start_job(&client, base, &file_id).await?;
+    println!(
+        "job {job_id} started on {} (input file {file_id})",
+        files.dir().display()
+    );
+    let seen = follow(&client, base, &job_id).await?;
+    let record: Value = client
+        .get(format!("{base}/history/{job_id}"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    print_stages(&record, seen);
+    println!("\nGET {base}/history/{job_id} (the seed's keys):");
+    println!("{}", serde_json::to_string_pretty(&seed_shape(&record))?);
+    print_outputs(&record, files);
+    if record["status"] != "finished" {
+        bail!("the job ended as {}: {}", record["status"], record["error"]);
+    }
+    Ok(())
+}
+
+async fn wait_ready(client: &reqwest::Client, base: &str) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
         if let Ok(response) = client.get(format!("{base}/health/ready")).send().await
             && response.status().is_success()
         {
-            break;
+            return Ok(());
         }
         if started.elapsed() > Duration::from_secs(60) {
             bail!("the service did not become ready within 60 s");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let response = client
-        .put(format!("{base}/pipelines/{PIPELINE_ID}"))
-        .json(&pipeline_body())
-        .send()
-        .await?;
-    if !response.status().is_success() {
-        bail!(
-            "registering the pipeline: {} {}",
-            response.status(),
-            response.text().await?
-        );
+}
+
+/// Registers the demo pipeline and its machine.
+async fn register(client: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+    let machine = json!({"pipeline_id": PIPELINE_ID, "configs": {"delimiter": ","}});
+    let puts = [
+        (
+            "pipeline",
+            format!("{base}/pipelines/{PIPELINE_ID}"),
+            pipeline_body(),
+        ),
+        ("machine", format!("{base}/machines/{MACHINE_ID}"), machine),
+    ];
+    for (what, url, body) in puts {
+        let response = client.put(url).json(&body).send().await?;
+        if !response.status().is_success() {
+            let status = response.status();
+            bail!(
+                "registering the {what}: {status} {}",
+                response.text().await?
+            );
+        }
     }
-    let response = client
-        .put(format!("{base}/machines/{MACHINE_ID}"))
-        .json(&json!({"pipeline_id": PIPELINE_ID, "configs": {"delimiter": ","}}))
-        .send()
-        .await?;
-    if !response.status().is_success() {
-        bail!(
-            "registering the machine: {} {}",
-            response.status(),
-            response.text().await?
-        );
-    }
-    let file_id = files.put(SAMPLE_CSV).map_err(anyhow::Error::msg)?;
+    Ok(())
+}
+
+/// Starts the job on the file `file_id` (the hash is the sample's SHA-512); its id.
+async fn start_job(client: &reqwest::Client, base: &str, file_id: &str) -> anyhow::Result<String> {
     let hash: String = Sha512::digest(SAMPLE_CSV.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -271,72 +301,63 @@ async fn drive(base: &str, files: &Files) -> anyhow::Result<()> {
     if status.as_u16() != 201 && status.as_u16() != 409 {
         bail!("starting the job: {status} {job_id}");
     }
-    println!(
-        "job {job_id} started on {} (input file {file_id})",
-        files.dir().display()
-    );
+    Ok(job_id)
+}
 
+/// Prints each stage as it ends until the job leaves the active jobs; how many were printed.
+async fn follow(client: &reqwest::Client, base: &str, job_id: &str) -> anyhow::Result<usize> {
     let mut seen = 0;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let response = client.get(format!("{base}/jobs/{job_id}")).send().await?;
         if response.status().as_u16() == 404 {
-            break;
+            return Ok(seen);
         }
         let record: Value = response.json().await?;
-        let stages = record["stages"].as_array().cloned().unwrap_or_default();
-        for stage in stages.iter().skip(seen) {
-            let outputs = stage["outputs"].as_array().map_or(0, Vec::len);
-            println!(
-                "  stage {} ended with {outputs} output(s)",
-                stage["id"].as_str().unwrap_or("?")
-            );
-        }
-        seen = seen.max(stages.len());
+        seen = print_stages(&record, seen);
         if Instant::now() > deadline {
             bail!("the job did not end within 120 s; last record: {record}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let record: Value = client
-        .get(format!("{base}/history/{job_id}"))
-        .send()
-        .await?
-        .json()
-        .await?;
-    for stage in record["stages"].as_array().into_iter().flatten().skip(seen) {
+}
+
+/// Prints the stages of `record` after the first `seen`; how many it has printed in all.
+fn print_stages(record: &Value, seen: usize) -> usize {
+    let stages = record["stages"].as_array().map_or(&[][..], Vec::as_slice);
+    for stage in stages.iter().skip(seen) {
         let outputs = stage["outputs"].as_array().map_or(0, Vec::len);
         println!(
             "  stage {} ended with {outputs} output(s)",
             stage["id"].as_str().unwrap_or("?")
         );
     }
-    println!("\nGET {base}/history/{job_id} (the seed's keys):");
-    println!("{}", serde_json::to_string_pretty(&seed_shape(&record))?);
-    if let Some(stage) = record["stages"]
-        .as_array()
-        .and_then(|s| s.iter().find(|s| s["id"] == "04"))
-    {
+    seen.max(stages.len())
+}
+
+/// Prints the sink's log and the paths of the sensor tables.
+fn print_outputs(record: &Value, files: &Files) {
+    let stage = |id: &str| {
+        record["stages"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["id"] == id))
+    };
+    if let Some(stage) = stage("04") {
         println!("\nsink log:\n{}", stage["log"].as_str().unwrap_or(""));
     }
     println!("\noutput files:");
-    if let Some(stage) = record["stages"]
-        .as_array()
-        .and_then(|s| s.iter().find(|s| s["id"] == "03"))
+    for output in stage("03")
+        .and_then(|s| s["outputs"].as_array())
+        .into_iter()
+        .flatten()
     {
-        for output in stage["outputs"].as_array().into_iter().flatten() {
-            let table = output["result_table"].as_str().unwrap_or("");
-            if let Ok(path) = files.path(table) {
-                println!(
-                    "  {:<24} {}",
-                    output["unique_id"].as_str().unwrap_or("?"),
-                    path.display()
-                );
-            }
+        let table = output["result_table"].as_str().unwrap_or("");
+        if let Ok(path) = files.path(table) {
+            println!(
+                "  {:<24} {}",
+                output["unique_id"].as_str().unwrap_or("?"),
+                path.display()
+            );
         }
     }
-    if record["status"] != "finished" {
-        bail!("the job ended as {}: {}", record["status"], record["error"]);
-    }
-    Ok(())
 }

@@ -96,6 +96,26 @@ async fn scratch_queue(channel: &lapin::Channel, name: &str) -> anyhow::Result<(
     Ok(())
 }
 
+/// Consumes `queue` with manual acks, `prefetch` at a time.
+async fn consume(
+    channel: &lapin::Channel,
+    queue: &str,
+    prefetch: u16,
+) -> anyhow::Result<lapin::Consumer> {
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await?;
+    let consumer = channel
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(consumer)
+}
+
 fn message(queue: &str) -> anyhow::Result<Outgoing> {
     let body = serde_json::json!({"task_id": "0".repeat(32), "job_id": "A".repeat(22), "outputs": {"csv_file": "x"}, "error": null});
     Ok(Outgoing::json("", queue, "stage-result", &body)?)
@@ -171,15 +191,7 @@ async fn consume_ack(
     total: u64,
     limit: Duration,
 ) -> anyhow::Result<f64> {
-    channel.basic_qos(256, BasicQosOptions::default()).await?;
-    let mut consumer = channel
-        .basic_consume(
-            queue.into(),
-            "floor".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let mut consumer = consume(channel, queue, 256).await?;
     let started = Instant::now();
     let mut consumed = 0u64;
     while consumed < total && started.elapsed() < limit {
@@ -216,17 +228,7 @@ pub async fn combined(
         collection
             .insert_many((0..concurrency).map(job_like))
             .await?;
-        channel
-            .basic_qos(concurrency as u16, BasicQosOptions::default())
-            .await?;
-        let consumer = channel
-            .basic_consume(
-                input.clone().into(),
-                "combined".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        let consumer = consume(&channel, &input, concurrency as u16).await?;
         let done = Arc::new(AtomicU64::new(0));
         let started = Instant::now();
         let work = consumer
