@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Runs `job-manager bench all --quick` and checks the shape of its table, not its figures:
+# Runs `job-manager-tools bench all --quick` and checks the shape of its table, not its figures:
 # speed is measured by the real benchmark (README, Performance), never asserted in CI.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
-cargo build --locked --quiet --bin job-manager
+# The wide-stage and memory runs start replicas of the service binary built beside the tools.
+cargo build --locked --quiet -p job-manager -p job-manager-tools
 mkdir -p target
-RUST_LOG="${RUST_LOG:-warn}" target/debug/job-manager bench all --quick | tee target/bench-smoke.txt
+RUST_LOG="${RUST_LOG:-warn}" target/debug/job-manager-tools bench all --quick | tee target/bench-smoke.txt
 for row in "(a) load + compare-and-set, concurrency 32" "(a) persistent publish, confirms pipelined" \
     "(a) consume + ack" "(a) combined per-task loop, concurrency 32" "(b) tasks/s, 1 replica" \
-    "(b) result consumed → next dispatch confirmed, p50 / p99" "(b) p50 / p99 at half load" \
+    "(b) result published → next stage's dispatch received (at the worker), p50 / p99" \
+    "(b) p50 / p99 at half load" \
     "(b) one job alone, end to end" "(b) tasks/s with result prefetch 64" \
     "(c) tasks/s, 3 replica(s)" "(d) one stage 50 wide" "(e) replica RSS with 50 active jobs" \
     "ratio: (b) tasks/s ÷ (a) combined loop" "ratio: 2 replicas ÷ 1 replica"; do

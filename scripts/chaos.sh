@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The fault tests: seed-shaped jobs across replica processes with faults injected, each scenario
-# ending in a chaos report (jobs submitted, finished, failed, stuck, lost; duplicated outputs). A
-# scenario that loses, strands, fails or duplicates anything exits non-zero. Everything runs on
-# 127.0.0.1 and stops by itself. Expects RabbitMQ and a MongoDB-wire server (scripts/services.sh);
-# the `rabbitmq` scenario restarts the local RabbitMQ application. The network scenarios put a
-# TCP proxy of the run's own between each replica and the servers, and slow, stall or cut one
-# replica's connections through it.
+# The fault tests (`job-manager-tools chaos`, tools/src/chaos): seed-shaped jobs across replica
+# processes with faults injected, each scenario ending in a chaos report (jobs submitted,
+# finished, failed, stuck, lost; duplicated outputs). A scenario that loses, strands, fails or
+# duplicates anything exits non-zero. Everything runs on 127.0.0.1 and stops by itself. Expects
+# RabbitMQ and a MongoDB-wire server (scripts/services.sh); the `rabbitmq` scenario restarts the
+# local RabbitMQ application. The network scenarios put a TCP proxy of the run's own between each
+# replica and the servers, and slow, stall or cut one replica's connections through it.
 #
 #   scripts/chaos.sh            all scenarios
 #   scripts/chaos.sh kill       one scenario: replicas | kill | rabbitmq | mongodb | duplicates |
@@ -14,8 +14,9 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
-cargo build --locked --quiet --bin job-manager
-BIN=target/debug/job-manager
+# The tools start replicas of the service binary built beside them (target/debug/job-manager).
+cargo build --locked --quiet -p job-manager -p job-manager-tools
+BIN=target/debug/job-manager-tools
 export RUST_LOG="${RUST_LOG:-warn}"
 
 scenario() {

@@ -2,7 +2,8 @@
 # The test command: starts (or installs) RabbitMQ and a MongoDB-wire server, runs the fault
 # scenarios (scripts/chaos.sh), fuzzes the API from its OpenAPI document (scripts/fuzz.sh), then
 # tests the Python worker SDK (scripts/sdk-test.sh), checks that the benchmark runs
-# (scripts/bench-smoke.sh), then runs every unit and integration test.
+# (scripts/bench-smoke.sh), then runs every unit and integration test of the workspace: the
+# service, the tools (tools/) and the Rust worker crate (sdk/rust/, against the real RabbitMQ).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -12,9 +13,10 @@ if ! command -v chromium >/dev/null 2>&1; then
     echo "test: installing chromium with apt"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
-# Queues left by an interrupted earlier run (a passing test removes its own).
+# Queues left by an interrupted earlier run (a test removes its own, passing or failing, unless
+# the run is killed).
 if command -v rabbitmqctl >/dev/null 2>&1; then
-    rabbitmqctl -q list_queues name 2>/dev/null | grep '^jm-test-' | while read -r queue; do
+    rabbitmqctl -q list_queues name 2>/dev/null | grep -E '^jm-(sdk-)?test-' | while read -r queue; do
         # </dev/null: rabbitmqctl reads stdin and would swallow the rest of the list.
         rabbitmqctl -q delete_queue "$queue" </dev/null >/dev/null 2>&1 || true
     done || true
@@ -26,4 +28,6 @@ scripts/sdk-test.sh
 scripts/bench-smoke.sh
 # OpenTelemetry export is behind a feature: test it on its own.
 cargo test --locked --features otel --test api otel
-cargo test --locked --all-targets "$@"
+# The worker crate's documentation example compiles (--all-targets leaves doc tests out).
+cargo test --locked -p job-manager-worker --doc
+cargo test --locked --workspace --all-targets "$@"

@@ -27,11 +27,6 @@ enum Command {
     Serve(Config),
     #[command(flatten)]
     Operate(job_manager::cli::Command),
-    /// Measure and print figures.
-    #[command(subcommand)]
-    Bench(job_manager::bench::Bench),
-    /// Run seed-shaped jobs across replica processes while injecting faults; print a report.
-    Chaos(job_manager::chaos::ChaosArgs),
     /// Run the service, demo workers and one job of the seed-shaped pipeline on a bundled CSV.
     Demo {
         #[command(flatten)]
@@ -58,14 +53,6 @@ async fn main() -> ExitCode {
             served
         }
         Command::Operate(command) => job_manager::cli::run(cli.api, command).await,
-        Command::Bench(bench) => {
-            telemetry::init(job_manager::config::LogFormat::Text);
-            job_manager::bench::run(bench).await
-        }
-        Command::Chaos(args) => {
-            telemetry::init(job_manager::config::LogFormat::Text);
-            job_manager::chaos::run(args).await.map(|_| ())
-        }
         Command::Demo { config, data_dir } => {
             telemetry::init(config.log_format);
             demo::run(config, data_dir).await

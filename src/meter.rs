@@ -1,7 +1,6 @@
 //! Prometheus metrics: the names, the recording helpers, and the exposition for `/metrics`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
@@ -43,26 +42,6 @@ pub const SWEEP_ERRORS: &str = "job_manager_sweep_errors_total";
 pub const UNDECODABLE: &str = "job_manager_documents_undecodable_total";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-
-/// Raw result-to-dispatch samples for the benchmark, kept only while it asks.
-static COLLECT: AtomicBool = AtomicBool::new(false);
-static LATENCIES: Mutex<Vec<f64>> = Mutex::new(Vec::new());
-
-/// Starts or stops keeping raw result-to-dispatch samples (seconds) for [`take_latencies`].
-pub fn collect_latencies(on: bool) {
-    COLLECT.store(on, Ordering::Relaxed);
-    if let Ok(mut samples) = LATENCIES.lock() {
-        samples.clear();
-    }
-}
-
-/// The samples kept since [`collect_latencies`]`(true)`.
-pub fn take_latencies() -> Vec<f64> {
-    LATENCIES
-        .lock()
-        .map(|mut s| std::mem::take(&mut *s))
-        .unwrap_or_default()
-}
 
 /// Installs the process-wide recorder once; later calls return the same handle. `None` if
 /// another recorder was installed first.
@@ -127,11 +106,6 @@ pub fn stage_duration(worker: &str, duration: Duration) {
 
 pub fn result_to_dispatch(duration: Duration) {
     histogram!(RESULT_TO_DISPATCH).record(duration.as_secs_f64());
-    if COLLECT.load(Ordering::Relaxed)
-        && let Ok(mut samples) = LATENCIES.lock()
-    {
-        samples.push(duration.as_secs_f64());
-    }
 }
 
 pub fn result_ignored(reason: &'static str) {

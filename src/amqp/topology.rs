@@ -265,30 +265,6 @@ pub async fn declare_worker_queue(
     bind(channel, queue, names.dispatch_exchange(), worker_id).await
 }
 
-/// Deletes the queues (those of `worker_ids` too) and exchanges under the prefix, best effort:
-/// for test, benchmark and chaos runs that clean up after themselves.
-pub async fn delete(channel: &Channel, names: &Names, worker_ids: &[&str]) {
-    let mut queues = vec![names.results_queue(), names.dead_queue()];
-    queues.extend(worker_ids.iter().map(|w| names.worker_queue(w)));
-    for queue in queues {
-        let _ = channel
-            .queue_delete(queue.into(), lapin::options::QueueDeleteOptions::default())
-            .await;
-    }
-    for exchange in [
-        names.dispatch_exchange(),
-        names.events_exchange(),
-        names.dead_exchange(),
-    ] {
-        let _ = channel
-            .exchange_delete(
-                exchange.into(),
-                lapin::options::ExchangeDeleteOptions::default(),
-            )
-            .await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,6 @@
 pub mod csv;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -18,10 +17,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::amqp::{self, Names};
+use job_manager_worker::{Notice, Task, Worker};
+
 use crate::config::Config;
-use crate::messages::StageDispatch;
-use crate::worker::{self, WorkerOutput};
 
 /// The seed's pipeline id.
 pub const PIPELINE_ID: &str = "a34f4ba9-13ad-4ab5-a7e8-d23157513466";
@@ -99,89 +97,78 @@ impl Files {
     }
 }
 
-fn input<'a>(dispatch: &'a StageDispatch, name: &str) -> Result<&'a str, String> {
-    dispatch
-        .inputs
-        .get(name)
-        .and_then(Value::as_str)
-        .ok_or_else(|| format!("input '{name}' is missing or not a string"))
-}
-
-fn config(dispatch: &StageDispatch, name: &str, default: &str) -> String {
-    match dispatch.configs.get(name) {
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
-        None => default.to_owned(),
-    }
-}
-
-/// Runs one demo worker's work for a dispatch.
-pub fn handle(files: &Files, dispatch: &StageDispatch) -> Result<WorkerOutput, String> {
-    match dispatch.worker.id.as_str() {
+/// Runs one demo worker's work for a task: its outputs, or why it failed.
+pub fn handle(files: &Files, task: &Task) -> Result<Value, String> {
+    match task.dispatch().worker.id.as_str() {
         "import-csv" => {
-            let delimiter = config(dispatch, "delimiter", ",")
+            let delimiter = task
+                .config_text("delimiter", ",")
                 .chars()
                 .next()
                 .unwrap_or(',');
-            let text = csv::normalize(&files.read(input(dispatch, "source_file")?)?, delimiter)?;
-            Ok(WorkerOutput::new(json!({"csv_file": files.put(&text)?})))
+            let text = csv::normalize(&files.read(task.input_str("source_file")?)?, delimiter)?;
+            Ok(json!({"csv_file": files.put(&text)?}))
         }
         "trim-csv" => {
-            let column: usize = config(dispatch, "column_num", "1")
+            let column: usize = task
+                .config_text("column_num", "1")
                 .parse()
                 .map_err(|_| "config 'column_num' must be a number".to_owned())?;
-            let text = csv::drop_column(&files.read(input(dispatch, "input_csv")?)?, column)?;
-            Ok(WorkerOutput::new(json!({"output_csv": files.put(&text)?})))
+            let text = csv::drop_column(&files.read(task.input_str("input_csv")?)?, column)?;
+            Ok(json!({"output_csv": files.put(&text)?}))
         }
         "split-by-sensor" => {
-            let column = config(dispatch, "column", "sensor");
-            let tables = csv::split_by(&files.read(input(dispatch, "input_csv")?)?, &column)?;
+            let column = task.config_text("column", "sensor");
+            let tables = csv::split_by(&files.read(task.input_str("input_csv")?)?, &column)?;
             let mut outputs = Vec::with_capacity(tables.len());
             for (key, table) in tables {
                 outputs.push(json!({"unique_id": key, "result_table": files.put(&table)?}));
             }
-            Ok(WorkerOutput::new(Value::Array(outputs)))
+            Ok(Value::Array(outputs))
         }
         "sink" => {
-            let sensor = input(dispatch, "sensor")?;
-            let (readings, total) = csv::summarize(&files.read(input(dispatch, "table")?)?)?;
-            Ok(WorkerOutput::new(Value::Null)
-                .with_log(format!("{sensor}: {readings} readings, {total:.2} kWh")))
+            let sensor = task.input_str("sensor")?;
+            let (readings, total) = csv::summarize(&files.read(task.input_str("table")?)?)?;
+            task.log(format!("{sensor}: {readings} readings, {total:.2} kWh"));
+            Ok(Value::Null)
         }
         other => Err(format!("the demo has no worker '{other}'")),
+    }
+}
+
+/// Logs a worker's notice: what went wrong as a warning, the rest at debug level.
+fn log_notice(notice: &Notice) {
+    if notice.is_warning() {
+        tracing::warn!(%notice, "demo worker");
+    } else {
+        tracing::debug!(%notice, "demo worker");
     }
 }
 
 /// The ids of the demo's workers.
 pub const WORKERS: [&str; 4] = ["import-csv", "trim-csv", "split-by-sensor", "sink"];
 
-/// Starts the demo workers on `connection` until `shutdown`.
+/// Starts the demo workers (on the `job-manager-worker` crate, each with a connection of its
+/// own to `amqp_url`, reconnecting) under `prefix`, until `shutdown`.
 pub fn spawn_workers(
-    connection: Arc<lapin::Connection>,
-    names: Names,
+    amqp_url: &str,
+    prefix: &str,
     files: Files,
     shutdown: CancellationToken,
-) -> JoinSet<Result<(), lapin::Error>> {
+) -> JoinSet<()> {
     let mut set = JoinSet::new();
     for worker_id in WORKERS {
-        let connection = connection.clone();
-        let names = names.clone();
         let files = files.clone();
-        let shutdown = shutdown.clone();
-        set.spawn(async move {
-            worker::run(
-                &connection,
-                &names,
-                worker_id,
-                8,
-                move |dispatch| {
-                    let files = files.clone();
-                    async move { handle(&files, &dispatch) }
-                },
-                shutdown,
-            )
-            .await
-        });
+        let handler = move |task: Task| {
+            let files = files.clone();
+            async move { handle(&files, &task) }
+        };
+        let worker = Worker::new(worker_id, handler)
+            .prefix(prefix)
+            .prefetch(8)
+            .on_notice(log_notice);
+        let (url, stop) = (amqp_url.to_owned(), shutdown.clone());
+        set.spawn(async move { worker.serve(&url, stop.cancelled_owned()).await });
     }
     set
 }
@@ -215,11 +202,9 @@ pub async fn run(config: Config, data_dir: PathBuf) -> anyhow::Result<()> {
         .context("binding the API address")?;
     let address = listener.local_addr()?;
     let service = tokio::spawn(crate::app::run(config.clone(), listener, shutdown.clone()));
-    let connection =
-        Arc::new(amqp::connect(&config.endpoints.amqp_url, "job-manager-demo-workers").await?);
     let mut workers = spawn_workers(
-        connection.clone(),
-        Names::new(config.prefix.clone()),
+        &config.endpoints.amqp_url,
+        &config.prefix,
         files.clone(),
         shutdown.clone(),
     );
@@ -227,52 +212,81 @@ pub async fn run(config: Config, data_dir: PathBuf) -> anyhow::Result<()> {
     let outcome = drive(&format!("http://{address}{}", config.base_path), &files).await;
     shutdown.cancel();
     while workers.join_next().await.is_some() {}
-    let _ = connection.close(200, "demo done".into()).await;
     service.await.context("service task")??;
     outcome
 }
 
+/// Registers the demo pipeline, starts the job, follows it to history and prints the result.
 async fn drive(base: &str, files: &Files) -> anyhow::Result<()> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;
+    wait_ready(&client, base).await?;
+    register(&client, base).await?;
+    let file_id = files.put(SAMPLE_CSV).map_err(anyhow::Error::msg)?;
+    let job_id = start_job(&client, base, &file_id).await?;
+    println!(
+        "job {job_id} started on {} (input file {file_id})",
+        files.dir().display()
+    );
+    let seen = follow(&client, base, &job_id).await?;
+    let record: Value = client
+        .get(format!("{base}/history/{job_id}"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    print_stages(&record, seen);
+    println!("\nGET {base}/history/{job_id} (the seed's keys):");
+    println!("{}", serde_json::to_string_pretty(&seed_shape(&record))?);
+    print_outputs(&record, files);
+    if record["status"] != "finished" {
+        bail!("the job ended as {}: {}", record["status"], record["error"]);
+    }
+    Ok(())
+}
+
+async fn wait_ready(client: &reqwest::Client, base: &str) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
         if let Ok(response) = client.get(format!("{base}/health/ready")).send().await
             && response.status().is_success()
         {
-            break;
+            return Ok(());
         }
         if started.elapsed() > Duration::from_secs(60) {
             bail!("the service did not become ready within 60 s");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let response = client
-        .put(format!("{base}/pipelines/{PIPELINE_ID}"))
-        .json(&pipeline_body())
-        .send()
-        .await?;
-    if !response.status().is_success() {
-        bail!(
-            "registering the pipeline: {} {}",
-            response.status(),
-            response.text().await?
-        );
+}
+
+/// Registers the demo pipeline and its machine.
+async fn register(client: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+    let machine = json!({"pipeline_id": PIPELINE_ID, "configs": {"delimiter": ","}});
+    let puts = [
+        (
+            "pipeline",
+            format!("{base}/pipelines/{PIPELINE_ID}"),
+            pipeline_body(),
+        ),
+        ("machine", format!("{base}/machines/{MACHINE_ID}"), machine),
+    ];
+    for (what, url, body) in puts {
+        let response = client.put(url).json(&body).send().await?;
+        if !response.status().is_success() {
+            let status = response.status();
+            bail!(
+                "registering the {what}: {status} {}",
+                response.text().await?
+            );
+        }
     }
-    let response = client
-        .put(format!("{base}/machines/{MACHINE_ID}"))
-        .json(&json!({"pipeline_id": PIPELINE_ID, "configs": {"delimiter": ","}}))
-        .send()
-        .await?;
-    if !response.status().is_success() {
-        bail!(
-            "registering the machine: {} {}",
-            response.status(),
-            response.text().await?
-        );
-    }
-    let file_id = files.put(SAMPLE_CSV).map_err(anyhow::Error::msg)?;
+    Ok(())
+}
+
+/// Starts the job on the file `file_id` (the hash is the sample's SHA-512); its id.
+async fn start_job(client: &reqwest::Client, base: &str, file_id: &str) -> anyhow::Result<String> {
     let hash: String = Sha512::digest(SAMPLE_CSV.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -287,72 +301,63 @@ async fn drive(base: &str, files: &Files) -> anyhow::Result<()> {
     if status.as_u16() != 201 && status.as_u16() != 409 {
         bail!("starting the job: {status} {job_id}");
     }
-    println!(
-        "job {job_id} started on {} (input file {file_id})",
-        files.dir().display()
-    );
+    Ok(job_id)
+}
 
+/// Prints each stage as it ends until the job leaves the active jobs; how many were printed.
+async fn follow(client: &reqwest::Client, base: &str, job_id: &str) -> anyhow::Result<usize> {
     let mut seen = 0;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let response = client.get(format!("{base}/jobs/{job_id}")).send().await?;
         if response.status().as_u16() == 404 {
-            break;
+            return Ok(seen);
         }
         let record: Value = response.json().await?;
-        let stages = record["stages"].as_array().cloned().unwrap_or_default();
-        for stage in stages.iter().skip(seen) {
-            let outputs = stage["outputs"].as_array().map_or(0, Vec::len);
-            println!(
-                "  stage {} ended with {outputs} output(s)",
-                stage["id"].as_str().unwrap_or("?")
-            );
-        }
-        seen = seen.max(stages.len());
+        seen = print_stages(&record, seen);
         if Instant::now() > deadline {
             bail!("the job did not end within 120 s; last record: {record}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let record: Value = client
-        .get(format!("{base}/history/{job_id}"))
-        .send()
-        .await?
-        .json()
-        .await?;
-    for stage in record["stages"].as_array().into_iter().flatten().skip(seen) {
+}
+
+/// Prints the stages of `record` after the first `seen`; how many it has printed in all.
+fn print_stages(record: &Value, seen: usize) -> usize {
+    let stages = record["stages"].as_array().map_or(&[][..], Vec::as_slice);
+    for stage in stages.iter().skip(seen) {
         let outputs = stage["outputs"].as_array().map_or(0, Vec::len);
         println!(
             "  stage {} ended with {outputs} output(s)",
             stage["id"].as_str().unwrap_or("?")
         );
     }
-    println!("\nGET {base}/history/{job_id} (the seed's keys):");
-    println!("{}", serde_json::to_string_pretty(&seed_shape(&record))?);
-    if let Some(stage) = record["stages"]
-        .as_array()
-        .and_then(|s| s.iter().find(|s| s["id"] == "04"))
-    {
+    seen.max(stages.len())
+}
+
+/// Prints the sink's log and the paths of the sensor tables.
+fn print_outputs(record: &Value, files: &Files) {
+    let stage = |id: &str| {
+        record["stages"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["id"] == id))
+    };
+    if let Some(stage) = stage("04") {
         println!("\nsink log:\n{}", stage["log"].as_str().unwrap_or(""));
     }
     println!("\noutput files:");
-    if let Some(stage) = record["stages"]
-        .as_array()
-        .and_then(|s| s.iter().find(|s| s["id"] == "03"))
+    for output in stage("03")
+        .and_then(|s| s["outputs"].as_array())
+        .into_iter()
+        .flatten()
     {
-        for output in stage["outputs"].as_array().into_iter().flatten() {
-            let table = output["result_table"].as_str().unwrap_or("");
-            if let Ok(path) = files.path(table) {
-                println!(
-                    "  {:<24} {}",
-                    output["unique_id"].as_str().unwrap_or("?"),
-                    path.display()
-                );
-            }
+        let table = output["result_table"].as_str().unwrap_or("");
+        if let Ok(path) = files.path(table) {
+            println!(
+                "  {:<24} {}",
+                output["unique_id"].as_str().unwrap_or("?"),
+                path.display()
+            );
         }
     }
-    if record["status"] != "finished" {
-        bail!("the job ended as {}: {}", record["status"], record["error"]);
-    }
-    Ok(())
 }

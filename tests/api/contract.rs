@@ -6,7 +6,7 @@ use std::time::Duration;
 use job_manager::amqp::publisher::{Outgoing, Publisher};
 use job_manager::demo;
 use job_manager::messages::{StageDispatch, WorkerRef};
-use job_manager::worker::{self, WorkerOutput};
+use job_manager_worker::{Task, Worker};
 use lapin::BasicProperties;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -62,7 +62,7 @@ async fn real_messages_and_responses_match_the_committed_schemas() {
         .await;
     assert_schema("error", &error);
 
-    // The worker helper's stage-result, taken from a reply queue of the test's own.
+    // The Rust worker crate's stage-result, taken from a reply queue of the test's own.
     let reply = format!("{}.test-replies", app.names.prefix());
     let channel = app.amqp.create_channel().await.expect("channel");
     channel
@@ -77,21 +77,14 @@ async fn real_messages_and_responses_match_the_committed_schemas() {
         .await
         .expect("declare");
     let stop = CancellationToken::new();
+    let sdk_worker = Worker::new("contract-worker", |task: Task| async move {
+        task.log("done");
+        Ok::<_, String>(json!([{"a": 1}, null]))
+    })
+    .prefix(app.names.prefix());
     let worker = tokio::spawn({
-        let (amqp, names, stop) = (app.amqp.clone(), app.names.clone(), stop.clone());
-        async move {
-            worker::run(
-                &amqp,
-                &names,
-                "contract-worker",
-                1,
-                |_: StageDispatch| async {
-                    Ok(WorkerOutput::new(json!([{"a": 1}, null])).with_log("done"))
-                },
-                stop,
-            )
-            .await
-        }
+        let (amqp, stop) = (app.amqp.clone(), stop.clone());
+        async move { sdk_worker.run(&amqp, stop.cancelled_owned()).await }
     });
     let dispatch = StageDispatch {
         worker: WorkerRef {
@@ -112,7 +105,7 @@ async fn real_messages_and_responses_match_the_committed_schemas() {
         .with_delivery_mode(2);
     let publisher = Publisher::open(&app.amqp).await.expect("publisher");
     // Declare the queue here too (as any worker may), so the dispatch cannot go unrouted
-    // before the worker helper has declared it.
+    // before the worker has declared it.
     job_manager::amqp::topology::declare_worker_queue(&channel, &app.names, "contract-worker")
         .await
         .expect("declare the worker queue");

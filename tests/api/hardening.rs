@@ -47,8 +47,6 @@ async fn help_never_shows_a_password() {
         &["--help"][..],
         &["serve", "--help"],
         &["demo", "--help"],
-        &["chaos", "--help"],
-        &["bench", "all", "--help"],
         &["jobs", "--help"],
     ] {
         let (ok, help) = binary(args, &env).await;

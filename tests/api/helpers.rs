@@ -32,10 +32,84 @@ pub struct TestApp {
     pub files: Files,
     shutdown: CancellationToken,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
-    workers: Option<(CancellationToken, JoinSet<Result<(), lapin::Error>>)>,
+    workers: Option<(CancellationToken, JoinSet<()>)>,
     /// Worker ids of pipelines registered with [`TestApp::register`], for cleanup.
-    worker_ids: std::sync::Mutex<Vec<String>>,
+    worker_ids: Arc<std::sync::Mutex<Vec<String>>>,
+    /// Deletes the test's queues and exchanges if it ends without [`TestApp::cleanup`].
+    leftovers: Leftovers,
     _data: tempdir::TempDir,
+}
+
+/// Deletes the queues (those of `worker_ids` too) and exchanges under `names`, best effort. The
+/// service never deletes its topology; the tests do it themselves, with lapin.
+pub async fn delete_topology(channel: &lapin::Channel, names: &Names, worker_ids: &[&str]) {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    let mut queues = vec![names.results_queue(), names.dead_queue()];
+    queues.extend(worker_ids.iter().map(|w| names.worker_queue(w)));
+    for queue in queues {
+        let _ = channel
+            .queue_delete(queue.into(), QueueDeleteOptions::default())
+            .await;
+    }
+    let exchanges = [
+        names.dispatch_exchange(),
+        names.events_exchange(),
+        names.dead_exchange(),
+    ];
+    for exchange in exchanges {
+        let _ = channel
+            .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
+            .await;
+    }
+}
+
+/// The worker ids a test's queues may be named after: the demo's, the CLI test's, and those of
+/// the pipelines it registered.
+fn known_worker_ids(registered: &std::sync::Mutex<Vec<String>>) -> Vec<String> {
+    let mut workers: Vec<String> = demo::WORKERS.iter().map(|w| (*w).to_owned()).collect();
+    workers.push("cli-worker".to_owned());
+    workers.extend(registered.lock().map(|ids| ids.clone()).unwrap_or_default());
+    workers
+}
+
+/// A guard that deletes a test's queues and exchanges when it is dropped armed: when the test
+/// panicked before [`TestApp::cleanup`] (or [`TestApp::stop`]) disarmed it.
+struct Leftovers {
+    names: Names,
+    worker_ids: Arc<std::sync::Mutex<Vec<String>>>,
+    armed: bool,
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (names, workers) = (self.names.clone(), known_worker_ids(&self.worker_ids));
+        // Drop cannot await and runs inside the test's runtime: delete from a thread with a
+        // runtime of its own.
+        let deleting = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                let Ok(connection) = amqp::connect(&amqp_url(), "job-manager-tests cleanup").await
+                else {
+                    return;
+                };
+                if let Ok(channel) = connection.create_channel().await {
+                    let workers: Vec<&str> = workers.iter().map(String::as_str).collect();
+                    delete_topology(&channel, &names, &workers).await;
+                    let _ = channel.close(200, "cleanup".into()).await;
+                }
+                let _ = connection.close(200, "cleanup".into()).await;
+            });
+        });
+        let _ = deleting.join();
+    }
 }
 
 /// A scratch directory removed on drop.
@@ -112,17 +186,25 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config), wait_ready: bool) 
         .expect("amqp");
     let data = tempdir::TempDir::new(&format!("job-manager-test-{id}"));
     let files = Files::new(&data.0).expect("files");
+    let names = Names::new(config.prefix.clone());
+    let worker_ids = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let leftovers = Leftovers {
+        names: names.clone(),
+        worker_ids: worker_ids.clone(),
+        armed: true,
+    };
     TestApp {
         base,
         client,
-        names: Names::new(config.prefix.clone()),
+        names,
         store,
         amqp: Arc::new(connection),
         files,
         shutdown,
         server,
         workers: None,
-        worker_ids: std::sync::Mutex::new(Vec::new()),
+        worker_ids,
+        leftovers,
         _data: data,
     }
 }
@@ -181,12 +263,12 @@ impl TestApp {
         assert_eq!(response.status().as_u16(), 201);
     }
 
-    /// Starts the demo workers over AMQP.
+    /// Starts the demo workers over AMQP (on the `job-manager-worker` crate).
     pub fn start_workers(&mut self) {
         let token = CancellationToken::new();
         let set = demo::spawn_workers(
-            self.amqp.clone(),
-            self.names.clone(),
+            &amqp_url(),
+            self.names.prefix(),
             self.files.clone(),
             token.clone(),
         );
@@ -423,6 +505,7 @@ impl TestApp {
     /// Stops a replica that shares its queues and database with another [`TestApp`], leaving
     /// them for that one's [`TestApp::cleanup`].
     pub async fn stop(mut self) {
+        self.leftovers.armed = false;
         self.stop_service().await;
         let _ = self.amqp.close(200, "stopped".into()).await;
         self.store.shutdown().await;
@@ -432,16 +515,10 @@ impl TestApp {
     pub async fn cleanup(mut self) {
         self.stop_service().await;
         let channel = self.amqp.create_channel().await.expect("channel");
-        let mut workers: Vec<String> = demo::WORKERS.iter().map(|w| (*w).to_owned()).collect();
-        workers.push("cli-worker".to_owned());
-        workers.extend(
-            self.worker_ids
-                .lock()
-                .map(|ids| ids.clone())
-                .unwrap_or_default(),
-        );
+        let workers = known_worker_ids(&self.worker_ids);
         let workers: Vec<&str> = workers.iter().map(String::as_str).collect();
-        job_manager::amqp::topology::delete(&channel, &self.names, &workers).await;
+        delete_topology(&channel, &self.names, &workers).await;
+        self.leftovers.armed = false;
         let _ = channel.close(200, "cleanup".into()).await;
         let _ = self.amqp.close(200, "cleanup".into()).await;
         let _ = self.store.database().drop().await;

@@ -13,7 +13,7 @@ use lapin::options::{BasicGetOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection};
 
-use crate::helpers::{amqp_url, spawn_app_with};
+use crate::helpers::{amqp_url, delete_topology, spawn_app_with};
 
 async fn connect() -> Connection {
     amqp::connect(&amqp_url(), "job-manager-tests")
@@ -31,7 +31,7 @@ async fn removing_queues(names: &Names, test: impl Future<Output = ()>) {
     let outcome = AssertUnwindSafe(test).catch_unwind().await;
     let connection = connect().await;
     let channel = connection.create_channel().await.expect("channel");
-    topology::delete(&channel, names, &[]).await;
+    delete_topology(&channel, names, &[]).await;
     let _ = connection.close(200, "cleanup".into()).await;
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);

@@ -1,4 +1,4 @@
-//! `job-manager chaos`: runs seed-shaped jobs across several replica processes while injecting
+//! `job-manager-tools chaos`: runs seed-shaped jobs across several replica processes while injecting
 //! faults (kill -9 of a replica, a RabbitMQ or MongoDB restart, every result delivered twice, a
 //! replica's connections to a server slowed, stalled or cut), then reports jobs submitted,
 //! finished, failed, stuck and lost, and duplicated or wrong outputs.
@@ -7,7 +7,8 @@
 //!
 //! Layout: `check` (expected records and the report), `cluster` (the replica processes and calls
 //! to them), `faults` (what each fault does), `proxy` (the TCP proxy behind network faults),
-//! `services` (commands and the run's own MongoDB-wire server), `workers` (in-process workers).
+//! `urls` (pointing a replica's URLs at its proxies), `services` (commands and the run's own
+//! MongoDB-wire server), `workers` (in-process workers on the `job-manager-worker` crate).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -19,23 +20,25 @@ use clap::Args;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::amqp::Names;
-use crate::demo;
+use job_manager::demo;
 
 mod check;
 mod cluster;
 mod faults;
-pub mod proxy;
+mod proxy;
 mod services;
+mod urls;
 mod workers;
 
-pub use check::{Report, chaos_outputs, check_record, expected_stages};
+pub use check::{Report, chaos_outputs};
 pub use faults::Fault;
+
+use check::check_record;
 
 use cluster::Run;
 use services::OwnMongo;
 
-/// Options of `job-manager chaos`.
+/// Options of `job-manager-tools chaos`.
 #[derive(Debug, Clone, Args)]
 pub struct ChaosArgs {
     /// Coordinator replicas, each its own process.
@@ -51,7 +54,7 @@ pub struct ChaosArgs {
     #[arg(long, default_value_t = 3)]
     pub fault_interval_s: u64,
     #[command(flatten)]
-    pub endpoints: crate::config::Endpoints,
+    pub endpoints: job_manager::config::Endpoints,
     /// Port of the MongoDB-wire server the run starts itself for a `mongodb` fault.
     #[arg(long, default_value_t = 27018)]
     pub mongodb_port: u16,
@@ -115,11 +118,14 @@ async fn scenario(run: Arc<Run>) -> anyhow::Result<Report> {
     for replica in &run.replicas {
         run.start_replica(&mut *replica.lock().await).await?;
     }
-    let names = Names::new(run.prefix.clone());
     let shutdown = CancellationToken::new();
     let duplicates = run.args.faults.contains(&Fault::Duplicates);
-    let mut workers =
-        workers::spawn_workers(&run.args.endpoints.amqp_url, &names, duplicates, &shutdown);
+    let mut workers = workers::spawn_workers(
+        &run.args.endpoints.amqp_url,
+        &run.prefix,
+        duplicates,
+        &shutdown,
+    );
     register(&run).await?;
 
     let started = Instant::now();

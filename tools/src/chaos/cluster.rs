@@ -1,4 +1,5 @@
-//! The replicas of a chaos run: `job-manager serve` processes, each (for network faults) behind
+//! The replicas of a chaos run: `job-manager serve` processes (of the binary beside this one,
+//! see `service_binary`), each (for network faults) behind
 //! proxies of its own to RabbitMQ and MongoDB, and the HTTP calls the run makes to them.
 
 use std::path::PathBuf;
@@ -10,11 +11,11 @@ use serde_json::Value;
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 
+use job_manager::demo;
+
 use super::ChaosArgs;
-use super::proxy::{self, Proxy};
 use super::services::{OwnMongo, run_command};
-use crate::amqp::{self, Names};
-use crate::demo;
+use super::urls::{Proxies, proxied};
 
 /// One replica process.
 pub struct Replica {
@@ -27,12 +28,6 @@ pub struct Replica {
     pub child: Option<Child>,
 }
 
-/// The proxies a replica's connections pass through.
-pub struct Proxies {
-    pub rabbitmq: Proxy,
-    pub mongodb: Proxy,
-}
-
 /// Everything one chaos run started.
 pub struct Run {
     pub args: ChaosArgs,
@@ -40,6 +35,7 @@ pub struct Run {
     pub prefix: String,
     /// The MongoDB URI without a proxy, for the run's own use.
     pub mongodb_uri: String,
+    /// The `job-manager` binary the replicas run.
     exe: PathBuf,
     client: reqwest::Client,
     pub replicas: Vec<Mutex<Replica>>,
@@ -53,49 +49,25 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-/// Adds `key=value` to the query of `url`.
-fn with_query(url: &str, key: &str, value: &str) -> String {
-    let separator = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{separator}{key}={value}")
-}
-
-/// `url` with a `/` after its authority, so a query can follow (MongoDB URIs need it).
-fn with_path(url: &str) -> String {
-    let authority = url.split_once("://").map_or(url, |(_, rest)| rest);
-    if authority.contains('/') {
-        url.to_owned()
-    } else {
-        match url.split_once('?') {
-            Some((base, query)) => format!("{base}/?{query}"),
-            None => format!("{url}/"),
-        }
-    }
-}
-
 impl Run {
-    /// Lays out the replicas (not started yet), with proxies in front of them when `proxied`.
+    /// Lays out the replicas (not started yet), with proxies in front of them when `proxy`.
     pub async fn new(
         args: ChaosArgs,
         id: &str,
         mongodb_uri: String,
         own_mongodb: Option<OwnMongo>,
-        proxied: bool,
+        proxy: bool,
     ) -> anyhow::Result<Self> {
         let mut replicas = Vec::new();
         let mut proxies = Vec::new();
         for index in 0..args.replicas.max(1) {
             let (mut amqp_url, mut replica_mongodb_uri) =
                 (args.endpoints.amqp_url.clone(), mongodb_uri.clone());
-            if proxied {
-                let (url, rabbitmq) = proxy_for(&amqp_url, 5672).await?;
-                let (uri, mongodb) = proxy_for(&replica_mongodb_uri, 27017).await?;
-                // A stall must outlast the heartbeat timeout (twice the interval) to test it.
-                let heartbeat = args.amqp_heartbeat_s.to_string();
-                amqp_url = with_query(&url, "heartbeat", &heartbeat);
-                // Without it the driver also opens connections to the address the server
-                // reports for itself, around the proxy.
-                replica_mongodb_uri = with_query(&with_path(&uri), "directConnection", "true");
-                proxies.push(Proxies { rabbitmq, mongodb });
+            if proxy {
+                let heartbeat = args.amqp_heartbeat_s;
+                let (url, uri, through) = proxied(&amqp_url, &mongodb_uri, heartbeat).await?;
+                (amqp_url, replica_mongodb_uri) = (url, uri);
+                proxies.push(through);
             }
             replicas.push(Mutex::new(Replica {
                 index,
@@ -109,7 +81,7 @@ impl Run {
             database: format!("jm_chaos_{id}"),
             prefix: format!("jm-chaos-{id}"),
             mongodb_uri,
-            exe: std::env::current_exe()?,
+            exe: crate::service_binary()?,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()?,
@@ -214,14 +186,11 @@ impl Run {
                 }
             }
         }
-        let names = Names::new(self.prefix.clone());
-        if let Ok(connection) = amqp::connect(&self.args.endpoints.amqp_url, "chaos cleanup").await
-            && let Ok(channel) = connection.create_channel().await
+        let url = &self.args.endpoints.amqp_url;
+        crate::cleanup::delete_topology(url, &self.prefix, &demo::WORKERS).await;
+        if let Ok(store) =
+            job_manager::store::Store::connect(&self.mongodb_uri, &self.database).await
         {
-            amqp::topology::delete(&channel, &names, &demo::WORKERS).await;
-            let _ = connection.close(200, "cleanup".into()).await;
-        }
-        if let Ok(store) = crate::store::Store::connect(&self.mongodb_uri, &self.database).await {
             let _ = tokio::time::timeout(Duration::from_secs(10), store.database().drop()).await;
             store.shutdown().await;
         }
@@ -230,38 +199,5 @@ impl Run {
             let _ = mongo.stop().await;
             let _ = std::fs::remove_dir_all(&mongo.dir);
         }
-    }
-}
-
-/// Starts a proxy in front of the server `url` names; returns the URL through it, and the proxy.
-async fn proxy_for(url: &str, default_port: u16) -> anyhow::Result<(String, Proxy)> {
-    // The proxy's port is known only once it listens, and it needs the upstream address first.
-    let (_, upstream) = proxy::redirect(url, default_port, 0).await?;
-    let proxy = Proxy::start(upstream).await?;
-    let (through, _) = proxy::redirect(url, default_port, proxy.port()).await?;
-    Ok((through, proxy))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn with_path_gives_a_mongodb_uri_its_slash() {
-        assert_eq!(with_path("mongodb://h:1"), "mongodb://h:1/");
-        assert_eq!(with_path("mongodb://h:1?a=b"), "mongodb://h:1/?a=b");
-        assert_eq!(with_path("mongodb://h:1/db?a=b"), "mongodb://h:1/db?a=b");
-    }
-
-    #[test]
-    fn with_query_adds_a_parameter_to_either_kind_of_url() {
-        assert_eq!(
-            with_query("amqp://h:1/%2f", "heartbeat", "5"),
-            "amqp://h:1/%2f?heartbeat=5"
-        );
-        assert_eq!(
-            with_query("amqp://h:1/?a=b", "heartbeat", "5"),
-            "amqp://h:1/?a=b&heartbeat=5"
-        );
     }
 }

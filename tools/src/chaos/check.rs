@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::messages::StageDispatch;
+use job_manager_worker::Dispatch;
 
 /// The figures of one run.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -57,7 +57,7 @@ impl Report {
 }
 
 /// What the chaos workers return: deterministic, so the record can be checked exactly.
-pub fn chaos_outputs(dispatch: &StageDispatch) -> Result<Value, String> {
+pub fn chaos_outputs(dispatch: &Dispatch) -> Result<Value, String> {
     let text = |name: &str| {
         dispatch
             .inputs
@@ -126,26 +126,15 @@ pub fn check_record(record: &Value, file: &str) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{JobId, StageId, TaskId};
-    use crate::messages::WorkerRef;
 
-    fn dispatch(worker: &str, inputs: Value) -> StageDispatch {
-        StageDispatch {
-            task_id: TaskId::derive("r", &StageId::for_index(0), 0, 1),
-            job_id: JobId::derive("m", "h"),
-            run_id: "r".into(),
-            machine_id: "m".into(),
-            pipeline_id: "p".into(),
-            stage_id: StageId::for_index(0),
-            worker: WorkerRef {
-                id: worker.into(),
-                name: worker.into(),
-            },
-            inputs: inputs.as_object().cloned().unwrap_or_default(),
-            configs: Default::default(),
-            attempt: 1,
-            deadline: crate::domain::Timestamp::now(),
-        }
+    fn dispatch(worker: &str, inputs: Value) -> Dispatch {
+        serde_json::from_value(json!({
+            "task_id": "0".repeat(32), "job_id": "A".repeat(22), "run_id": "r",
+            "machine_id": "m", "pipeline_id": "p", "stage_id": "01",
+            "worker": {"id": worker, "name": worker}, "inputs": inputs, "configs": {},
+            "attempt": 1, "deadline": "2030-01-01T00:00:00Z"
+        }))
+        .expect("a dispatch")
     }
 
     fn record(stages: &[(String, Vec<Value>)]) -> Value {

@@ -223,40 +223,6 @@ async fn released(arrived: Instant, mode: &mut watch::Receiver<Mode>) -> bool {
     }
 }
 
-/// Rewrites the single `host:port` of a `scheme://[user@]host[:port][/…]` URL to
-/// `127.0.0.1:port`; returns the new URL and the address it pointed at.
-pub async fn redirect(
-    url: &str,
-    default_port: u16,
-    port: u16,
-) -> anyhow::Result<(String, SocketAddr)> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| anyhow::anyhow!("'{url}' has no scheme"))?;
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    let (user, host) = match authority.rsplit_once('@') {
-        Some((user, host)) => (format!("{user}@"), host),
-        None => (String::new(), authority),
-    };
-    if host.contains(',') {
-        anyhow::bail!("a proxied URL must name one host, not '{host}'");
-    }
-    let target = if host
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-    {
-        host.to_owned()
-    } else {
-        format!("{host}:{default_port}")
-    };
-    let upstream = tokio::net::lookup_host(&target)
-        .await?
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("'{target}' does not resolve"))?;
-    Ok((format!("{scheme}://{user}127.0.0.1:{port}{tail}"), upstream))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,20 +351,5 @@ mod tests {
             .await
             .expect("echo");
         assert_eq!(back, b"again");
-    }
-
-    #[tokio::test]
-    async fn redirect_points_a_url_at_the_proxy() {
-        let (url, upstream) = redirect("amqp://guest:guest@127.0.0.1:5672/%2f", 5672, 4000)
-            .await
-            .expect("redirect");
-        assert_eq!(url, "amqp://guest:guest@127.0.0.1:4000/%2f");
-        assert_eq!(upstream, "127.0.0.1:5672".parse().expect("addr"));
-        let (url, upstream) = redirect("mongodb://127.0.0.1?appName=x", 27017, 4001)
-            .await
-            .expect("redirect");
-        assert_eq!(url, "mongodb://127.0.0.1:4001?appName=x");
-        assert_eq!(upstream.port(), 27017);
-        assert!(redirect("mongodb://a:1,b:2", 27017, 1).await.is_err());
     }
 }

@@ -1,0 +1,184 @@
+//! `bench all`: the rows of the table, section by section (README, "Performance").
+
+use std::time::Duration;
+
+use job_manager::config::Endpoints;
+use job_manager::store::Store;
+
+use super::measure::{mib, p50_p99};
+use super::runs::{self, Load, Setup};
+use super::{AllArgs, Rows, floor};
+
+/// Small sizes everywhere for `--quick`.
+fn quick(args: &mut AllArgs) {
+    args.jobs = 20;
+    args.width = vec![50];
+    args.idle_jobs = 50;
+    args.prefetch = vec![64];
+    args.floor_s = 1;
+}
+
+/// Every row of `bench all`.
+pub async fn rows(mut args: AllArgs) -> anyhow::Result<Rows> {
+    if args.quick {
+        quick(&mut args);
+    }
+    let e = &args.endpoints;
+    eprintln!("bench: measuring the floor");
+    let (mut rows, combined_32) = floor_rows(e, args.floor_s, args.quick).await?;
+    eprintln!("bench: job-manager on the seed's shape");
+    let saturate = Load::Saturate { in_flight: 32 };
+    let mut per_replicas = Vec::new();
+    for replicas in 1..=3 {
+        let run = runs::throughput(e, Setup::replicas(replicas), args.jobs, saturate).await?;
+        per_replicas.push(run);
+    }
+    let one = &mut per_replicas[0];
+    let (tasks_per_s, jobs_per_s) = (one.tasks_per_s, one.jobs_per_s);
+    rows.push(("(b) tasks/s, 1 replica".into(), format!("{tasks_per_s:.0}")));
+    rows.push(("(b) jobs/s, 1 replica".into(), format!("{jobs_per_s:.1}")));
+    rows.push((
+        "(b) result published → next stage's dispatch received (at the worker), p50 / p99".into(),
+        p50_p99(&mut one.latencies_ms),
+    ));
+    rows.extend(half_load_and_alone_rows(e, args.jobs, jobs_per_s).await?);
+    for prefetch in &args.prefetch {
+        let setup = Setup {
+            prefetch: *prefetch,
+            ..Setup::replicas(1)
+        };
+        let run = runs::throughput(e, setup, args.jobs, saturate).await?;
+        rows.push((
+            format!("(b) tasks/s with result prefetch {prefetch}"),
+            format!("{:.0}", run.tasks_per_s),
+        ));
+    }
+    for (i, run) in per_replicas.iter().enumerate() {
+        rows.push((
+            format!("(c) tasks/s, {} replica(s)", i + 1),
+            format!("{:.0}", run.tasks_per_s),
+        ));
+    }
+    eprintln!("bench: wide stages");
+    rows.extend(width_rows(e, &args.width, args.width_limit_s).await?);
+    eprintln!("bench: memory with many active jobs");
+    rows.push(memory_row(e, args.idle_jobs).await?);
+    let ratio_floor = per_replicas[0].tasks_per_s / combined_32.max(f64::MIN_POSITIVE);
+    let ratio_replicas =
+        per_replicas[1].tasks_per_s / per_replicas[0].tasks_per_s.max(f64::MIN_POSITIVE);
+    rows.push((
+        "ratio: (b) tasks/s ÷ (a) combined loop (target ≥ 0.7)".into(),
+        format!("{ratio_floor:.2}"),
+    ));
+    rows.push((
+        "ratio: 2 replicas ÷ 1 replica".into(),
+        format!("{ratio_replicas:.2}"),
+    ));
+    Ok(rows)
+}
+
+/// Section (a), and the combined loop's tasks/s the ratio compares with.
+async fn floor_rows(e: &Endpoints, floor_s: u64, quick: bool) -> anyhow::Result<(Rows, f64)> {
+    let floor_time = Duration::from_secs(floor_s);
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let store = Store::connect(&e.mongodb_uri, &format!("jm_bench_floor_{id}")).await?;
+    let prefix = format!("jm-bench-floor-{}", &id[..8]);
+    let measured = async {
+        let cas_1 = floor::cas(&store, 1, floor_time).await?;
+        let cas_32 = floor::cas(&store, 32, floor_time).await?;
+        let broker = floor::publish(&e.amqp_url, &prefix, floor_time).await?;
+        let messages = if quick { 500 } else { 5_000 };
+        let combined_32 = floor::combined(&e.amqp_url, &prefix, &store, 32, messages).await?;
+        Ok::<_, anyhow::Error>((cas_1, cas_32, broker, combined_32))
+    }
+    .await;
+    let _ = store.database().drop().await;
+    store.shutdown().await;
+    let (cas_1, cas_32, broker, combined_32) = measured?;
+    let rows = vec![
+        (
+            "(a) load + compare-and-set of a 4 KB document, concurrency 1".into(),
+            format!("{cas_1:.0} /s"),
+        ),
+        (
+            "(a) load + compare-and-set, concurrency 32".into(),
+            format!("{cas_32:.0} /s"),
+        ),
+        (
+            "(a) persistent publish, confirm awaited one by one".into(),
+            format!("{:.0} /s", broker.awaited),
+        ),
+        (
+            "(a) persistent publish, confirms pipelined".into(),
+            format!("{:.0} /s", broker.pipelined),
+        ),
+        (
+            "(a) consume + ack".into(),
+            format!("{:.0} /s", broker.consume_ack),
+        ),
+        (
+            "(a) combined per-task loop, concurrency 32".into(),
+            format!("{combined_32:.0} tasks/s"),
+        ),
+    ];
+    Ok((rows, combined_32))
+}
+
+/// The latency at half of the measured maximum, and one job alone.
+async fn half_load_and_alone_rows(
+    e: &Endpoints,
+    jobs: usize,
+    max_jobs_per_s: f64,
+) -> anyhow::Result<Rows> {
+    // Half of the maximum, as a steady arrival rate.
+    let half = max_jobs_per_s / 2.0;
+    let load = Load::Paced { jobs_per_s: half };
+    let mut paced = runs::throughput(e, Setup::replicas(1), jobs / 2, load).await?;
+    let alone = runs::single_job(e).await?;
+    Ok(vec![
+        (
+            format!("(b) p50 / p99 at half load ({half:.1} jobs/s arriving)"),
+            p50_p99(&mut paced.latencies_ms),
+        ),
+        (
+            "(b) one job alone, end to end".into(),
+            format!("{:.0} ms", alone * 1000.0),
+        ),
+    ])
+}
+
+/// Section (d): one row per width.
+pub async fn width_rows(e: &Endpoints, widths: &[usize], limit_s: u64) -> anyhow::Result<Rows> {
+    let mut rows = Vec::new();
+    for width in widths {
+        let wide = runs::width(e, *width, Duration::from_secs(limit_s)).await?;
+        let time = wide
+            .seconds
+            .map_or(format!("did not finish within {limit_s} s"), |s| {
+                format!("{s:.1} s")
+            });
+        rows.push((
+            format!("(d) one stage {width} wide"),
+            format!(
+                "{time}, replica peak RSS {:.0} MiB, job document {:.2} MiB",
+                mib(wide.peak_kib),
+                wide.document_bytes as f64 / 1024.0 / 1024.0
+            ),
+        ));
+    }
+    Ok(rows)
+}
+
+/// Section (e).
+async fn memory_row(e: &Endpoints, idle_jobs: usize) -> anyhow::Result<(String, String)> {
+    let (before, after, peak) = runs::idle_jobs(e, idle_jobs).await?;
+    Ok((
+        format!("(e) replica RSS with {idle_jobs} active jobs"),
+        format!(
+            "{:.0} MiB (idle before: {:.0} MiB, peak while starting them: {:.0} MiB)",
+            mib(after),
+            mib(before),
+            mib(peak)
+        ),
+    ))
+}

@@ -1,0 +1,104 @@
+//! What the benchmark reads off a process and its samples: RSS, and quantiles.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+/// Samples this process's RSS in the background and keeps the peak.
+pub struct PeakRss {
+    peak: Arc<AtomicU64>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PeakRss {
+    pub fn start(every: Duration) -> Self {
+        let peak = Arc::new(AtomicU64::new(rss_kib()));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let (peak, stop) = (peak.clone(), stop.clone());
+            async move {
+                while !stop.is_cancelled() {
+                    peak.fetch_max(rss_kib(), Ordering::Relaxed);
+                    tokio::time::sleep(every).await;
+                }
+            }
+        });
+        Self { peak, stop, task }
+    }
+
+    /// Stops sampling; the peak in KiB.
+    pub async fn finish(self) -> u64 {
+        self.stop.cancel();
+        let _ = self.task.await;
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+/// The resident set size of this process, in KiB (0 where `/proc` is missing).
+pub fn rss_kib() -> u64 {
+    status_kib("/proc/self/status", "VmRSS:")
+}
+
+/// A `kB` field of a `/proc/<pid>/status` file (0 where it is missing).
+pub fn status_kib(path: &str, field: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with(field))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The `q`-quantile (0..=1) of `samples`, which it sorts.
+pub fn quantile(samples: &mut [f64], q: f64) -> f64 {
+    if samples.is_empty() {
+        return f64::NAN;
+    }
+    samples.sort_by(f64::total_cmp);
+    let index = ((samples.len() - 1) as f64 * q).round() as usize;
+    samples[index]
+}
+
+/// `"<p50> ms / <p99> ms (<n> samples)"` of `samples_ms`.
+pub fn p50_p99(samples_ms: &mut [f64]) -> String {
+    format!(
+        "{:.1} ms / {:.1} ms ({} samples)",
+        quantile(samples_ms, 0.5),
+        quantile(samples_ms, 0.99),
+        samples_ms.len()
+    )
+}
+
+/// KiB as MiB.
+pub fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_pick_the_nearest_rank() {
+        let mut samples = vec![5.0, 1.0, 3.0, 2.0, 4.0];
+        assert_eq!(quantile(&mut samples, 0.5), 3.0);
+        assert_eq!(quantile(&mut samples, 0.0), 1.0);
+        assert_eq!(quantile(&mut samples, 1.0), 5.0);
+        assert!(quantile(&mut [], 0.5).is_nan());
+        assert_eq!(p50_p99(&mut samples), "3.0 ms / 5.0 ms (5 samples)");
+    }
+
+    #[test]
+    fn rss_is_read_on_linux() {
+        if std::path::Path::new("/proc/self/status").exists() {
+            assert!(rss_kib() > 0);
+        }
+    }
+}
