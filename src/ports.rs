@@ -30,6 +30,10 @@ pub enum StoreError {
     /// A value could not be converted to the store's format.
     #[error("cannot encode document: {0}")]
     Encode(String),
+    /// The server failed the operation in a way a retry will not pass, for a reason that is not
+    /// the value sent (an invalid option, a duplicate key from a racing upsert, …).
+    #[error("the store failed the operation: {0}")]
+    Permanent(String),
     /// Other writers kept changing the document, or the server asked to retry.
     #[error("{0}")]
     Contention(String),
@@ -42,7 +46,7 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Unavailable(_) | Self::Contention(_) => true,
-            Self::Malformed(_) | Self::Refused(_) | Self::Encode(_) => false,
+            Self::Malformed(_) | Self::Refused(_) | Self::Encode(_) | Self::Permanent(_) => false,
         }
     }
 }

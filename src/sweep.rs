@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::coordinator::{Coordinator, CoordinatorError};
-use crate::domain::{Event, Job, JobId, JobStatus, TaskStatus, Timestamp};
+use crate::domain::{Event, Job, JobId, JobStatus, StageId, TaskId, TaskStatus, Timestamp};
 use crate::meter;
 use crate::ports::{Found, JobStore};
 
@@ -128,14 +128,29 @@ async fn attend(
     if !unconfirmed.is_empty() {
         info!(job_id = %job.id, stage_id = %stage.id, tasks = unconfirmed.len(), "re-publishing unconfirmed dispatches");
         // Reload so a timeout handled above is not undone by publishing a stale attempt.
-        if let Some(fresh) = store.load_job(&job.id).await? {
-            coordinator
-                .dispatch(&fresh, &stage.id, &unconfirmed)
-                .await?;
+        // Only what is still pending and unmarked: a result or a mark may have come since.
+        if let Some(fresh) = store.load_job(&job.id).await?
+            && let Some(still) = still_unconfirmed(&fresh, &stage.id, &unconfirmed)
+        {
+            coordinator.dispatch(&fresh, &stage.id, &still).await?;
             actions += 1;
         }
     }
     Ok(actions)
+}
+
+/// Which of `task_ids` are, in `job`, pending attempts of stage `stage_id` without a mark;
+/// `None` when none are.
+fn still_unconfirmed(job: &Job, stage_id: &StageId, task_ids: &[TaskId]) -> Option<Vec<TaskId>> {
+    let stage = job.current_stage.as_ref().filter(|s| &s.id == stage_id)?;
+    let still: Vec<TaskId> = stage
+        .tasks
+        .iter()
+        .filter(|t| t.status == TaskStatus::Pending && t.dispatched.is_none())
+        .filter(|t| task_ids.contains(&t.task_id))
+        .map(|t| t.task_id.clone())
+        .collect();
+    (!still.is_empty()).then_some(still)
 }
 
 /// Sweeps every `interval` until `shutdown`.
@@ -231,6 +246,23 @@ mod tests {
         assert_eq!(sent[0].1.attempt, 2);
         let job = store.job(&id).expect("still running");
         assert_eq!(job.current_stage.expect("in flight").tasks[0].attempt, 2);
+    }
+
+    #[test]
+    fn only_pending_unmarked_attempts_are_published_again() {
+        let mut job = sample_job("relay", 3);
+        let stage = job.current_stage.as_mut().expect("in flight");
+        let ids: Vec<TaskId> = stage.tasks.iter().map(|t| t.task_id.clone()).collect();
+        stage.tasks[0].status = TaskStatus::Done;
+        stage.tasks[1].dispatched = Some(later(0));
+        let stage_id = stage.id.clone();
+        assert_eq!(
+            still_unconfirmed(&job, &stage_id, &ids),
+            Some(vec![ids[2].clone()])
+        );
+        assert_eq!(still_unconfirmed(&job, &stage_id, &ids[..2]), None);
+        let other = crate::domain::StageId::for_index(5);
+        assert_eq!(still_unconfirmed(&job, &other, &ids), None);
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@ use tracing::{debug, info, warn};
 use super::Coordinator;
 use super::cache::Mark;
 use super::error::CoordinatorError;
-use crate::domain::{Effect, Job, Notice, StageId, TaskId, Timestamp};
+use crate::domain::{Effect, Job, Notice, StageId, TaskId, TaskRecord, Timestamp};
 use crate::messages::{JobEvent, StageDispatch, WorkerRef};
 use crate::meter;
 
@@ -35,44 +35,40 @@ pub struct Dispatched {
     pub marked: Timestamp,
 }
 
-/// The dispatch messages of `task_ids` in `job`'s stage in flight `stage_id`, with the worker
-/// they go to; none when the stage is no longer in flight.
-pub fn dispatches(
-    job: &Job,
+/// The tasks of a dispatch: `task_ids` among the tasks of `job`'s stage in flight `stage_id`,
+/// and the worker they go to; `None` when the stage is no longer in flight.
+fn to_dispatch<'a>(
+    job: &'a Job,
     stage_id: &StageId,
     task_ids: &[TaskId],
-) -> (String, Vec<StageDispatch>) {
-    let Some(stage) = job.current_stage.as_ref().filter(|s| &s.id == stage_id) else {
-        return (String::new(), Vec::new());
-    };
-    let Some(spec) = stage_id.index().and_then(|i| job.pipeline.get(i)) else {
-        return (String::new(), Vec::new());
-    };
+) -> Option<(WorkerRef, Vec<&'a TaskRecord>)> {
+    let stage = job.current_stage.as_ref().filter(|s| &s.id == stage_id)?;
+    let spec = stage_id.index().and_then(|i| job.pipeline.get(i))?;
     let worker = WorkerRef {
         id: spec.worker.id.clone(),
         name: spec.worker.name.clone(),
     };
     // Hoisted out of the loop: a wide stage publishes thousands of these.
     let wanted: HashSet<&TaskId> = task_ids.iter().collect();
-    let messages = stage
-        .tasks
-        .iter()
-        .filter(|t| wanted.contains(&t.task_id))
-        .map(|task| StageDispatch {
-            task_id: task.task_id.clone(),
-            job_id: job.id.clone(),
-            run_id: job.run_id.clone(),
-            machine_id: job.machine_id.clone(),
-            pipeline_id: job.pipeline_id.clone(),
-            stage_id: stage_id.clone(),
-            worker: worker.clone(),
-            inputs: task.inputs.clone(),
-            configs: task.configs.clone(),
-            attempt: task.attempt,
-            deadline: task.deadline,
-        })
-        .collect();
-    (spec.worker.id.clone(), messages)
+    let tasks = stage.tasks.iter().filter(|t| wanted.contains(&t.task_id));
+    Some((worker, tasks.collect()))
+}
+
+/// The stage-dispatch message of the current attempt of `task`.
+fn message(job: &Job, stage_id: &StageId, worker: &WorkerRef, task: &TaskRecord) -> StageDispatch {
+    StageDispatch {
+        task_id: task.task_id.clone(),
+        job_id: job.id.clone(),
+        run_id: job.run_id.clone(),
+        machine_id: job.machine_id.clone(),
+        pipeline_id: job.pipeline_id.clone(),
+        stage_id: stage_id.clone(),
+        worker: worker.clone(),
+        inputs: task.inputs.clone(),
+        configs: task.configs.clone(),
+        attempt: task.attempt,
+        deadline: task.deadline,
+    }
 }
 
 impl Coordinator {
@@ -118,16 +114,22 @@ impl Coordinator {
         stage_id: &StageId,
         task_ids: &[TaskId],
     ) -> Result<Option<Dispatched>, CoordinatorError> {
-        let (worker_id, messages) = dispatches(job, stage_id, task_ids);
-        if messages.is_empty() {
+        let Some((worker, tasks)) = to_dispatch(job, stage_id, task_ids) else {
+            return Ok(None);
+        };
+        if tasks.is_empty() {
             return Ok(None);
         }
-        // In chunks, so a wide stage does not hold every encoded message at once.
-        for chunk in messages.chunks(DISPATCH_CHUNK) {
-            self.broker.dispatch(&worker_id, chunk).await?;
+        // In chunks, built one at a time, so a wide stage never holds every message at once.
+        for chunk in tasks.chunks(DISPATCH_CHUNK) {
+            let messages: Vec<StageDispatch> = chunk
+                .iter()
+                .map(|task| message(job, stage_id, &worker, task))
+                .collect();
+            self.broker.dispatch(&worker.id, &messages).await?;
         }
         let confirmed = Instant::now();
-        meter::tasks_dispatched(&worker_id, messages.len());
+        meter::tasks_dispatched(&worker.id, tasks.len());
         let marked = self.clock.now();
         self.store
             .mark_dispatched(job, stage_id, task_ids, marked)
@@ -135,7 +137,7 @@ impl Coordinator {
         // A copy kept for the next event would lack this mark: drop it (a batch that
         // dispatched keeps a marked copy of its own).
         self.cache.take(&job.id);
-        debug!(job_id = %job.id, stage_id = %stage_id, tasks = messages.len(), "tasks dispatched");
+        debug!(job_id = %job.id, stage_id = %stage_id, tasks = tasks.len(), "tasks dispatched");
         Ok(Some(Dispatched { confirmed, marked }))
     }
 

@@ -148,9 +148,8 @@ impl Coordinator {
             // On an error the leader drops, handing the waiters back; each retries on its own.
             let known = self.cache.take(id);
             let mut written = self
-                .apply_batch(id, std::slice::from_ref(&event), known)
+                .apply_batch(id, std::slice::from_ref(&event), known, true)
                 .await?;
-            observe::note_stage(written.stage.as_ref());
             let mine = written.outcomes.remove(0);
             let mut last = written.next;
             while let Some(batch) = leader.next_batch() {
@@ -173,7 +172,7 @@ impl Coordinator {
     ) -> Option<Arc<Job>> {
         let (events, replies): (Vec<Event>, Vec<_>) =
             batch.into_iter().map(|w| (w.event, w.reply)).unzip();
-        match self.apply_batch(id, &events, known).await {
+        match self.apply_batch(id, &events, known, false).await {
             Ok(written) => {
                 for (reply, outcome) in replies.into_iter().zip(written.outcomes) {
                     let _ = reply.send(Ok(outcome));
@@ -184,7 +183,7 @@ impl Coordinator {
             Err(error) if !error.is_transient() && events.len() > 1 => {
                 for (event, reply) in events.iter().zip(replies) {
                     let alone = self
-                        .apply_batch(id, std::slice::from_ref(event), None)
+                        .apply_batch(id, std::slice::from_ref(event), None, false)
                         .await;
                     let _ = reply.send(alone.map(|mut w| w.outcomes.remove(0)));
                 }

@@ -349,9 +349,13 @@ async fn a_coalesced_batch_names_each_field_of_a_span_once() {
         .with_writer(move || writer.clone())
         .finish();
     let _default = tracing::subscriber::set_default(subscriber);
+    // Call sites other tests reached first, with no subscriber, cached "never": ask again.
+    tracing::callsite::rebuild_interest_cache();
     let (coordinator, store, _) = setup();
     let id = wide(&coordinator, &store, 5).await;
     let work = tasks(&store, &id);
+    // The first loss is the cached copy's (read again quietly); the second, a real race.
+    store.rival_before_next_write(|_| {});
     store.rival_before_next_write(|_| {});
     let hold = store.hold_writes().await;
     let handles = results_at_once(&coordinator, &id, &work).await;
@@ -363,7 +367,18 @@ async fn a_coalesced_batch_names_each_field_of_a_span_once() {
         .flat_map(|line| line.split("handle{").skip(1))
         .map(|rest| rest.split('}').next().unwrap_or_default())
         .collect();
-    assert!(spans.iter().any(|s| s.contains("stage_id=")), "{text}");
+    let lost = text
+        .lines()
+        .find(|l| l.contains("lost a compare-and-set race"));
+    let dispatched = lost.expect("the leader lost its first race");
+    assert!(
+        dispatched.contains("handle{")
+            && dispatched
+                .split('}')
+                .next()
+                .is_some_and(|span| span.contains("stage_id=")),
+        "the leader's own lines name the stage: {dispatched}"
+    );
     for span in spans {
         for field in ["job_id=", "task_id=", "stage_id="] {
             assert!(span.matches(field).count() <= 1, "{field} twice in {span}");
@@ -430,4 +445,18 @@ async fn a_crash_before_the_move_to_history_is_finished_by_the_sweep() {
         .expect("read")
         .expect("archived");
     assert_eq!(record.job.status, JobStatus::Finished);
+}
+
+#[tokio::test]
+async fn starting_a_job_while_the_store_is_down_fails_transiently_and_writes_nothing() {
+    let (coordinator, store, broker) = setup();
+    store.fail_next(Op::Catalog, StoreError::Unavailable("down".into()));
+    let request = NewJob::new("down".into(), "m".into(), "f".into()).expect("valid");
+    let error = coordinator
+        .create_job(request)
+        .await
+        .expect_err("no machine read");
+    assert!(error.is_transient());
+    assert!(store.job(&JobId::derive("m", "down")).is_none());
+    assert!(broker.dispatches().is_empty());
 }

@@ -11,8 +11,8 @@ use tracing::{debug, warn};
 use super::Coordinator;
 use super::cache::{JobCache, with_marks};
 use super::error::{CoordinatorError, Handled};
-use super::observe::{Step, event_worker, observe};
-use crate::domain::{Event, Job, JobId, StageId, Timestamp, apply_in_place};
+use super::observe::{Step, event_worker, note_stage, observe};
+use crate::domain::{Event, Job, JobId, Timestamp, apply_in_place};
 use crate::meter;
 use crate::ports::MAX_JOB_BYTES;
 
@@ -25,8 +25,6 @@ pub struct Written {
     pub outcomes: Vec<Handled>,
     /// The job to start the next batch from, when it is worth keeping.
     pub next: Option<Arc<Job>>,
-    /// The stage in flight when the batch was applied.
-    pub stage: Option<StageId>,
 }
 
 /// A batch applied to one copy of the job, not yet written.
@@ -101,11 +99,15 @@ impl Coordinator {
     /// from it instead of reading the job again (a wide stage's job is megabytes). A copy may
     /// be behind the store, so it can vouch for a change (the compare-and-set checks it) but
     /// not for ignoring an event: then the job is read and the batch decided again.
+    ///
+    /// With `note`, the stage the job is in when first read is recorded on the current span
+    /// (once: a field recorded again is printed again).
     pub(super) async fn apply_batch(
         &self,
         id: &JobId,
         events: &[Event],
         mut known: Option<Arc<Job>>,
+        mut note: bool,
     ) -> Result<Written, CoordinatorError> {
         for attempt in 0..MAX_CAS_ATTEMPTS {
             let cached = known.is_some();
@@ -116,7 +118,9 @@ impl Coordinator {
                     None => return Ok(Written::unknown(events.len())),
                 },
             };
-            let stage = before.current_stage.as_ref().map(|s| s.id.clone());
+            if std::mem::take(&mut note) {
+                note_stage(before.current_stage.as_ref().map(|s| &s.id));
+            }
             let now = self.clock.now();
             let mut applied = apply_events(&before, events, now);
             if cached && applied.steps.len() < events.len() {
@@ -126,17 +130,13 @@ impl Coordinator {
                 // Nothing to write; the starting point is still good for the next batch.
                 let outcomes = applied.outcomes.into_iter().flatten().collect();
                 let next = Some(Arc::new(before));
-                return Ok(Written {
-                    outcomes,
-                    next,
-                    stage,
-                });
+                return Ok(Written { outcomes, next });
             }
             let bytes = self.store.job_bytes(&applied.job)?;
             hold_size(&before, &mut applied, bytes, now);
             if self.store.compare_and_set(&before, &applied.job).await? {
                 drop(before);
-                return self.carry_out(events, applied, stage).await;
+                return self.carry_out(events, applied).await;
             }
             if !cached {
                 // A copy behind the store is no race: the job is just read.
@@ -157,7 +157,6 @@ impl Coordinator {
         &self,
         events: &[Event],
         applied: Applied,
-        stage: Option<StageId>,
     ) -> Result<Written, CoordinatorError> {
         meter::job_written(applied.steps.len());
         // One shared copy of the written job for every outcome of the batch.
@@ -199,11 +198,7 @@ impl Coordinator {
         } else {
             None
         };
-        Ok(Written {
-            outcomes,
-            next,
-            stage,
-        })
+        Ok(Written { outcomes, next })
     }
 }
 
@@ -213,7 +208,6 @@ impl Written {
         Self {
             outcomes: (0..events).map(|_| Handled::UnknownJob).collect(),
             next: None,
-            stage: None,
         }
     }
 }

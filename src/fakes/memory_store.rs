@@ -24,6 +24,10 @@ pub enum Op {
     Archive,
     Find,
     Ping,
+    /// `load_history`.
+    History,
+    /// `get_machine` and `get_pipeline`.
+    Catalog,
 }
 
 /// A change another writer makes just before a compare-and-set is checked.
@@ -299,8 +303,10 @@ impl JobStore for MemoryStore {
         &'a self,
         id: &'a JobId,
     ) -> BoxFuture<'a, Result<Option<HistoryRecord>, StoreError>> {
-        let record = self.lock().history.get(id.as_str()).cloned();
-        async move { Ok(record) }.boxed()
+        let record = self
+            .check(Op::History)
+            .map(|state| state.history.get(id.as_str()).cloned());
+        async move { record }.boxed()
     }
 
     fn ended_jobs<'a>(
@@ -327,16 +333,20 @@ impl JobStore for MemoryStore {
         &'a self,
         id: &'a str,
     ) -> BoxFuture<'a, Result<Option<Machine>, StoreError>> {
-        let machine = self.lock().machines.get(id).cloned();
-        async move { Ok(machine) }.boxed()
+        let machine = self
+            .check(Op::Catalog)
+            .map(|state| state.machines.get(id).cloned());
+        async move { machine }.boxed()
     }
 
     fn get_pipeline<'a>(
         &'a self,
         id: &'a str,
     ) -> BoxFuture<'a, Result<Option<Pipeline>, StoreError>> {
-        let pipeline = self.lock().pipelines.get(id).cloned();
-        async move { Ok(pipeline) }.boxed()
+        let pipeline = self
+            .check(Op::Catalog)
+            .map(|state| state.pipelines.get(id).cloned());
+        async move { pipeline }.boxed()
     }
 
     /// As MongoDB measures it: the job's size as BSON.

@@ -51,6 +51,7 @@ mod tests {
         for unavailable in [
             StoreError::Malformed("x".into()),
             StoreError::Contention("y".into()),
+            StoreError::Permanent("z".into()),
         ] {
             assert!(matches!(
                 Failure::from(unavailable),

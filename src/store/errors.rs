@@ -15,18 +15,19 @@ pub(super) const PERMANENT_CODES: [i32; 16] = [
 ];
 
 /// A driver error as a store error: a document that does not decode is malformed, a value
-/// that does not encode is refused as sent, a server error with a permanent code is refused;
-/// anything else may pass on a retry.
+/// the driver cannot encode is an encoding error, anything a retry may pass is unavailable,
+/// and the rest is permanent. `Refused` (the server refuses a value as sent) is kept for the
+/// write errors of a job's compare-and-set, where the value is the request's (`jobs.rs`): a
+/// driver error elsewhere is the server's answer to an operation, and is not blamed on what a
+/// client sent (over HTTP it stays a 503, as before the store had its own error type).
 impl From<mongodb::error::Error> for StoreError {
     fn from(error: mongodb::error::Error) -> Self {
         let text = format!("mongodb: {error}");
         match error.kind.as_ref() {
             ErrorKind::BsonDeserialization(_) => Self::Malformed(text),
-            ErrorKind::BsonSerialization(_) | ErrorKind::InvalidArgument { .. } => {
-                Self::Encode(text)
-            }
+            ErrorKind::BsonSerialization(_) => Self::Encode(text),
             _ if is_transient(&error) => Self::Unavailable(text),
-            _ => Self::Refused(text),
+            _ => Self::Permanent(text),
         }
     }
 }
@@ -71,4 +72,29 @@ pub(super) fn typed_error(error: mongodb::error::Error) -> StoreError {
 
 pub(super) fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
     server_code(error) == Some(11000)
+}
+
+#[cfg(test)]
+mod tests {
+    use mongodb::error::{Error, ErrorKind};
+
+    use super::*;
+
+    #[test]
+    fn driver_errors_keep_their_retry_class_and_are_not_blamed_on_the_request() {
+        let io = Error::from(ErrorKind::Io(std::sync::Arc::new(std::io::Error::other(
+            "reset",
+        ))));
+        assert!(matches!(StoreError::from(io), StoreError::Unavailable(_)));
+        let reply = mongodb::bson::doc! {"code": 2, "codeName": "BadValue", "errmsg": "bad"};
+        let command = mongodb::bson::from_document(reply).expect("a command error");
+        let bad = StoreError::from(Error::from(ErrorKind::Command(command)));
+        assert!(matches!(bad, StoreError::Permanent(_)), "{bad:?}");
+        assert!(!bad.is_transient());
+        let busy =
+            mongodb::bson::doc! {"code": 11600, "codeName": "InterruptedAtShutdown", "errmsg": "x"};
+        let command = mongodb::bson::from_document(busy).expect("a command error");
+        let busy = StoreError::from(Error::from(ErrorKind::Command(command)));
+        assert!(busy.is_transient(), "{busy:?}");
+    }
 }
