@@ -1,10 +1,10 @@
 //! The ports: what the coordinator needs from the job store and from the broker, as traits.
 //!
-//! The MongoDB store ([`crate::store::Store`]) and the RabbitMQ broker
-//! ([`crate::amqp::broker::RabbitBroker`]) implement them; so do the in-memory fakes in
-//! [`crate::fakes`], on which the coordinator's parts and the sweep are unit-tested. A shared
-//! suite ([`crate::fakes::store_suite`]) runs against both the fake and the real store, so the
-//! fake cannot drift from what the store does (docs/README.md, "The parts and how they depend on each other").
+//! The MongoDB store (`store::Store`) and the RabbitMQ broker (`amqp::broker::RabbitBroker`)
+//! implement them, from the outside in; so do the in-memory fakes in `fakes`, on which the
+//! coordinator's parts and the sweep are unit-tested. A shared suite (`fakes::store_suite`)
+//! runs against both the fake and the real store, so the fake cannot drift from what the store
+//! does (docs/README.md, "The parts and how they depend on each other").
 //!
 //! The methods return boxed futures so that the coordinator can hold `Arc<dyn JobStore>` and
 //! `Arc<dyn Broker>`: one allocation per call, next to a network round trip.

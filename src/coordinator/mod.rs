@@ -10,7 +10,7 @@
 //! - [`error`]: outcomes and errors.
 //!
 //! It reaches the store and the broker only through the ports ([`crate::ports`]), so every
-//! part is unit-tested on the in-memory fakes ([`crate::fakes`]).
+//! part is unit-tested on the in-memory fakes (`src/fakes/`).
 
 mod batch;
 mod cache;

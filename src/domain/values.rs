@@ -3,7 +3,7 @@
 //! "Configs" and "Where each rule lives").
 //! Keys MongoDB would refuse or misread, integers BSON cannot hold, long strings and keys and
 //! deep nesting are refused with the JSON path of the value, so a client can fix what it sent.
-//! `crate::messages` re-exports them for the wire.
+//! the wire types' module (`messages`) re-exports them.
 
 use serde_json::{Map, Value};
 

@@ -351,7 +351,9 @@ impl JobStore for MemoryStore {
 
     /// As MongoDB measures it: the job's size as BSON.
     fn job_bytes(&self, job: &Job) -> Result<usize, StoreError> {
-        crate::store::job_bytes(job)
+        mongodb::bson::to_vec(job)
+            .map(|bytes| bytes.len())
+            .map_err(|e| StoreError::Encode(e.to_string()))
     }
 
     fn server_time(
