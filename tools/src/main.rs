@@ -7,7 +7,8 @@
 //! # Layout
 //! - `bench`: `job-manager-tools bench`: the floor, throughput, latency, width, memory, listings.
 //! - `chaos`: `job-manager-tools chaos`: replicas under faults, and the report.
-//! - `cleanup`: deleting a run's queues and exchanges.
+//! - `cleanup`: deleting a run's queues, exchanges and database (`job-manager-tools cleanup`,
+//!   which scripts/with-service.sh runs when its command ends).
 
 mod bench;
 mod chaos;
@@ -38,6 +39,9 @@ enum Command {
     Bench(bench::Bench),
     /// Run seed-shaped jobs across replica processes while injecting faults; print a report.
     Chaos(chaos::ChaosArgs),
+    /// Delete what a run of the service left: its queues and exchanges under a prefix, and
+    /// its database.
+    Cleanup(cleanup::CleanupArgs),
 }
 
 #[tokio::main]
@@ -47,6 +51,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Bench(bench) => bench::run(bench).await,
         Command::Chaos(args) => chaos::run(args).await.map(|_| ()),
+        Command::Cleanup(args) => cleanup::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
