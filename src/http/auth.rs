@@ -72,3 +72,17 @@ pub async fn authorize(
         }
     }
 }
+
+/// `view` as JSON for a caller with `role`: without task ids for one that may not see them.
+pub fn as_seen_by<T: serde::Serialize>(
+    view: &T,
+    role: Option<axum::Extension<Role>>,
+) -> Result<axum::Json<serde_json::Value>, super::error::ApiError> {
+    let mut value = serde_json::to_value(view).map_err(|e| {
+        super::error::ApiError::Internal(format!("cannot serialise a job view: {e}"))
+    })?;
+    if !crate::access::may_see_task_ids(role.map(|axum::Extension(role)| role)) {
+        crate::access::hide_task_ids(&mut value);
+    }
+    Ok(axum::Json(value))
+}

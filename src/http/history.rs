@@ -4,11 +4,12 @@ use axum::extract::State;
 use axum::{Extension, Json};
 
 use super::AppState;
+use super::auth::as_seen_by;
 use super::error::ApiError;
 use super::extract::PathParam;
 use super::listing;
 use super::routes::{ApiRoute, READ_ERRORS};
-use crate::access::{Role, hide_task_ids, may_see_task_ids};
+use crate::access::Role;
 use crate::domain::JobId;
 use crate::openapi::{Operation, Response, schema_of};
 use crate::services::HistoryView;
@@ -48,10 +49,5 @@ async fn show(
         .history_view(&id)
         .await?
         .ok_or_else(|| ApiError::not_found("job", &job))?;
-    let mut view = serde_json::to_value(view)
-        .map_err(|e| ApiError::Internal(format!("cannot serialise job {id}: {e}")))?;
-    if !may_see_task_ids(role.map(|Extension(role)| role)) {
-        hide_task_ids(&mut view);
-    }
-    Ok(Json(view))
+    as_seen_by(&view, role)
 }

@@ -10,12 +10,13 @@ use schemars::SchemaGenerator;
 use serde_json::{Map, Value, json};
 
 use super::AppState;
+use super::auth::as_seen_by;
 use super::bodies::{AbortAccepted, IdBody, ResultAccepted, ResultOutcome};
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParam};
 use super::listing;
 use super::routes::{ApiRoute, BODY_ERRORS, READ_ERRORS};
-use crate::access::{Role, hide_task_ids, may_see_task_ids};
+use crate::access::Role;
 use crate::coordinator::{Created, Handled};
 use crate::domain::engine::Ignored;
 use crate::domain::{Event, JobId, JobView, NewJob, NewJobBody, TaskId, TaskResult};
@@ -163,12 +164,7 @@ async fn show(
         .job_view(&id)
         .await?
         .ok_or_else(|| ApiError::not_found("job", &job))?;
-    let mut view = serde_json::to_value(view)
-        .map_err(|e| ApiError::Internal(format!("cannot serialise job {id}: {e}")))?;
-    if !may_see_task_ids(role.map(|Extension(role)| role)) {
-        hide_task_ids(&mut view);
-    }
-    Ok(Json(view))
+    as_seen_by(&view, role)
 }
 
 /// `{"status": "aborted"}` aborts; `{"<task_id>": <outputs>, …}` records results.

@@ -48,7 +48,9 @@ mod task;
 pub mod wire;
 mod worker;
 
-pub use connect::{CONNECT_TIMEOUT, DEFAULT_AMQP_URL, amqp_url_from_env, connect};
+pub use connect::{
+    CONNECT_TIMEOUT, DEFAULT_AMQP_URL, DEFAULT_HEARTBEAT_S, amqp_url_from_env, connect,
+};
 pub use encode::{MAX_RESULT_BYTES, MAX_TEXT_BYTES};
 pub use notice::Notice;
 pub use task::Task;
