@@ -60,11 +60,18 @@ pub struct Found {
     pub last: Option<String>,
 }
 
-/// Result of inserting a document with a chosen id.
+/// Result of inserting a document with a chosen id: nothing is written over an existing one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Inserted {
     Created,
     AlreadyExists,
+}
+
+/// Result of putting a document with a chosen id: created, or written over the one there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    Created,
+    Replaced,
 }
 
 /// A history record: the archived run on top, plus the earlier runs it replaced.

@@ -12,21 +12,7 @@ use super::Failure;
 /// How many machines a refused pipeline deletion names.
 const USERS_SHOWN: i64 = 10;
 
-/// Whether a put created the value or replaced one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Written {
-    Created,
-    Replaced,
-}
-
-impl From<Inserted> for Written {
-    fn from(inserted: Inserted) -> Self {
-        match inserted {
-            Inserted::Created => Self::Created,
-            Inserted::AlreadyExists => Self::Replaced,
-        }
-    }
-}
+pub use crate::store::Written;
 
 /// Why the catalog refused a change. The text is the message a client sees.
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +84,7 @@ impl Catalog {
         body: PipelineBody,
     ) -> Result<(Pipeline, Written), CatalogError> {
         let pipeline = body.into_pipeline_at(id)?;
-        let written = self.store.put_pipeline(&pipeline).await?.into();
+        let written = self.store.put_pipeline(&pipeline).await?;
         Ok((pipeline, written))
     }
 
@@ -134,7 +120,7 @@ impl Catalog {
             let shown = machine.pipeline_id.chars().take(100).collect();
             return Err(CatalogError::UnknownPipeline(shown));
         }
-        let written = self.store.put_machine(&machine).await?.into();
+        let written = self.store.put_machine(&machine).await?;
         Ok((machine, written))
     }
 
@@ -165,11 +151,5 @@ mod tests {
         );
         let unknown = CatalogError::UnknownPipeline("q".into());
         assert_eq!(unknown.to_string(), "pipeline 'q' is not registered");
-    }
-
-    #[test]
-    fn an_insert_that_found_a_document_is_a_replacement() {
-        assert_eq!(Written::from(Inserted::Created), Written::Created);
-        assert_eq!(Written::from(Inserted::AlreadyExists), Written::Replaced);
     }
 }

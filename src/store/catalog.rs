@@ -5,7 +5,7 @@
 use mongodb::bson::doc;
 
 use super::documents::{delete_by_id, get_by_id, insert, put_by_id, string_ids, to_doc};
-use super::{Inserted, Store, StoreError};
+use super::{Inserted, Store, StoreError, Written};
 use crate::domain::{Machine, Pipeline};
 
 impl Store {
@@ -14,7 +14,7 @@ impl Store {
     }
 
     /// Creates or replaces; returns whether it created.
-    pub async fn put_pipeline(&self, pipeline: &Pipeline) -> Result<Inserted, StoreError> {
+    pub async fn put_pipeline(&self, pipeline: &Pipeline) -> Result<Written, StoreError> {
         put_by_id(&self.pipelines, &pipeline.id, to_doc(pipeline, "id")?).await
     }
 
@@ -54,7 +54,7 @@ impl Store {
     }
 
     /// Creates or replaces; returns whether it created.
-    pub async fn put_machine(&self, machine: &Machine) -> Result<Inserted, StoreError> {
+    pub async fn put_machine(&self, machine: &Machine) -> Result<Written, StoreError> {
         put_by_id(
             &self.machines,
             &machine.machine_id,

@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::errors::{is_duplicate_key, malformed};
-use super::{Inserted, StoreError};
+use super::{Inserted, StoreError, Written};
 
 /// The string `_id`s a cursor yields.
 pub(super) async fn string_ids(
@@ -45,20 +45,20 @@ pub(super) async fn get_by_id<T: DeserializeOwned>(
     }
 }
 
-/// Creates or replaces the document with `_id` = `id`; returns whether it created.
+/// Creates or replaces the document with `_id` = `id`; returns which.
 pub(super) async fn put_by_id(
     collection: &Collection<Document>,
     id: &str,
     document: Document,
-) -> Result<Inserted, StoreError> {
+) -> Result<Written, StoreError> {
     let result = collection
         .replace_one(doc! {"_id": id}, document)
         .upsert(true)
         .await?;
     Ok(if result.upserted_id.is_some() {
-        Inserted::Created
+        Written::Created
     } else {
-        Inserted::AlreadyExists
+        Written::Replaced
     })
 }
 

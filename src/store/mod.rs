@@ -40,7 +40,7 @@ use errors::server_code;
 const ACTIVE_STATUSES: [&str; 2] = ["pending", "running"];
 
 pub use crate::ports::{
-    Found, HistoryRecord, Inserted, MAX_JOB_BYTES, MAX_PREVIOUS_RUNS, StoreError,
+    Found, HistoryRecord, Inserted, MAX_JOB_BYTES, MAX_PREVIOUS_RUNS, StoreError, Written,
 };
 
 /// Handle to the four collections. Cheap to clone.

@@ -1,17 +1,18 @@
-//! Capped exponential pauses between reconnects.
+//! Capped exponential pauses between retries: reconnects here, and the service's retries too
+//! (its `backoff` module re-exports this one).
 
 use std::time::Duration;
 
 /// Pauses that double from `first` up to `max`.
 #[derive(Debug, Clone)]
-pub(crate) struct Backoff {
+pub struct Backoff {
     first: Duration,
     next: Duration,
     max: Duration,
 }
 
 impl Backoff {
-    pub(crate) fn new(first: Duration, max: Duration) -> Self {
+    pub fn new(first: Duration, max: Duration) -> Self {
         Self {
             first,
             next: first.min(max),
@@ -20,14 +21,14 @@ impl Backoff {
     }
 
     /// The pause before the next try; each call doubles the one after, up to the cap.
-    pub(crate) fn pause(&mut self) -> Duration {
+    pub fn pause(&mut self) -> Duration {
         let pause = self.next;
         self.next = (self.next * 2).min(self.max);
         pause
     }
 
     /// Starts again from the first pause (after a connection that worked).
-    pub(crate) fn reset(&mut self) {
+    pub fn reset(&mut self) {
         self.next = self.first.min(self.max);
     }
 }

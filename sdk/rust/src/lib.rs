@@ -48,6 +48,7 @@ mod task;
 pub mod wire;
 mod worker;
 
+pub use backoff::Backoff;
 pub use connect::{
     CONNECT_TIMEOUT, DEFAULT_AMQP_URL, DEFAULT_HEARTBEAT_S, amqp_url_from_env, connect,
 };
