@@ -35,13 +35,19 @@ pub struct Dispatched {
     pub marked: Timestamp,
 }
 
-/// The tasks of a dispatch: `task_ids` among the tasks of `job`'s stage in flight `stage_id`,
-/// and the worker they go to; `None` when the stage is no longer in flight.
+/// The tasks of one dispatch and the worker they go to.
+struct ToDispatch<'a> {
+    worker: WorkerRef,
+    tasks: Vec<&'a TaskRecord>,
+}
+
+/// `task_ids` among the tasks of `job`'s stage in flight `stage_id`, with their worker; `None`
+/// when the stage is no longer in flight.
 fn to_dispatch<'a>(
     job: &'a Job,
     stage_id: &StageId,
     task_ids: &[TaskId],
-) -> Option<(WorkerRef, Vec<&'a TaskRecord>)> {
+) -> Option<ToDispatch<'a>> {
     let stage = job.current_stage.as_ref().filter(|s| &s.id == stage_id)?;
     let spec = stage_id.index().and_then(|i| job.pipeline.get(i))?;
     let worker = WorkerRef {
@@ -51,7 +57,10 @@ fn to_dispatch<'a>(
     // Hoisted out of the loop: a wide stage publishes thousands of these.
     let wanted: HashSet<&TaskId> = task_ids.iter().collect();
     let tasks = stage.tasks.iter().filter(|t| wanted.contains(&t.task_id));
-    Some((worker, tasks.collect()))
+    Some(ToDispatch {
+        worker,
+        tasks: tasks.collect(),
+    })
 }
 
 /// The stage-dispatch message of the current attempt of `task`.
@@ -114,7 +123,7 @@ impl Coordinator {
         stage_id: &StageId,
         task_ids: &[TaskId],
     ) -> Result<Option<Dispatched>, CoordinatorError> {
-        let Some((worker, tasks)) = to_dispatch(job, stage_id, task_ids) else {
+        let Some(ToDispatch { worker, tasks }) = to_dispatch(job, stage_id, task_ids) else {
             return Ok(None);
         };
         if tasks.is_empty() {
