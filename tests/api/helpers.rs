@@ -35,7 +35,8 @@ pub struct TestApp {
     workers: Option<(CancellationToken, JoinSet<()>)>,
     /// Worker ids of pipelines registered with [`TestApp::register`], for cleanup.
     worker_ids: Arc<std::sync::Mutex<Vec<String>>>,
-    /// Deletes the test's queues and exchanges if it ends without [`TestApp::cleanup`].
+    /// Deletes the test's queues, exchanges and database if it ends without
+    /// [`TestApp::cleanup`].
     leftovers: Leftovers,
     _data: tempdir::TempDir,
 }
@@ -72,11 +73,13 @@ fn known_worker_ids(registered: &std::sync::Mutex<Vec<String>>) -> Vec<String> {
     workers
 }
 
-/// A guard that deletes a test's queues and exchanges when it is dropped armed: when the test
-/// panicked before [`TestApp::cleanup`] (or [`TestApp::stop`]) disarmed it.
+/// A guard that deletes a test's queues, exchanges and database when it is dropped armed: when
+/// the test panicked before [`TestApp::cleanup`] (or [`TestApp::stop`]) disarmed it.
 struct Leftovers {
     names: Names,
     worker_ids: Arc<std::sync::Mutex<Vec<String>>>,
+    /// The MongoDB URI and the test's database.
+    database: (String, String),
     armed: bool,
 }
 
@@ -86,6 +89,7 @@ impl Drop for Leftovers {
             return;
         }
         let (names, workers) = (self.names.clone(), known_worker_ids(&self.worker_ids));
+        let (uri, database) = self.database.clone();
         // Drop cannot await and runs inside the test's runtime: delete from a thread with a
         // runtime of its own.
         let deleting = std::thread::spawn(move || {
@@ -96,16 +100,21 @@ impl Drop for Leftovers {
                 return;
             };
             runtime.block_on(async {
-                let Ok(connection) = amqp::connect(&amqp_url(), "job-manager-tests cleanup").await
-                else {
-                    return;
-                };
-                if let Ok(channel) = connection.create_channel().await {
-                    let workers: Vec<&str> = workers.iter().map(String::as_str).collect();
-                    delete_topology(&channel, &names, &workers).await;
-                    let _ = channel.close(200, "cleanup".into()).await;
+                if let Ok(connection) =
+                    amqp::connect(&amqp_url(), "job-manager-tests cleanup").await
+                {
+                    if let Ok(channel) = connection.create_channel().await {
+                        let workers: Vec<&str> = workers.iter().map(String::as_str).collect();
+                        delete_topology(&channel, &names, &workers).await;
+                        let _ = channel.close(200, "cleanup".into()).await;
+                    }
+                    let _ = connection.close(200, "cleanup".into()).await;
                 }
-                let _ = connection.close(200, "cleanup".into()).await;
+                if let Ok(store) = Store::connect(&uri, &database).await {
+                    let drop = store.database().drop();
+                    let _ = tokio::time::timeout(Duration::from_secs(10), drop).await;
+                    store.shutdown().await;
+                }
             });
         });
         let _ = deleting.join();
@@ -191,6 +200,10 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config), wait_ready: bool) 
     let leftovers = Leftovers {
         names: names.clone(),
         worker_ids: worker_ids.clone(),
+        database: (
+            config.endpoints.mongodb_uri.clone(),
+            config.database.clone(),
+        ),
         armed: true,
     };
     TestApp {

@@ -13,6 +13,7 @@ mod flow;
 mod hardening;
 mod helpers;
 mod hostile;
+mod leftovers;
 mod messages;
 #[cfg(feature = "otel")]
 mod otel;
