@@ -11,12 +11,19 @@ RUST_LOG="${RUST_LOG:-warn}" target/debug/job-manager-tools bench all --quick | 
 for row in "(a) load + compare-and-set, concurrency 32" "(a) persistent publish, confirms pipelined" \
     "(a) consume + ack" "(a) combined per-task loop, concurrency 32" "(b) tasks/s, 1 replica" \
     "(b) result published → next stage's dispatch received (at the worker), p50 / p99" \
-    "(b) p50 / p99 at half load" \
+    "(b) p50 / p99 at half load" "(b) where a hop's time goes, 1 replica" \
     "(b) one job alone, end to end" "(b) tasks/s with result prefetch 64" \
     "(c) tasks/s, 3 replica(s)" "(d) one stage 50 wide" "(e) replica RSS with 50 active jobs" \
     "ratio: (b) tasks/s ÷ (a) combined loop" "ratio: 2 replicas ÷ 1 replica"; do
     if ! grep -qF "| $row" target/bench-smoke.txt; then
         echo "bench-smoke: the row '$row' is missing" >&2
+        exit 1
+    fi
+done
+# The step budget must have read the service's histogram: every step of a hop is there.
+for step in load apply write publish mark; do
+    if ! grep -F "| (b) where a hop's time goes" target/bench-smoke.txt | grep -qE "(^|· |\| )$step [0-9]"; then
+        echo "bench-smoke: the step '$step' is missing from the latency budget" >&2
         exit 1
     fi
 done

@@ -38,6 +38,11 @@ pub const AMQP_RECONNECTS: &str = "job_manager_amqp_reconnects_total";
 pub const RESULTS_REFUSED: &str = "job_manager_results_refused_total";
 /// Jobs whose handling failed in a sweep (skipped; the next sweep tries again).
 pub const SWEEP_ERRORS: &str = "job_manager_sweep_errors_total";
+/// Seconds the coordinator spends in each step of handling an event, by `step`: `load` (read the
+/// job), `apply` (the engine and the size check), `write` (the compare-and-set), `publish`
+/// (dispatches until confirmed), `mark` (the outbox mark), `archive`, `notify` (a job event).
+/// Where a hop's time goes (README, "Performance").
+pub const STEP_SECONDS: &str = "job_manager_step_seconds";
 /// Stored documents that do not decode, by `collection` (skipped and logged).
 pub const UNDECODABLE: &str = "job_manager_documents_undecodable_total";
 
@@ -61,6 +66,9 @@ pub fn install() -> Option<&'static PrometheusHandle> {
                 })
                 .and_then(|b| {
                     b.set_buckets_for_metric(Matcher::Full(EVENTS_PER_WRITE.into()), &batch_buckets)
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(STEP_SECONDS.into()), &buckets)
                 })
                 .and_then(PrometheusBuilder::install_recorder)
                 .ok()
@@ -118,6 +126,19 @@ pub fn dead_lettered() {
 
 pub fn job_written(events: usize) {
     histogram!(EVENTS_PER_WRITE).record(events as f64);
+}
+
+/// Records how long `step` took (see [`STEP_SECONDS`]).
+pub fn step(step: &'static str, took: Duration) {
+    histogram!(STEP_SECONDS, "step" => step).record(took.as_secs_f64());
+}
+
+/// Runs `work`, recording how long it took as `step`.
+pub async fn timed<T>(step_name: &'static str, work: impl std::future::Future<Output = T>) -> T {
+    let started = std::time::Instant::now();
+    let output = work.await;
+    step(step_name, started.elapsed());
+    output
 }
 
 pub fn cas_conflict() {

@@ -32,11 +32,20 @@ pub fn init(format: LogFormat) -> Telemetry {
     init_with(format, None)
 }
 
+/// Like [`init`], at `default` (an `EnvFilter` directive) when `RUST_LOG` is not set: the tools
+/// run replicas in process and keep their lines to warnings unless asked.
+pub fn init_at(format: LogFormat, default: &str) -> Telemetry {
+    init_filtered(format, None, default)
+}
+
 /// Like [`init`], exporting spans to `otlp_endpoint` (e.g. `http://127.0.0.1:4318/v1/traces`)
 /// when the crate is built with the `otel` feature.
 pub fn init_with(format: LogFormat, otlp_endpoint: Option<&str>) -> Telemetry {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,lapin=warn,mongodb=warn"));
+    init_filtered(format, otlp_endpoint, "info,lapin=warn,mongodb=warn")
+}
+
+fn init_filtered(format: LogFormat, otlp_endpoint: Option<&str>, default: &str) -> Telemetry {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let fmt = tracing_subscriber::fmt::layer()
         .with_target(false)
         .with_writer(std::io::stderr);

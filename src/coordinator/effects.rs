@@ -107,7 +107,7 @@ impl Coordinator {
                 }
                 Effect::Notify(notice) => self.notify(job, notice).await,
                 Effect::Archive => {
-                    self.store.archive(job).await?;
+                    meter::timed("archive", self.store.archive(job)).await?;
                     info!(job_id = %job.id, status = job.status.as_str(), "job archived");
                 }
             }
@@ -135,14 +135,13 @@ impl Coordinator {
                 .iter()
                 .map(|task| message(job, stage_id, &worker, task))
                 .collect();
-            self.broker.dispatch(&worker.id, &messages).await?;
+            meter::timed("publish", self.broker.dispatch(&worker.id, &messages)).await?;
         }
         let confirmed = Instant::now();
         meter::tasks_dispatched(&worker.id, tasks.len());
         let marked = self.clock.now();
-        self.store
-            .mark_dispatched(job, stage_id, task_ids, marked)
-            .await?;
+        let mark = self.store.mark_dispatched(job, stage_id, task_ids, marked);
+        meter::timed("mark", mark).await?;
         // A copy kept for the next event would lack this mark: drop it (a batch that
         // dispatched keeps a marked copy of its own).
         self.cache.take(&job.id);
@@ -164,7 +163,7 @@ impl Coordinator {
             stage_id,
             at: self.clock.now(),
         };
-        if let Err(error) = self.broker.notify(&routing_key, &event).await {
+        if let Err(error) = meter::timed("notify", self.broker.notify(&routing_key, &event)).await {
             warn!(job_id = %job.id, %error, "job event not published");
         }
     }

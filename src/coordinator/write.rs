@@ -113,7 +113,7 @@ impl Coordinator {
             let cached = known.is_some();
             let before = match known.take() {
                 Some(job) => Arc::unwrap_or_clone(job),
-                None => match self.store.load_job(id).await? {
+                None => match meter::timed("load", self.store.load_job(id)).await? {
                     Some(job) => job,
                     None => return Ok(Written::unknown(events.len())),
                 },
@@ -122,6 +122,7 @@ impl Coordinator {
                 note_stage(before.current_stage.as_ref().map(|s| &s.id));
             }
             let now = self.clock.now();
+            let applying = std::time::Instant::now();
             let mut applied = apply_events(&before, events, now);
             if cached && applied.steps.len() < events.len() {
                 continue;
@@ -134,7 +135,9 @@ impl Coordinator {
             }
             let bytes = self.store.job_bytes(&applied.job)?;
             hold_size(&before, &mut applied, bytes, now);
-            if self.store.compare_and_set(&before, &applied.job).await? {
+            meter::step("apply", applying.elapsed());
+            let write = self.store.compare_and_set(&before, &applied.job);
+            if meter::timed("write", write).await? {
                 drop(before);
                 return self.carry_out(events, applied).await;
             }

@@ -47,7 +47,9 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    job_manager::telemetry::init(LogFormat::Text);
+    // The replicas run in process: their lines stay at warnings unless RUST_LOG asks for more,
+    // so a run shows its progress and its table.
+    job_manager::telemetry::init_at(LogFormat::Text, "warn");
     let result = match cli.command {
         Command::Bench(bench) => bench::run(bench).await,
         Command::Chaos(args) => chaos::run(args).await.map(|_| ()),

@@ -5,7 +5,7 @@ use std::time::Duration;
 use job_manager::config::Endpoints;
 use job_manager::store::Store;
 
-use super::measure::{mib, p50_p99};
+use super::measure::{Steps, mib, p50_p99};
 use super::runs::{self, Load, Setup};
 use super::{AllArgs, Rows, floor};
 
@@ -29,8 +29,13 @@ pub async fn rows(mut args: AllArgs) -> anyhow::Result<Rows> {
     eprintln!("bench: job-manager on the seed's shape");
     let saturate = Load::Saturate { in_flight: 32 };
     let mut per_replicas = Vec::new();
+    let mut steps = String::new();
     for replicas in 1..=3 {
+        let before = Steps::now();
         let run = runs::throughput(e, Setup::replicas(replicas), args.jobs, saturate).await?;
+        if replicas == 1 {
+            steps = Steps::now().since(&before);
+        }
         per_replicas.push(run);
     }
     let one = &mut per_replicas[0];
@@ -40,6 +45,10 @@ pub async fn rows(mut args: AllArgs) -> anyhow::Result<Rows> {
     rows.push((
         "(b) result published → next stage's dispatch received (at the worker), p50 / p99".into(),
         p50_p99(&mut one.latencies_ms),
+    ));
+    rows.push((
+        "(b) where a hop's time goes, 1 replica: mean per step (count)".into(),
+        steps,
     ));
     rows.extend(half_load_and_alone_rows(e, args.jobs, jobs_per_s).await?);
     for prefetch in &args.prefetch {

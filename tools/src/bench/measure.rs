@@ -56,6 +56,65 @@ pub fn status_kib(path: &str, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The sums and counts of the service's step histogram (`job_manager_step_seconds`) in this
+/// process's metrics, by step: in-process replicas record there.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Steps(std::collections::BTreeMap<String, (f64, f64)>);
+
+impl Steps {
+    /// The steps as the metrics read now.
+    pub fn now() -> Self {
+        Self::parse(&job_manager::meter::render(None))
+    }
+
+    /// The steps in a Prometheus text exposition.
+    pub fn parse(text: &str) -> Self {
+        let mut steps = std::collections::BTreeMap::<String, (f64, f64)>::new();
+        let prefix = format!("{}_", job_manager::meter::STEP_SECONDS);
+        for line in text.lines().filter_map(|l| l.strip_prefix(prefix.as_str())) {
+            let Some((kind, rest)) = line.split_once("{step=\"") else {
+                continue;
+            };
+            let Some((step, value)) = rest.split_once("\"} ") else {
+                continue;
+            };
+            let Ok(value) = value.trim().parse::<f64>() else {
+                continue;
+            };
+            let entry = steps.entry(step.to_owned()).or_default();
+            match kind {
+                "sum" => entry.0 = value,
+                "count" => entry.1 = value,
+                _ => {}
+            }
+        }
+        Self(steps)
+    }
+
+    /// Mean milliseconds and count per step between `before` and `self`, in the order a hop
+    /// takes them.
+    pub fn since(&self, before: &Steps) -> String {
+        let order = [
+            "load", "apply", "write", "publish", "mark", "notify", "archive",
+        ];
+        let shown: Vec<String> = order
+            .iter()
+            .filter_map(|step| {
+                let (sum, count) = self.0.get(*step)?;
+                let (sum0, count0) = before.0.get(*step).copied().unwrap_or_default();
+                let count = count - count0;
+                (count > 0.0)
+                    .then(|| format!("{step} {:.2} ms ×{count:.0}", (sum - sum0) * 1000.0 / count))
+            })
+            .collect();
+        if shown.is_empty() {
+            "no steps recorded".to_owned()
+        } else {
+            shown.join(" · ")
+        }
+    }
+}
+
 /// The `q`-quantile (0..=1) of `samples`, which it sorts.
 pub fn quantile(samples: &mut [f64], q: f64) -> f64 {
     if samples.is_empty() {
@@ -79,6 +138,23 @@ pub fn p50_p99(samples_ms: &mut [f64]) -> String {
 /// KiB as MiB.
 pub fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
+}
+
+#[cfg(test)]
+mod steps_tests {
+    use super::Steps;
+
+    #[test]
+    fn step_means_are_read_from_the_exposition_and_taken_between_two_readings() {
+        let before = Steps::parse(
+            "job_manager_step_seconds_sum{step=\"write\"} 0.010\njob_manager_step_seconds_count{step=\"write\"} 10\n",
+        );
+        let after = Steps::parse(
+            "job_manager_step_seconds_bucket{step=\"write\",le=\"0.001\"} 3\njob_manager_step_seconds_sum{step=\"write\"} 0.030\njob_manager_step_seconds_count{step=\"write\"} 20\njob_manager_step_seconds_sum{step=\"load\"} 0.002\njob_manager_step_seconds_count{step=\"load\"} 2\n",
+        );
+        assert_eq!(after.since(&before), "load 1.00 ms ×2 · write 2.00 ms ×10");
+        assert_eq!(before.since(&before), "no steps recorded");
+    }
 }
 
 #[cfg(test)]

@@ -45,7 +45,9 @@ pub async fn throughput(
     let steady_jobs = (marks[1] - marks[0]) as f64;
     let seconds = (reached[1] - reached[0])
         .as_secs_f64()
-        .max(f64::MIN_POSITIVE);
+        // A window too short to time (a `--quick` run's few jobs archived together) is read
+        // as a millisecond rather than as nothing.
+        .max(0.001);
     Ok(Throughput {
         tasks_per_s: steady_jobs * 17.0 / seconds,
         jobs_per_s: steady_jobs / seconds,
