@@ -76,6 +76,7 @@ pub async fn run(
         .await
         .context("invalid MongoDB URI")?;
     let (coordinator, background) = Background::start(&config, store.clone(), &shutdown);
+    let writers = coordinator.clone();
     let limits = http::limits::Limits::new(config.max_requests as usize, config.request_timeout());
     let queries = Queries::new(store.clone());
     let state = AppState {
@@ -89,7 +90,7 @@ pub async fn run(
     let timeout = config.request_timeout();
     http::serve::serve(listener, app, timeout, shutdown.clone(), SHUTDOWN_GRACE).await;
     shutdown.cancel();
-    let drained = background.drain().await;
+    let drained = background.drain(&writers).await;
     store.shutdown().await;
     drained?;
     info!("stopped");
@@ -131,12 +132,14 @@ impl Background {
         (coordinator, background)
     }
 
-    /// Waits, at most [`SHUTDOWN_GRACE`], for the work to finish what it holds.
-    async fn drain(self) -> anyhow::Result<()> {
+    /// Waits, at most [`SHUTDOWN_GRACE`], for the work to finish what it holds, then for the
+    /// outbox marks and job events handed to the background writers.
+    async fn drain(self, coordinator: &Coordinator) -> anyhow::Result<()> {
         let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
             let consumed = self.consuming.await;
             let _ = self.sweeper.await;
             let _ = self.indexes.await;
+            coordinator.flush().await;
             consumed
         })
         .await;

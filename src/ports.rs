@@ -90,6 +90,30 @@ impl HistoryRecord {
     }
 }
 
+/// An outbox mark: the broker confirmed the dispatch of these task attempts of a job's run, in
+/// its stage in flight `stage_id`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DispatchMark {
+    pub job_id: JobId,
+    pub run_id: String,
+    pub stage_id: StageId,
+    pub task_ids: Vec<TaskId>,
+    pub at: Timestamp,
+}
+
+impl DispatchMark {
+    /// The mark of `task_ids` of `job`'s run in stage `stage_id`, at `at`.
+    pub fn new(job: &Job, stage_id: &StageId, task_ids: &[TaskId], at: Timestamp) -> Self {
+        Self {
+            job_id: job.id.clone(),
+            run_id: job.run_id.clone(),
+            stage_id: stage_id.clone(),
+            task_ids: task_ids.to_vec(),
+            at,
+        }
+    }
+}
+
 /// The most a job's record may take in the store. MongoDB refuses documents over 16 MiB; the
 /// margin leaves room for the history record's own fields.
 pub const MAX_JOB_BYTES: usize = 15 * 1024 * 1024;
@@ -114,14 +138,12 @@ pub trait JobStore: Send + Sync {
         after: &'a Job,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
 
-    /// Records that the broker confirmed the dispatch of these task attempts of `job`'s run
-    /// (the outbox mark). It changes no version.
+    /// Writes outbox marks, of any jobs, in one round trip: each sets `dispatched` on its task
+    /// attempts if its job's run still has that stage in flight (else it changes nothing). It
+    /// changes no version. An error says some marks may not have been written.
     fn mark_dispatched<'a>(
         &'a self,
-        job: &'a Job,
-        stage_id: &'a StageId,
-        task_ids: &'a [TaskId],
-        at: Timestamp,
+        marks: &'a [DispatchMark],
     ) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// Moves an ended job's run into history and removes it from the active jobs. Repeating
@@ -174,6 +196,13 @@ pub trait JobStore: Send + Sync {
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 }
 
+/// A job event and its routing key (`job.<status>` or `stage.completed`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Announced {
+    pub routing_key: String,
+    pub event: JobEvent,
+}
+
 /// What went wrong publishing to the broker.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BrokerError {
@@ -203,12 +232,9 @@ pub trait Broker: Send + Sync {
         dispatches: &'a [StageDispatch],
     ) -> BoxFuture<'a, Result<(), BrokerError>>;
 
-    /// Publishes a job event under `routing_key` (`job.<status>` or `stage.completed`).
-    fn notify<'a>(
-        &'a self,
-        routing_key: &'a str,
-        event: &'a JobEvent,
-    ) -> BoxFuture<'a, Result<(), BrokerError>>;
+    /// Publishes job events in order, each under its routing key, and returns once the
+    /// broker confirmed them all.
+    fn notify<'a>(&'a self, events: &'a [Announced]) -> BoxFuture<'a, Result<(), BrokerError>>;
 
     /// Whether a session with the broker is open now.
     fn is_connected(&self) -> bool;

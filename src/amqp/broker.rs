@@ -10,8 +10,8 @@ use futures::future::BoxFuture;
 
 use super::publisher::{Outgoing, PublishError};
 use super::{Link, Names, topology};
-use crate::messages::{DISPATCH_TYPE, EVENT_TYPE, JobEvent, StageDispatch};
-use crate::ports::{Broker, BrokerError};
+use crate::messages::{DISPATCH_TYPE, EVENT_TYPE, StageDispatch};
+use crate::ports::{Announced, Broker, BrokerError};
 
 impl From<PublishError> for BrokerError {
     fn from(error: PublishError) -> Self {
@@ -114,10 +114,16 @@ impl RabbitBroker {
         self.publish_all(messages).await
     }
 
-    async fn publish_event(&self, routing_key: &str, event: &JobEvent) -> Result<(), BrokerError> {
-        let message = Outgoing::json(self.names.events_exchange(), routing_key, EVENT_TYPE, event)
-            .map_err(PublishError::from)?;
-        self.publish_all(vec![message]).await
+    async fn publish_events(&self, events: &[Announced]) -> Result<(), BrokerError> {
+        let exchange = self.names.events_exchange();
+        let mut messages = Vec::with_capacity(events.len());
+        for announced in events {
+            let key = announced.routing_key.as_str();
+            let message = Outgoing::json(exchange.clone(), key, EVENT_TYPE, &announced.event)
+                .map_err(PublishError::from)?;
+            messages.push(message);
+        }
+        self.publish_all(messages).await
     }
 }
 
@@ -130,12 +136,8 @@ impl Broker for RabbitBroker {
         self.publish_dispatches(worker_id, dispatches).boxed()
     }
 
-    fn notify<'a>(
-        &'a self,
-        routing_key: &'a str,
-        event: &'a JobEvent,
-    ) -> BoxFuture<'a, Result<(), BrokerError>> {
-        self.publish_event(routing_key, event).boxed()
+    fn notify<'a>(&'a self, events: &'a [Announced]) -> BoxFuture<'a, Result<(), BrokerError>> {
+        self.publish_events(events).boxed()
     }
 
     fn is_connected(&self) -> bool {

@@ -1,11 +1,12 @@
 //! Effects: what a written job change asks for, carried out after the write — dispatches
-//! (published, confirmed, then marked in the job's outbox), job events, and the move to
-//! history (docs/consistency.md, "The outbox").
+//! (published and confirmed here, then marked in the job's outbox by the mark writer), job
+//! events (handed to the event publisher), and the move to history (docs/consistency.md, "The
+//! outbox").
 
 use std::collections::HashSet;
 use std::time::Instant;
 
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::Coordinator;
 use super::cache::Mark;
@@ -13,6 +14,7 @@ use super::error::CoordinatorError;
 use crate::domain::{Effect, Job, Notice, StageId, TaskId, TaskRecord, Timestamp};
 use crate::messages::{JobEvent, StageDispatch, WorkerRef};
 use crate::meter;
+use crate::ports::{Announced, DispatchMark};
 
 /// Dispatches of one stage published (and confirmed) together.
 const DISPATCH_CHUNK: usize = 1000;
@@ -140,8 +142,10 @@ impl Coordinator {
         let confirmed = Instant::now();
         meter::tasks_dispatched(&worker.id, tasks.len());
         let marked = self.clock.now();
-        let mark = self.store.mark_dispatched(job, stage_id, task_ids, marked);
-        meter::timed("mark", mark).await?;
+        // Written with the marks of other dispatches (see `writers`); a lost one costs a
+        // re-publish, no more.
+        let mark = DispatchMark::new(job, stage_id, task_ids, marked);
+        self.writers.mark(mark).await;
         // A copy kept for the next event would lack this mark: drop it (a batch that
         // dispatched keeps a marked copy of its own).
         self.cache.take(&job.id);
@@ -149,8 +153,8 @@ impl Coordinator {
         Ok(Some(Dispatched { confirmed, marked }))
     }
 
-    /// Publishes a notice on the events exchange. Best effort: the job change is already
-    /// durable, and a lost event must not undo it, so a failure is logged and not returned.
+    /// Hands a notice to the events publisher (see `writers`). Best effort: the job change is
+    /// already durable, and a lost event must not undo it.
     async fn notify(&self, job: &Job, notice: Notice) {
         let (routing_key, stage_id) = match &notice {
             Notice::Job(status) => (format!("job.{}", status.as_str()), None),
@@ -163,8 +167,8 @@ impl Coordinator {
             stage_id,
             at: self.clock.now(),
         };
-        if let Err(error) = meter::timed("notify", self.broker.notify(&routing_key, &event)).await {
-            warn!(job_id = %job.id, %error, "job event not published");
-        }
+        self.writers
+            .announce(Announced { routing_key, event })
+            .await;
     }
 }

@@ -6,6 +6,7 @@
 //! - [`cache`]: the copies of jobs this process wrote last;
 //! - [`write`]: the compare-and-set loop and the size policy;
 //! - [`effects`]: dispatch, notify and archive after a write;
+//! - [`writers`]: outbox marks (group commit) and job events, written many at a time;
 //! - [`observe`]: metrics and span fields;
 //! - [`error`]: outcomes and errors.
 //!
@@ -18,6 +19,7 @@ mod effects;
 mod error;
 mod observe;
 mod write;
+mod writers;
 
 #[cfg(test)]
 mod tests;
@@ -50,11 +52,15 @@ pub struct Coordinator {
     cache: Arc<JobCache>,
     /// The time replicas agree on, for every time written or judged.
     clock: Clock,
+    /// Writes outbox marks and publishes job events off the critical path.
+    writers: writers::Writers,
 }
 
 impl Coordinator {
+    /// Must run on a tokio runtime: it starts the background writers.
     pub fn new(store: Arc<dyn JobStore>, broker: Arc<dyn Broker>) -> Self {
         Self {
+            writers: writers::Writers::start(store.clone(), broker.clone()),
             store,
             broker,
             batches: Arc::default(),
@@ -73,6 +79,12 @@ impl Coordinator {
     /// The time replicas agree on (see [`crate::clock`]).
     pub fn now(&self) -> Timestamp {
         self.clock.now()
+    }
+
+    /// Returns once the outbox marks and job events of every event handled before were
+    /// written (or failed): for shutdown, and for tests that look at them.
+    pub async fn flush(&self) {
+        self.writers.flush().await;
     }
 
     /// Whether a session with the broker is open now.

@@ -8,7 +8,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use crate::messages::{JobEvent, StageDispatch};
-use crate::ports::{Broker, BrokerError};
+use crate::ports::{Announced, Broker, BrokerError};
 
 #[derive(Default)]
 struct State {
@@ -88,14 +88,13 @@ impl Broker for MemoryBroker {
         async move { result }.boxed()
     }
 
-    fn notify<'a>(
-        &'a self,
-        routing_key: &'a str,
-        event: &'a JobEvent,
-    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+    fn notify<'a>(&'a self, events: &'a [Announced]) -> BoxFuture<'a, Result<(), BrokerError>> {
         let result = if self.is_connected() {
             let mut state = self.lock();
-            state.events.push((routing_key.to_owned(), event.clone()));
+            let announced = events
+                .iter()
+                .map(|a| (a.routing_key.clone(), a.event.clone()));
+            state.events.extend(announced);
             Ok(())
         } else {
             Err(BrokerError::Unavailable("not connected".into()))

@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use crate::domain::{
-    Job, JobId, JobStatus, Machine, Pipeline, StageId, TaskId, TaskStatus, Timestamp,
+use crate::domain::{Job, JobId, JobStatus, Machine, Pipeline, TaskStatus, Timestamp};
+use crate::ports::{
+    DispatchMark, Found, HistoryRecord, Inserted, JobStore, MAX_PREVIOUS_RUNS, StoreError,
 };
-use crate::ports::{Found, HistoryRecord, Inserted, JobStore, MAX_PREVIOUS_RUNS, StoreError};
 
 use super::store_suite::Catalog;
 
@@ -273,21 +273,20 @@ impl JobStore for MemoryStore {
 
     fn mark_dispatched<'a>(
         &'a self,
-        job: &'a Job,
-        stage_id: &'a StageId,
-        task_ids: &'a [TaskId],
-        at: Timestamp,
+        marks: &'a [DispatchMark],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         let result = self.check(Op::MarkDispatched).map(|mut state| {
-            let stage = state
-                .jobs
-                .get_mut(job.id.as_str())
-                .filter(|s| s.run_id == job.run_id)
-                .and_then(|s| s.current_stage.as_mut())
-                .filter(|s| &s.id == stage_id);
-            for task in stage.into_iter().flat_map(|s| s.tasks.iter_mut()) {
-                if task_ids.contains(&task.task_id) {
-                    task.dispatched = Some(at);
+            for mark in marks {
+                let stage = state
+                    .jobs
+                    .get_mut(mark.job_id.as_str())
+                    .filter(|s| s.run_id == mark.run_id)
+                    .and_then(|s| s.current_stage.as_mut())
+                    .filter(|s| s.id == mark.stage_id);
+                for task in stage.into_iter().flat_map(|s| s.tasks.iter_mut()) {
+                    if mark.task_ids.contains(&task.task_id) {
+                        task.dispatched = Some(mark.at);
+                    }
                 }
             }
         });

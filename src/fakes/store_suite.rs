@@ -57,6 +57,7 @@ checks![
     writes::compare_and_set_of_a_job_not_stored_loses_and_creates_nothing,
     outbox::mark_dispatched_marks_only_the_named_attempts_and_keeps_the_version,
     outbox::mark_dispatched_of_another_run_or_stage_changes_nothing,
+    outbox::marks_of_many_jobs_go_in_one_call_and_a_stale_one_stops_none,
     outbox::a_mark_survives_a_write_from_an_earlier_read_that_leaves_its_task_alone,
     outbox::a_mark_survives_a_write_from_an_earlier_read_that_completes_its_attempt,
     outbox::a_mark_does_not_carry_over_to_the_retry_of_its_attempt,
@@ -242,10 +243,7 @@ mod tests {
 
         fn mark_dispatched<'a>(
             &'a self,
-            _: &'a Job,
-            _: &'a crate::domain::StageId,
-            _: &'a [TaskId],
-            _: Timestamp,
+            _: &'a [crate::ports::DispatchMark],
         ) -> BoxFuture<'a, Result<(), StoreError>> {
             async { Ok(()) }.boxed()
         }
@@ -317,6 +315,7 @@ mod tests {
             [
                 "mark_dispatched_marks_only_the_named_attempts_and_keeps_the_version",
                 "mark_dispatched_of_another_run_or_stage_changes_nothing",
+                "marks_of_many_jobs_go_in_one_call_and_a_stale_one_stops_none",
                 "a_mark_survives_a_write_from_an_earlier_read_that_leaves_its_task_alone",
                 "a_mark_survives_a_write_from_an_earlier_read_that_completes_its_attempt",
                 "a_mark_does_not_carry_over_to_the_retry_of_its_attempt",

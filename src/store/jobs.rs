@@ -9,7 +9,8 @@ use mongodb::bson::{self, Bson, Document, doc};
 use super::documents::{insert, to_doc};
 use super::errors::{PERMANENT_CODES, malformed, typed_error};
 use super::{ACTIVE_STATUSES, Found, Inserted, Store, StoreError, update};
-use crate::domain::{Job, JobId, JobStatus, StageId, TaskId, Timestamp};
+use crate::domain::{Job, JobId, JobStatus, TaskId, Timestamp};
+use crate::ports::DispatchMark;
 
 /// The size of `job` as stored.
 pub fn job_bytes(job: &Job) -> Result<usize, StoreError> {
@@ -70,27 +71,33 @@ impl Store {
         command
     }
 
-    /// Records that the broker confirmed the dispatch of these task attempts (the outbox mark).
-    /// It changes no version: it races with nothing that matters, and a lost mark only causes a
-    /// harmless re-publish by the relay.
-    pub async fn mark_dispatched(
-        &self,
-        job: &Job,
-        stage_id: &StageId,
-        task_ids: &[TaskId],
-        at: Timestamp,
-    ) -> Result<(), StoreError> {
-        let ids: Vec<&str> = task_ids.iter().map(TaskId::as_str).collect();
-        let filter = doc! {
-            "_id": job.id.as_str(), "run_id": job.run_id.as_str(), "current_stage.id": stage_id.as_str(),
-        };
-        self.jobs
-            .update_one(
-                filter,
-                doc! {"$set": {"current_stage.tasks.$[t].dispatched": at.to_string()}},
-            )
-            .array_filters(vec![doc! {"t.task_id": {"$in": ids}}])
-            .await?;
+    /// Writes outbox marks, of any jobs, as the statements of one `update` command (one round
+    /// trip, unordered: a statement that matches nothing, because the stage moved on or another
+    /// run took the job's place, changes nothing and does not stop the others). A mark changes
+    /// no version: it races with nothing that matters, and a lost one only causes a harmless
+    /// re-publish by the relay.
+    pub async fn mark_dispatched(&self, marks: &[DispatchMark]) -> Result<(), StoreError> {
+        if marks.is_empty() {
+            return Ok(());
+        }
+        let updates: Vec<Document> = marks.iter().map(mark_statement).collect();
+        let mut command = doc! {"update": self.jobs.name(), "updates": updates, "ordered": false};
+        if let Some(concern) = self.jobs.write_concern()
+            && let Ok(concern) = bson::to_document(concern)
+            && !concern.is_empty()
+        {
+            command.insert("writeConcern", concern);
+        }
+        let reply = self.db.run_command(command).await?;
+        if let Ok(errors) = reply.get_array("writeErrors")
+            && let Some(first) = errors.first()
+        {
+            return Err(StoreError::Unavailable(format!(
+                "{} of {} outbox marks not written: {first}",
+                errors.len(),
+                marks.len()
+            )));
+        }
         Ok(())
     }
 
@@ -165,6 +172,16 @@ impl Store {
                 "status": "pending", "dispatched": {"$exists": false}, "issued": {"$lt": cutoff.to_string()}}}},
         ]};
         self.find_jobs(filter, after, limit).await
+    }
+}
+
+/// The `update` statement of one outbox mark.
+fn mark_statement(mark: &DispatchMark) -> Document {
+    let ids: Vec<&str> = mark.task_ids.iter().map(TaskId::as_str).collect();
+    doc! {
+        "q": {"_id": mark.job_id.as_str(), "run_id": mark.run_id.as_str(), "current_stage.id": mark.stage_id.as_str()},
+        "u": {"$set": {"current_stage.tasks.$[t].dispatched": mark.at.to_string()}},
+        "arrayFilters": [{"t.task_id": {"$in": ids}}],
     }
 }
 

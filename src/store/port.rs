@@ -5,8 +5,8 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use super::Store;
-use crate::domain::{Job, JobId, Machine, Pipeline, StageId, TaskId, Timestamp};
-use crate::ports::{Found, HistoryRecord, Inserted, JobStore, StoreError};
+use crate::domain::{Job, JobId, Machine, Pipeline, Timestamp};
+use crate::ports::{DispatchMark, Found, HistoryRecord, Inserted, JobStore, StoreError};
 
 impl JobStore for Store {
     fn insert_job<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<Inserted, StoreError>> {
@@ -27,12 +27,9 @@ impl JobStore for Store {
 
     fn mark_dispatched<'a>(
         &'a self,
-        job: &'a Job,
-        stage_id: &'a StageId,
-        task_ids: &'a [TaskId],
-        at: Timestamp,
+        marks: &'a [DispatchMark],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Store::mark_dispatched(self, job, stage_id, task_ids, at).boxed()
+        Store::mark_dispatched(self, marks).boxed()
     }
 
     fn archive<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<(), StoreError>> {

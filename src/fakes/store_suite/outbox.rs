@@ -5,6 +5,7 @@
 use super::{Catalog, applied, assert_job, failure, hash, insert, stored, task_id, write};
 use crate::domain::{Job, StageId, TaskId, Timestamp};
 use crate::fakes::{done, sample_job};
+use crate::ports::DispatchMark;
 use crate::ports::JobStore;
 
 /// The stage in flight's id.
@@ -27,8 +28,9 @@ fn marked(job: &Job, indexes: &[usize], at: Timestamp) -> Job {
 }
 
 async fn mark(store: &dyn JobStore, job: &Job, stage: &StageId, ids: &[TaskId], at: Timestamp) {
+    let marks = [DispatchMark::new(job, stage, ids, at)];
     store
-        .mark_dispatched(job, stage, ids, at)
+        .mark_dispatched(&marks)
         .await
         .expect("mark_dispatched");
 }
@@ -48,6 +50,41 @@ pub(super) async fn mark_dispatched_marks_only_the_named_attempts_and_keeps_the_
         &expected,
         "tasks 0 and 2 marked",
     );
+}
+
+pub(super) async fn marks_of_many_jobs_go_in_one_call_and_a_stale_one_stops_none(
+    store: &dyn JobStore,
+    _: &dyn Catalog,
+) {
+    let jobs: Vec<Job> = (0..3)
+        .map(|n| sample_job(&hash("mark-many", n), 2))
+        .collect();
+    for job in &jobs {
+        insert(store, job).await;
+    }
+    let at = Timestamp::now();
+    let mut marks: Vec<DispatchMark> = jobs
+        .iter()
+        .map(|job| DispatchMark::new(job, &stage_of(job), &[task_id(job, 1)], at))
+        .collect();
+    // In the middle, a mark whose stage is no longer in flight: it matches nothing.
+    let ended = jobs[1].stages.last().expect("an ended stage").id.clone();
+    marks.insert(
+        1,
+        DispatchMark::new(&jobs[1], &ended, &[task_id(&jobs[1], 0)], at),
+    );
+    store
+        .mark_dispatched(&marks)
+        .await
+        .expect("mark_dispatched");
+    for job in &jobs {
+        let expected = marked(job, &[1], at);
+        assert_job(
+            &stored(store, &job.id).await,
+            &expected,
+            "task 1 of each job marked",
+        );
+    }
 }
 
 pub(super) async fn mark_dispatched_of_another_run_or_stage_changes_nothing(

@@ -229,6 +229,16 @@ impl Cluster {
         Ok(())
     }
 
+    /// The replicas' queue and exchange prefix.
+    pub fn prefix(&self) -> &str {
+        &self.config.prefix
+    }
+
+    /// The broker the replicas use.
+    pub fn amqp_url(&self) -> &str {
+        &self.config.endpoints.amqp_url
+    }
+
     /// The peak and current RSS (KiB) of the child replica processes, summed.
     pub fn children_rss_kib(&self) -> (u64, u64) {
         self.children.iter().fold((0, 0), |(peak, now), child| {

@@ -33,6 +33,26 @@ impl Cluster {
         Ok(())
     }
 
+    /// Starts one job of file `hash` on `machine` on the first replica; its id.
+    pub async fn start_one(&self, machine: &str, hash: &str) -> anyhow::Result<String> {
+        let body = json!({"hash": hash, "machine_id": machine, "file_name": hash});
+        let response = self
+            .client
+            .post(format!("{}/jobs", self.bases[0]))
+            .header(reqwest::header::ACCEPT, "application/json")
+            .json(&body)
+            .send()
+            .await?;
+        if response.status().as_u16() != 201 {
+            bail!("starting a job: {}", response.status());
+        }
+        let answer: serde_json::Value = response.json().await?;
+        match answer["id"].as_str() {
+            Some(id) => Ok(id.to_owned()),
+            None => bail!("starting a job: no id in {answer}"),
+        }
+    }
+
     /// Starts `count` jobs on `machine`, `in_flight` requests at a time, spread over the replicas.
     pub async fn submit(
         &self,

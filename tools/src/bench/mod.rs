@@ -8,6 +8,7 @@
 //! quantiles).
 
 mod all;
+mod alone;
 mod cluster;
 mod floor;
 mod load;

@@ -89,21 +89,6 @@ async fn run_load(
     Ok(reached)
 }
 
-/// Seconds for one seed-shaped job running alone.
-pub async fn single_job(endpoints: &Endpoints) -> anyhow::Result<f64> {
-    let cluster = Cluster::start(endpoints, Setup::replicas(1)).await?;
-    let started = Instant::now();
-    let outcome = async {
-        cluster.submit(demo::MACHINE_ID, "alone", 1, 1).await?;
-        cluster.wait_archived(1, Duration::from_secs(60)).await
-    }
-    .await;
-    let elapsed = started.elapsed().as_secs_f64();
-    cluster.stop().await;
-    outcome?;
-    Ok(elapsed)
-}
-
 /// What one wide job came to.
 pub struct Wide {
     /// Seconds to finish, or `None` when it did not within the limit.
