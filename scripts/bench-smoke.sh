@@ -14,7 +14,9 @@ for row in "(a) load + compare-and-set, concurrency 32" "(a) persistent publish,
     "(b) p50 / p99 at half load" "(b) where a hop's time goes, 1 replica" \
     "(b) one job alone, end to end" "(b) tasks/s with result prefetch 64" \
     "(c) tasks/s, 3 replica(s)" "(d) one stage 50 wide" "(e) replica RSS with 50 active jobs" \
-    "ratio: (b) tasks/s ÷ (a) combined loop" "ratio: 2 replicas ÷ 1 replica"; do
+    "(a) combined per-task loop, concurrency 1" "(c) 1 replica(s): races" "(c) 3 replica(s): races" \
+    "ratio: (b) tasks/s ÷ (a) combined loop" "ratio: 2 replicas ÷ 1 replica" \
+    "ratio: one job alone (median) ÷ (6 × the per-task loop at concurrency 1)"; do
     if ! grep -qF "| $row" target/bench-smoke.txt; then
         echo "bench-smoke: the row '$row' is missing" >&2
         exit 1

@@ -38,6 +38,10 @@ pub const AMQP_RECONNECTS: &str = "job_manager_amqp_reconnects_total";
 pub const RESULTS_REFUSED: &str = "job_manager_results_refused_total";
 /// Jobs whose handling failed in a sweep (skipped; the next sweep tries again).
 pub const SWEEP_ERRORS: &str = "job_manager_sweep_errors_total";
+/// Events applied by a winning compare-and-set, by `from`: `copy` when the write started from
+/// the job as this replica last wrote it, `read` when the job was read first. The share of
+/// `copy` is how often a replica's own copy saved a read (README, "Performance").
+pub const EVENTS_APPLIED: &str = "job_manager_events_applied_total";
 /// Seconds the coordinator spends in each step of handling an event, by `step`: `load` (read the
 /// job), `apply` (the engine and the size check), `write` (the compare-and-set), `publish`
 /// (dispatches until confirmed), `mark` (the outbox mark), `archive`, `notify` (a job event).
@@ -139,6 +143,10 @@ pub async fn timed<T>(step_name: &'static str, work: impl std::future::Future<Ou
     let output = work.await;
     step(step_name, started.elapsed());
     output
+}
+
+pub fn events_applied(from: &'static str, events: usize) {
+    counter!(EVENTS_APPLIED, "from" => from).increment(events as u64);
 }
 
 pub fn cas_conflict() {

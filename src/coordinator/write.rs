@@ -139,6 +139,7 @@ impl Coordinator {
             let write = self.store.compare_and_set(&before, &applied.job);
             if meter::timed("write", write).await? {
                 drop(before);
+                meter::events_applied(if cached { "copy" } else { "read" }, events.len());
                 return self.carry_out(events, applied).await;
             }
             if !cached {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use job_manager::config::Endpoints;
 use job_manager::store::Store;
 
-use super::measure::{Steps, mib, p50_p99};
+use super::measure::{Races, Steps, mib, p50_p99, quantile};
 use super::runs::{self, Load, Setup};
 use super::{AllArgs, Rows, floor};
 
@@ -25,17 +25,19 @@ pub async fn rows(mut args: AllArgs) -> anyhow::Result<Rows> {
     }
     let e = &args.endpoints;
     eprintln!("bench: measuring the floor");
-    let (mut rows, combined_32) = floor_rows(e, args.floor_s, args.quick).await?;
+    let (mut rows, floor) = floor_rows(e, args.floor_s, args.quick).await?;
     eprintln!("bench: job-manager on the seed's shape");
     let saturate = Load::Saturate { in_flight: 32 };
     let mut per_replicas = Vec::new();
     let mut steps = String::new();
+    let mut races = Vec::new();
     for replicas in 1..=3 {
-        let before = Steps::now();
+        let (before, raced) = (Steps::now(), Races::now());
         let run = runs::throughput(e, Setup::replicas(replicas), args.jobs, saturate).await?;
         if replicas == 1 {
             steps = Steps::now().since(&before);
         }
+        races.push(Races::now().since(&raced, args.jobs as f64 * 17.0));
         per_replicas.push(run);
     }
     let one = &mut per_replicas[0];
@@ -51,7 +53,9 @@ pub async fn rows(mut args: AllArgs) -> anyhow::Result<Rows> {
         steps,
     ));
     let alone_runs = if args.quick { 10 } else { 50 };
-    rows.extend(half_load_and_alone_rows(e, args.jobs, jobs_per_s, alone_runs).await?);
+    let (half_and_alone, alone_median_ms) =
+        half_load_and_alone_rows(e, args.jobs, jobs_per_s, alone_runs).await?;
+    rows.extend(half_and_alone);
     for prefetch in &args.prefetch {
         let setup = Setup {
             prefetch: *prefetch,
@@ -69,11 +73,14 @@ pub async fn rows(mut args: AllArgs) -> anyhow::Result<Rows> {
             format!("{:.0}", run.tasks_per_s),
         ));
     }
+    for (i, raced) in races.into_iter().enumerate() {
+        rows.push((format!("(c) {} replica(s): races", i + 1), raced));
+    }
     eprintln!("bench: wide stages");
     rows.extend(width_rows(e, &args.width, args.width_limit_s).await?);
     eprintln!("bench: memory with many active jobs");
     rows.push(memory_row(e, args.idle_jobs).await?);
-    let ratio_floor = per_replicas[0].tasks_per_s / combined_32.max(f64::MIN_POSITIVE);
+    let ratio_floor = per_replicas[0].tasks_per_s / floor.combined_32.max(f64::MIN_POSITIVE);
     let ratio_replicas =
         per_replicas[1].tasks_per_s / per_replicas[0].tasks_per_s.max(f64::MIN_POSITIVE);
     rows.push((
@@ -84,11 +91,19 @@ pub async fn rows(mut args: AllArgs) -> anyhow::Result<Rows> {
         "ratio: 2 replicas ÷ 1 replica".into(),
         format!("{ratio_replicas:.2}"),
     ));
+    // The seed job's critical path is five hops (start, 01, 02, 03, the fan-out of 04) plus the
+    // archive: six per-task loops at concurrency 1.
+    let loop_ms = 1000.0 / floor.combined_1.max(f64::MIN_POSITIVE);
+    rows.push((
+        "ratio: one job alone (median) ÷ (6 × the per-task loop at concurrency 1) (target ≤ 1.5)"
+            .into(),
+        format!("{:.2}", alone_median_ms / (6.0 * loop_ms)),
+    ));
     Ok(rows)
 }
 
 /// Section (a), and the combined loop's tasks/s the ratio compares with.
-async fn floor_rows(e: &Endpoints, floor_s: u64, quick: bool) -> anyhow::Result<(Rows, f64)> {
+async fn floor_rows(e: &Endpoints, floor_s: u64, quick: bool) -> anyhow::Result<(Rows, Floor)> {
     let floor_time = Duration::from_secs(floor_s);
     let id = uuid::Uuid::new_v4().simple().to_string();
     let store = Store::connect(&e.mongodb_uri, &format!("jm_bench_floor_{id}")).await?;
@@ -99,12 +114,13 @@ async fn floor_rows(e: &Endpoints, floor_s: u64, quick: bool) -> anyhow::Result<
         let broker = floor::publish(&e.amqp_url, &prefix, floor_time).await?;
         let messages = if quick { 500 } else { 5_000 };
         let combined_32 = floor::combined(&e.amqp_url, &prefix, &store, 32, messages).await?;
-        Ok::<_, anyhow::Error>((cas_1, cas_32, broker, combined_32))
+        let combined_1 = floor::combined(&e.amqp_url, &prefix, &store, 1, messages / 5).await?;
+        Ok::<_, anyhow::Error>((cas_1, cas_32, broker, combined_32, combined_1))
     }
     .await;
     let _ = store.database().drop().await;
     store.shutdown().await;
-    let (cas_1, cas_32, broker, combined_32) = measured?;
+    let (cas_1, cas_32, broker, combined_32, combined_1) = measured?;
     let rows = vec![
         (
             "(a) load + compare-and-set of a 4 KB document, concurrency 1".into(),
@@ -130,8 +146,25 @@ async fn floor_rows(e: &Endpoints, floor_s: u64, quick: bool) -> anyhow::Result<
             "(a) combined per-task loop, concurrency 32".into(),
             format!("{combined_32:.0} tasks/s"),
         ),
+        (
+            "(a) combined per-task loop, concurrency 1".into(),
+            format!(
+                "{combined_1:.0} tasks/s ({:.2} ms a task)",
+                1000.0 / combined_1.max(f64::MIN_POSITIVE)
+            ),
+        ),
     ];
-    Ok((rows, combined_32))
+    let floor = Floor {
+        combined_32,
+        combined_1,
+    };
+    Ok((rows, floor))
+}
+
+/// The per-task loops the job-manager figures are held against.
+struct Floor {
+    combined_32: f64,
+    combined_1: f64,
 }
 
 /// The latency at half of the measured maximum, and one job alone.
@@ -140,13 +173,14 @@ async fn half_load_and_alone_rows(
     jobs: usize,
     max_jobs_per_s: f64,
     alone_runs: usize,
-) -> anyhow::Result<Rows> {
+) -> anyhow::Result<(Rows, f64)> {
     // Half of the maximum, as a steady arrival rate.
     let half = max_jobs_per_s / 2.0;
     let load = Load::Paced { jobs_per_s: half };
     let mut paced = runs::throughput(e, Setup::replicas(1), jobs / 2, load).await?;
     let mut alone = super::alone::jobs_alone(e, alone_runs + 1).await?;
-    Ok(vec![
+    let median_ms = quantile(&mut alone.warm_ms, 0.5);
+    let rows = vec![
         (
             format!("(b) p50 / p99 at half load ({half:.1} jobs/s arriving)"),
             p50_p99(&mut paced.latencies_ms),
@@ -155,7 +189,8 @@ async fn half_load_and_alone_rows(
             "(b) one job alone, end to end: POST /jobs answered → job.finished, median / p99 of warm runs".into(),
             format!("{} (cold first run {:.1} ms)", p50_p99(&mut alone.warm_ms), alone.cold_ms),
         ),
-    ])
+    ];
+    Ok((rows, median_ms))
 }
 
 /// Section (d): one row per width.

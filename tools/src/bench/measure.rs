@@ -115,6 +115,49 @@ impl Steps {
     }
 }
 
+/// The value of the series `series` (name and labels, exactly) in this process's metrics; 0 when
+/// it is not there yet.
+pub fn counter(series: &str) -> f64 {
+    counter_in(&job_manager::meter::render(None), series)
+}
+
+fn counter_in(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The counters behind the replica rows: lost races and where applied events started from.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Races {
+    pub conflicts: f64,
+    pub from_copy: f64,
+    pub from_read: f64,
+}
+
+impl Races {
+    pub fn now() -> Self {
+        Self {
+            conflicts: counter(job_manager::meter::CAS_CONFLICTS),
+            from_copy: counter("job_manager_events_applied_total{from=\"copy\"}"),
+            from_read: counter("job_manager_events_applied_total{from=\"read\"}"),
+        }
+    }
+
+    /// "conflicts per 1,000 tasks, share of events from the replica's own copy" since `before`.
+    pub fn since(&self, before: &Races, tasks: f64) -> String {
+        let conflicts = self.conflicts - before.conflicts;
+        let copy = self.from_copy - before.from_copy;
+        let read = self.from_read - before.from_read;
+        format!(
+            "{:.1} compare-and-set conflicts per 1,000 tasks, {:.0}% of events from the replica's own copy",
+            conflicts * 1000.0 / tasks.max(1.0),
+            copy * 100.0 / (copy + read).max(1.0)
+        )
+    }
+}
+
 /// The `q`-quantile (0..=1) of `samples`, which it sorts.
 pub fn quantile(samples: &mut [f64], q: f64) -> f64 {
     if samples.is_empty() {
@@ -143,6 +186,14 @@ pub fn mib(kib: u64) -> f64 {
 #[cfg(test)]
 mod steps_tests {
     use super::Steps;
+
+    #[test]
+    fn a_counter_is_read_by_its_exact_series() {
+        let text = "a_total{x=\"1\"} 3\na_total 7\na_total_more 9\n";
+        assert_eq!(super::counter_in(text, "a_total"), 7.0);
+        assert_eq!(super::counter_in(text, "a_total{x=\"1\"}"), 3.0);
+        assert_eq!(super::counter_in(text, "b_total"), 0.0);
+    }
 
     #[test]
     fn step_means_are_read_from_the_exposition_and_taken_between_two_readings() {
