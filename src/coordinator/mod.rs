@@ -131,6 +131,9 @@ impl Coordinator {
         if self.store.insert_job(&job).await? == Inserted::AlreadyExists {
             return Ok(Created::AlreadyActive(id));
         }
+        // The start begins from the job as inserted instead of reading it back: one round trip
+        // less for every job (the compare-and-set still checks the copy).
+        self.cache.put(Arc::new(job));
         info!(job_id = %id, "job created");
         // The job is durable now; if starting fails, the sweep starts it later.
         if let Err(error) = self.handle(&id, Event::Start).await {

@@ -81,6 +81,7 @@ async fn wide(coordinator: &Coordinator, store: &MemoryStore, width: usize) -> J
 async fn a_new_job_is_written_then_its_first_stage_dispatched_and_marked() {
     let (coordinator, store, broker) = setup();
     let id = start(&coordinator, "h1").await;
+    assert_eq!(store.loads(), 0, "the start began from the job as inserted");
     coordinator.flush().await;
     let sent = broker.dispatches();
     assert_eq!(sent.len(), 1);

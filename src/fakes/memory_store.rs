@@ -45,6 +45,7 @@ struct State {
     rivals: VecDeque<Rival>,
     writes: usize,
     conflicts: usize,
+    loads: usize,
 }
 
 /// The store in memory. Cheap to clone; clones share the data.
@@ -114,6 +115,11 @@ impl MemoryStore {
     /// Compare-and-sets won so far.
     pub fn writes(&self) -> usize {
         self.lock().writes
+    }
+
+    /// Jobs read with `load_job` so far.
+    pub fn loads(&self) -> usize {
+        self.lock().loads
     }
 
     /// Compare-and-sets lost so far.
@@ -253,9 +259,10 @@ impl JobStore for MemoryStore {
     }
 
     fn load_job<'a>(&'a self, id: &'a JobId) -> BoxFuture<'a, Result<Option<Job>, StoreError>> {
-        let result = self
-            .check(Op::Load)
-            .map(|state| state.jobs.get(id.as_str()).cloned());
+        let result = self.check(Op::Load).map(|mut state| {
+            state.loads += 1;
+            state.jobs.get(id.as_str()).cloned()
+        });
         async move { result }.boxed()
     }
 
