@@ -42,12 +42,14 @@ pub async fn throughput(
     let latencies_ms = cluster.latency.take();
     cluster.stop().await;
     let reached = outcome?;
-    let steady_jobs = (marks[1] - marks[0]) as f64;
-    let seconds = (reached[1] - reached[0])
-        .as_secs_f64()
-        // A window too short to time (a `--quick` run's few jobs archived together) is read
-        // as a millisecond rather than as nothing.
-        .max(0.001);
+    let mut steady_jobs = (marks[1] - marks[0]) as f64;
+    let mut seconds = (reached[1] - reached[0]).as_secs_f64();
+    // A window too short to time (a `--quick` run's few jobs archived within one poll): time
+    // the run from its start to the last mark instead.
+    if seconds < 0.05 {
+        steady_jobs = marks[1] as f64;
+        seconds = reached[1].as_secs_f64().max(0.001);
+    }
     Ok(Throughput {
         tasks_per_s: steady_jobs * 17.0 / seconds,
         jobs_per_s: steady_jobs / seconds,
