@@ -27,20 +27,8 @@ pub async fn rows(mut args: AllArgs) -> anyhow::Result<Rows> {
     eprintln!("bench: measuring the floor");
     let (mut rows, floor) = floor_rows(e, args.floor_s, args.quick).await?;
     eprintln!("bench: job-manager on the seed's shape");
-    let saturate = Load::Saturate { in_flight: 32 };
-    let mut per_replicas = Vec::new();
-    let mut steps = String::new();
-    let mut races = Vec::new();
-    for replicas in 1..=3 {
-        let (before, raced) = (Steps::now(), Races::now());
-        let run = runs::throughput(e, Setup::replicas(replicas), args.jobs, saturate).await?;
-        if replicas == 1 {
-            steps = Steps::now().since(&before);
-        }
-        races.push(Races::now().since(&raced, args.jobs as f64 * 17.0));
-        per_replicas.push(run);
-    }
-    let one = &mut per_replicas[0];
+    let mut seed = seed_runs(e, args.jobs).await?;
+    let one = &mut seed.per_replicas[0];
     let (tasks_per_s, jobs_per_s) = (one.tasks_per_s, one.jobs_per_s);
     rows.push(("(b) tasks/s, 1 replica".into(), format!("{tasks_per_s:.0}")));
     rows.push(("(b) jobs/s, 1 replica".into(), format!("{jobs_per_s:.1}")));
@@ -50,56 +38,110 @@ pub async fn rows(mut args: AllArgs) -> anyhow::Result<Rows> {
     ));
     rows.push((
         "(b) where a hop's time goes, 1 replica: mean per step (count)".into(),
-        steps,
+        seed.steps.clone(),
     ));
     let alone_runs = if args.quick { 10 } else { 50 };
     let (half_and_alone, alone_median_ms) =
         half_load_and_alone_rows(e, args.jobs, jobs_per_s, alone_runs).await?;
     rows.extend(half_and_alone);
-    for prefetch in &args.prefetch {
+    rows.extend(prefetch_rows(e, &args.prefetch, args.jobs).await?);
+    rows.extend(seed.replica_rows());
+    eprintln!("bench: wide stages");
+    rows.extend(width_rows(e, &args.width, args.width_limit_s).await?);
+    eprintln!("bench: memory with many active jobs");
+    rows.push(memory_row(e, args.idle_jobs).await?);
+    rows.extend(ratio_rows(&seed.per_replicas, &floor, alone_median_ms));
+    Ok(rows)
+}
+
+/// The seed shape's runs with 1, 2 and 3 replicas, with the step budget of the first and the
+/// races of each.
+struct SeedRuns {
+    per_replicas: Vec<runs::Throughput>,
+    steps: String,
+    races: Vec<String>,
+}
+
+async fn seed_runs(e: &Endpoints, jobs: usize) -> anyhow::Result<SeedRuns> {
+    let saturate = Load::Saturate { in_flight: 32 };
+    let mut seed = SeedRuns {
+        per_replicas: Vec::new(),
+        steps: String::new(),
+        races: Vec::new(),
+    };
+    for replicas in 1..=3 {
+        let (before, raced) = (Steps::now(), Races::now());
+        let run = runs::throughput(e, Setup::replicas(replicas), jobs, saturate).await?;
+        if replicas == 1 {
+            seed.steps = Steps::now().since(&before);
+        }
+        seed.races
+            .push(Races::now().since(&raced, jobs as f64 * 17.0));
+        seed.per_replicas.push(run);
+    }
+    Ok(seed)
+}
+
+impl SeedRuns {
+    /// Section (c): tasks/s and races per replica count.
+    fn replica_rows(&self) -> Rows {
+        let mut rows: Rows = self
+            .per_replicas
+            .iter()
+            .enumerate()
+            .map(|(i, run)| {
+                let name = format!("(c) tasks/s, {} replica(s)", i + 1);
+                (name, format!("{:.0}", run.tasks_per_s))
+            })
+            .collect();
+        for (i, raced) in self.races.iter().enumerate() {
+            rows.push((format!("(c) {} replica(s): races", i + 1), raced.clone()));
+        }
+        rows
+    }
+}
+
+/// The seed shape on one replica with each result prefetch.
+async fn prefetch_rows(e: &Endpoints, prefetches: &[u16], jobs: usize) -> anyhow::Result<Rows> {
+    let mut rows = Vec::new();
+    for prefetch in prefetches {
         let setup = Setup {
             prefetch: *prefetch,
             ..Setup::replicas(1)
         };
-        let run = runs::throughput(e, setup, args.jobs, saturate).await?;
+        let saturate = Load::Saturate { in_flight: 32 };
+        let run = runs::throughput(e, setup, jobs, saturate).await?;
         rows.push((
             format!("(b) tasks/s with result prefetch {prefetch}"),
             format!("{:.0}", run.tasks_per_s),
         ));
     }
-    for (i, run) in per_replicas.iter().enumerate() {
-        rows.push((
-            format!("(c) tasks/s, {} replica(s)", i + 1),
-            format!("{:.0}", run.tasks_per_s),
-        ));
-    }
-    for (i, raced) in races.into_iter().enumerate() {
-        rows.push((format!("(c) {} replica(s): races", i + 1), raced));
-    }
-    eprintln!("bench: wide stages");
-    rows.extend(width_rows(e, &args.width, args.width_limit_s).await?);
-    eprintln!("bench: memory with many active jobs");
-    rows.push(memory_row(e, args.idle_jobs).await?);
+    Ok(rows)
+}
+
+/// The ratios against the floor and between replica counts.
+fn ratio_rows(per_replicas: &[runs::Throughput], floor: &Floor, alone_median_ms: f64) -> Rows {
     let ratio_floor = per_replicas[0].tasks_per_s / floor.combined_32.max(f64::MIN_POSITIVE);
     let ratio_replicas =
         per_replicas[1].tasks_per_s / per_replicas[0].tasks_per_s.max(f64::MIN_POSITIVE);
-    rows.push((
-        "ratio: (b) tasks/s ÷ (a) combined loop (target ≥ 0.7)".into(),
-        format!("{ratio_floor:.2}"),
-    ));
-    rows.push((
-        "ratio: 2 replicas ÷ 1 replica".into(),
-        format!("{ratio_replicas:.2}"),
-    ));
     // The seed job's critical path is five hops (start, 01, 02, 03, the fan-out of 04) plus the
     // archive: six per-task loops at concurrency 1.
     let loop_ms = 1000.0 / floor.combined_1.max(f64::MIN_POSITIVE);
-    rows.push((
-        "ratio: one job alone (median) ÷ (6 × the per-task loop at concurrency 1) (target ≤ 1.5)"
-            .into(),
-        format!("{:.2}", alone_median_ms / (6.0 * loop_ms)),
-    ));
-    Ok(rows)
+    vec![
+        (
+            "ratio: (b) tasks/s ÷ (a) combined loop (target ≥ 0.7)".into(),
+            format!("{ratio_floor:.2}"),
+        ),
+        (
+            "ratio: 2 replicas ÷ 1 replica".into(),
+            format!("{ratio_replicas:.2}"),
+        ),
+        (
+            "ratio: one job alone (median) ÷ (6 × the per-task loop at concurrency 1) (target ≤ 1.5)"
+                .into(),
+            format!("{:.2}", alone_median_ms / (6.0 * loop_ms)),
+        ),
+    ]
 }
 
 /// Section (a), and the combined loop's tasks/s the ratio compares with.
