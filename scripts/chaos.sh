@@ -8,7 +8,7 @@
 # replica and the servers, and slow, stall or cut one replica's connections through it.
 #
 #   scripts/chaos.sh            all scenarios
-#   scripts/chaos.sh kill       one scenario: replicas | kill | rabbitmq | mongodb | duplicates |
+#   scripts/chaos.sh kill       one scenario: replicas | kill | kill-owner | rabbitmq | mongodb | duplicates |
 #                               mongodb-slow | mongodb-stall | mongodb-cut |
 #                               rabbitmq-slow | rabbitmq-stall | rabbitmq-cut
 set -euo pipefail
@@ -33,6 +33,9 @@ run() { [[ "$wanted" == all || "$wanted" == "$1" ]]; }
 run replicas && scenario "3 replicas, 200 jobs" --replicas 3 --jobs 200
 # (b) a replica killed with kill -9 three times mid-run and restarted
 run kill && scenario "kill -9 of replicas" --replicas 3 --jobs 200 --faults kill,kill,kill
+# (b') the replica active on the most result partitions killed with kill -9 and left dead: the
+#      other takes its partitions (RabbitMQ's single active consumer) and finishes its jobs
+run kill-owner && scenario "kill -9 of a partition owner" --replicas 2 --jobs 200 --faults kill-owner
 # (c) RabbitMQ restarted mid-run
 run rabbitmq && scenario "rabbitmq restart" --replicas 2 --jobs 100 --faults rabbitmq
 # (d) the MongoDB-wire server restarted mid-run (the run starts its own on port 27018)

@@ -195,8 +195,11 @@ async fn supervise(
         } else {
             info!("connected to rabbitmq");
         }
-        let queue = names.results_queue();
-        let consumed = consume(&session, queue, intake.clone(), config.prefetch, &shutdown).await;
+        let queues = consumer::Queues {
+            shared: names.results_queue(),
+            partitions: names.result_partitions(),
+        };
+        let consumed = consume(&session, queues, intake.clone(), config.prefetch, &shutdown).await;
         link.clear();
         if session.connection.status().connected() {
             let _ = session.connection.close(200, "closing".into()).await;
@@ -215,16 +218,16 @@ async fn supervise(
     }
 }
 
-/// Consumes the results queue on `session` until shutdown, or until the session closes.
+/// Consumes the results queues on `session` until shutdown, or until the session closes.
 async fn consume(
     session: &Session,
-    queue: String,
+    queues: consumer::Queues,
     intake: Arc<Intake>,
     prefetch: u16,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let channel = session.connection.create_channel().await?;
-    let consumer = consumer::run(channel, queue, intake, prefetch, shutdown.clone());
+    let consumer = consumer::run(channel, queues, intake, prefetch, shutdown.clone());
     let watchdog = async {
         while session.is_open() {
             tokio::time::sleep(Duration::from_millis(500)).await;

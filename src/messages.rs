@@ -27,7 +27,10 @@ pub struct WorkerRef {
     pub name: String,
 }
 
-/// stage-dispatch: coordinator → worker.
+/// stage-dispatch: coordinator → worker, published to `P.dispatch` with routing key `worker.id`,
+/// `message_id` and `correlation_id` = `task_id`, and `reply_to` = the job's result partition
+/// `P.results.NN` (`00`–`15`, the FNV-1a hash of `job_id` modulo 16; the same for every
+/// dispatch of a job).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct StageDispatch {
     pub task_id: TaskId,
@@ -44,7 +47,9 @@ pub struct StageDispatch {
     pub deadline: Timestamp,
 }
 
-/// stage-result: worker → `reply_to`.
+/// stage-result: worker → `reply_to`, through the default exchange, with `correlation_id` =
+/// `task_id`. `reply_to` names a result partition `P.results.NN`; a result sent to the shared
+/// `P.results` is served too.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct StageResult {
     pub task_id: TaskId,

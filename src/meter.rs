@@ -47,6 +47,11 @@ pub const EVENTS_APPLIED: &str = "job_manager_events_applied_total";
 /// (dispatches until confirmed), `mark` (the outbox mark), `archive`, `notify` (a job event).
 /// Where a hop's time goes (README, "Performance").
 pub const STEP_SECONDS: &str = "job_manager_step_seconds";
+/// Result partitions this replica took deliveries from in the last look (docs/scaling.md,
+/// "Result partitions"); 0 when it consumes none.
+pub const PARTITIONS_ACTIVE: &str = "job_manager_result_partitions_active";
+/// Result partitions this replica gave up to other replicas, beyond its fair share.
+pub const PARTITIONS_RELEASED: &str = "job_manager_result_partitions_released_total";
 /// Stored documents that do not decode, by `collection` (skipped and logged).
 pub const UNDECODABLE: &str = "job_manager_documents_undecodable_total";
 
@@ -167,4 +172,12 @@ pub fn undecodable(collection: &'static str) {
 
 pub fn amqp_reconnect() {
     counter!(AMQP_RECONNECTS).increment(1);
+}
+
+pub fn partitions_active(count: usize) {
+    gauge!(PARTITIONS_ACTIVE).set(count as f64);
+}
+
+pub fn partition_released() {
+    counter!(PARTITIONS_RELEASED).increment(1);
 }

@@ -1,6 +1,6 @@
 //! RabbitMQ behind the [`Broker`] port: dispatches go to the dispatch exchange with the task id
-//! as message id and correlation id and the results queue as `reply_to`; job events go to the
-//! events exchange (docs/protocol.md, "Messages").
+//! as message id and correlation id and the job's result partition as `reply_to`; job events go
+//! to the events exchange (docs/protocol.md, "Messages").
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -98,9 +98,9 @@ impl RabbitBroker {
     ) -> Result<(), BrokerError> {
         self.ensure_worker_queue(worker_id).await?;
         let exchange = self.names.dispatch_exchange();
-        let reply_to: lapin::types::ShortString = self.names.results_queue().into();
         let mut messages = Vec::with_capacity(dispatches.len());
         for dispatch in dispatches {
+            let reply_to = self.names.results_queue_of(dispatch.job_id.as_str());
             let mut message = Outgoing::json(exchange.clone(), worker_id, DISPATCH_TYPE, dispatch)
                 .map_err(PublishError::from)?;
             let task_id = dispatch.task_id.as_str();
@@ -108,7 +108,7 @@ impl RabbitBroker {
                 .properties
                 .with_message_id(task_id.into())
                 .with_correlation_id(task_id.into())
-                .with_reply_to(reply_to.clone());
+                .with_reply_to(reply_to.into());
             messages.push(message);
         }
         self.publish_all(messages).await

@@ -5,6 +5,7 @@
 pub mod broker;
 pub mod consumer;
 pub mod link;
+pub mod partitions;
 pub mod publisher;
 pub mod topology;
 

@@ -5,6 +5,8 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, Connection, ErrorKind, ExchangeKind};
 use tracing::warn;
 
+use super::partitions::{RESULT_PARTITIONS, partition_of};
+
 /// How often a result may be redelivered before the quorum queue dead-letters it.
 pub const RESULTS_DELIVERY_LIMIT: i64 = 20;
 
@@ -89,9 +91,36 @@ impl Names {
         format!("{}.worker.{worker_id}", self.prefix)
     }
 
-    /// `P.results`: workers reply here through the default exchange.
+    /// `P.results`: the shared results queue, consumed by every replica. Dispatches name a
+    /// partition as `reply_to` instead; a worker that replies here anyway is still served.
     pub fn results_queue(&self) -> String {
         format!("{}.results", self.prefix)
+    }
+
+    /// `P.results.NN`: result partition `n` (two digits), consumed by one replica at a time.
+    pub fn result_partition(&self, n: u16) -> String {
+        format!("{}.results.{n:02}", self.prefix)
+    }
+
+    /// Every result partition, in order.
+    pub fn result_partitions(&self) -> Vec<String> {
+        (0..RESULT_PARTITIONS)
+            .map(|n| self.result_partition(n))
+            .collect()
+    }
+
+    /// Every queue the service declares (worker queues apart): the results queue, its
+    /// partitions and the dead-letter queue; what a cleanup deletes.
+    pub fn service_queues(&self) -> Vec<String> {
+        let mut queues = vec![self.results_queue()];
+        queues.extend(self.result_partitions());
+        queues.push(self.dead_queue());
+        queues
+    }
+
+    /// The partition a job's results are routed to: the `reply_to` of its dispatches.
+    pub fn results_queue_of(&self, job_id: &str) -> String {
+        self.result_partition(partition_of(job_id))
     }
 
     /// `P.dead`, fanout.
@@ -156,7 +185,7 @@ async fn bind(
         .await
 }
 
-/// Declares the exchanges, the results queue and the dead-letter queue, with the default
+/// Declares the exchanges, the results queue and its partitions and the dead-letter queue, with the default
 /// [`DeadQueueBound`]. Idempotent.
 pub async fn declare(connection: &Connection, names: &Names) -> Result<DeadQueue, lapin::Error> {
     declare_bounded(connection, names, DeadQueueBound::default()).await
@@ -203,20 +232,39 @@ pub async fn declare_bounded(
         Err(error) => return Err(error),
     };
     bind(&channel, names.dead_queue(), names.dead_exchange(), "").await?;
-    let mut results = quorum_arguments();
-    results.insert(
+    channel
+        .queue_declare(
+            names.results_queue().into(),
+            durable_queue(),
+            results_arguments(names, false),
+        )
+        .await?;
+    for partition in names.result_partitions() {
+        let arguments = results_arguments(names, true);
+        channel
+            .queue_declare(partition.into(), durable_queue(), arguments)
+            .await?;
+    }
+    channel.close(200, "topology declared".into()).await?;
+    Ok(dead)
+}
+
+/// The arguments of a results queue: quorum, dead-lettering to `P.dead` after
+/// [`RESULTS_DELIVERY_LIMIT`] deliveries, and for a partition a single active consumer.
+fn results_arguments(names: &Names, single_active: bool) -> FieldTable {
+    let mut arguments = quorum_arguments();
+    arguments.insert(
         "x-dead-letter-exchange".into(),
         AMQPValue::LongString(LongString::from(names.dead_exchange())),
     );
-    results.insert(
+    arguments.insert(
         "x-delivery-limit".into(),
         AMQPValue::LongLongInt(RESULTS_DELIVERY_LIMIT),
     );
-    channel
-        .queue_declare(names.results_queue().into(), durable_queue(), results)
-        .await?;
-    channel.close(200, "topology declared".into()).await?;
-    Ok(dead)
+    if single_active {
+        arguments.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+    }
+    arguments
 }
 
 fn is_precondition_failed(error: &lapin::Error) -> bool {
@@ -278,6 +326,15 @@ mod tests {
             "job-manager.worker.trim-csv"
         );
         assert_eq!(names.results_queue(), "job-manager.results");
+        assert_eq!(names.result_partition(7), "job-manager.results.07");
+        assert_eq!(
+            names.result_partitions().len(),
+            usize::from(RESULT_PARTITIONS)
+        );
+        assert_eq!(
+            names.results_queue_of("UVpxMTeqgMijLlbmNI8A_A"),
+            names.result_partition(partition_of("UVpxMTeqgMijLlbmNI8A_A"))
+        );
         assert_eq!(names.dead_exchange(), "job-manager.dead");
         assert_eq!(names.dead_queue(), "job-manager.results.dead");
         assert_eq!(names.events_exchange(), "job-manager.events");

@@ -138,7 +138,13 @@ async fn seed_shaped_job_runs_with_results_posted_over_http() {
     );
     assert_eq!(
         properties.reply_to().as_ref().map(|s| s.as_str()),
-        Some(app.names.results_queue().as_str())
+        Some(app.names.results_queue_of(&id).as_str())
+    );
+    assert!(
+        app.names
+            .result_partitions()
+            .contains(&app.names.results_queue_of(&id)),
+        "reply_to names one of the result partitions"
     );
     assert_eq!(
         properties.kind().as_ref().map(|s| s.as_str()),

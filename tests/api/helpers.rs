@@ -45,7 +45,7 @@ pub struct TestApp {
 /// service never deletes its topology; the tests do it themselves, with lapin.
 pub async fn delete_topology(channel: &lapin::Channel, names: &Names, worker_ids: &[&str]) {
     use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
-    let mut queues = vec![names.results_queue(), names.dead_queue()];
+    let mut queues = names.service_queues();
     queues.extend(worker_ids.iter().map(|w| names.worker_queue(w)));
     for queue in queues {
         let _ = channel

@@ -6,7 +6,7 @@ use crate::helpers::{amqp_url, mongodb_uri, spawn_app};
 async fn a_test_that_panics_leaves_no_queue_exchange_or_database_behind() {
     let app = spawn_app().await;
     let database = app.store.database().name().to_owned();
-    let results = app.names.results_queue();
+    let queues = app.names.service_queues();
     let panicked = tokio::spawn(async move {
         let _app = app;
         panic!("a test fails before its cleanup");
@@ -24,14 +24,17 @@ async fn a_test_that_panics_leaves_no_queue_exchange_or_database_behind() {
     let connection = job_manager::amqp::connect(&amqp_url(), "leftovers test")
         .await
         .expect("amqp");
-    let channel = connection.create_channel().await.expect("channel");
     let passive = lapin::options::QueueDeclareOptions {
         passive: true,
         ..Default::default()
     };
-    let declared = channel
-        .queue_declare(results.as_str().into(), passive, Default::default())
-        .await;
-    assert!(declared.is_err(), "{results} left behind");
+    for queue in queues {
+        // A passive declare of a missing queue closes the channel: one channel per queue.
+        let channel = connection.create_channel().await.expect("channel");
+        let declared = channel
+            .queue_declare(queue.as_str().into(), passive, Default::default())
+            .await;
+        assert!(declared.is_err(), "{queue} left behind");
+    }
     let _ = connection.close(200, "done".into()).await;
 }

@@ -17,6 +17,7 @@ mod leftovers;
 mod messages;
 #[cfg(feature = "otel")]
 mod otel;
+mod partitions;
 mod routes;
 mod runs;
 mod store_suite;

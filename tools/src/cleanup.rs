@@ -12,7 +12,7 @@ pub async fn delete_topology(url: &str, prefix: &str, worker_ids: &[&str]) {
         return;
     };
     if let Ok(channel) = connection.create_channel().await {
-        let mut queues = vec![names.results_queue(), names.dead_queue()];
+        let mut queues = names.service_queues();
         queues.extend(worker_ids.iter().map(|w| names.worker_queue(w)));
         for queue in queues {
             let _ = channel

@@ -168,6 +168,13 @@ impl Run {
         }
     }
 
+    /// The `/metrics` text of the replica on `port`, if it answers.
+    pub async fn metrics(&self, port: u16) -> Option<String> {
+        let url = format!("{}/metrics", self.base(port));
+        let response = self.client.get(url).send().await.ok()?;
+        response.text().await.ok()
+    }
+
     /// Stops the replicas with SIGTERM (checking that they exit 0), then removes the run's
     /// queues, exchanges and database, and stops its own MongoDB-wire server.
     pub async fn cleanup(&self) {

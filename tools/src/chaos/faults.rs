@@ -14,6 +14,9 @@ use super::services::run_command;
 pub enum Fault {
     /// `kill -9` one replica, then start it again.
     Kill,
+    /// `kill -9` the replica active on the most result partitions, and leave it dead: the
+    /// others must take its partitions and finish its jobs.
+    KillOwner,
     /// Stop and start the RabbitMQ application (`rabbitmqctl stop_app` / `start_app`).
     Rabbitmq,
     /// Stop and start the MongoDB-wire server (the run then starts its own on `--mongodb-port`).
@@ -44,7 +47,11 @@ impl Fault {
         match self {
             Fault::MongodbSlow | Fault::MongodbStall | Fault::MongodbCut => Some("mongodb"),
             Fault::RabbitmqSlow | Fault::RabbitmqStall | Fault::RabbitmqCut => Some("rabbitmq"),
-            Fault::Kill | Fault::Rabbitmq | Fault::Mongodb | Fault::Duplicates => None,
+            Fault::Kill
+            | Fault::KillOwner
+            | Fault::Rabbitmq
+            | Fault::Mongodb
+            | Fault::Duplicates => None,
         }
     }
 
@@ -71,6 +78,7 @@ impl Run {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 self.start_replica(&mut replica).await?;
             }
+            Fault::KillOwner => self.kill_owner().await?,
             Fault::Rabbitmq => {
                 println!("  fault: restart rabbitmq");
                 run_command("rabbitmqctl", &["stop_app"]).await?;
@@ -92,6 +100,38 @@ impl Run {
             network => self.disturb(network, round).await?,
         }
         Ok(())
+    }
+
+    /// Kills, with `kill -9`, the replica active on the most result partitions, as its own
+    /// `/metrics` says, and does not start it again.
+    async fn kill_owner(&self) -> anyhow::Result<()> {
+        let mut owner = None;
+        for (index, replica) in self.replicas.iter().enumerate() {
+            let port = replica.lock().await.port;
+            let active = self.partitions_active(port).await.unwrap_or(0.0);
+            println!("  replica {index} is active on {active} result partitions");
+            if owner.is_none_or(|(_, most)| active > most) {
+                owner = Some((index, active));
+            }
+        }
+        let Some((index, active)) = owner.filter(|(_, active)| *active > 0.0) else {
+            bail!("no replica is active on a result partition");
+        };
+        let mut replica = self.replicas[index].lock().await;
+        if let Some(mut child) = replica.child.take() {
+            child.start_kill()?;
+            let _ = child.wait().await;
+        }
+        println!("  fault: kill -9 replica {index}, active on {active} partitions; not restarted");
+        Ok(())
+    }
+
+    /// The `job_manager_result_partitions_active` gauge of the replica on `port`.
+    async fn partitions_active(&self, port: u16) -> Option<f64> {
+        let text = self.metrics(port).await?;
+        text.lines()
+            .find_map(|line| line.strip_prefix("job_manager_result_partitions_active "))
+            .and_then(|value| value.trim().parse().ok())
     }
 
     /// Switches one replica's proxy to the fault's mode, waits, and switches it back to pass.

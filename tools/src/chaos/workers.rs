@@ -1,5 +1,6 @@
 //! The chaos run's in-process workers, on the `job-manager-worker` crate: deterministic
-//! outputs, optionally every result twice.
+//! outputs, optionally every result twice (the copy to the job's partition or to the shared
+//! results queue).
 
 use std::sync::Arc;
 
@@ -26,16 +27,17 @@ pub fn spawn_workers(
 ) -> tokio::task::JoinSet<()> {
     let mut set = tokio::task::JoinSet::new();
     let copier = Copier::default();
-    let results = Names::new(prefix).results_queue();
+    let names = Names::new(prefix);
     for worker_id in demo::WORKERS {
-        let (copier, results, amqp_url) = (copier.clone(), results.clone(), url.to_owned());
+        let (copier, names, amqp_url) = (copier.clone(), names.clone(), url.to_owned());
         let handler = move |task: Task| {
-            let (copier, results, amqp_url) = (copier.clone(), results.clone(), amqp_url.clone());
+            let (copier, names, amqp_url) = (copier.clone(), names.clone(), amqp_url.clone());
             async move {
                 let outputs = chaos_outputs(task.dispatch())?;
                 if duplicates {
                     let copy = copy_of(task.dispatch(), &outputs);
-                    publish_copy(&copier, &amqp_url, &results, &copy).await;
+                    let queue = copy_queue(&names, task.task_id(), task.job_id());
+                    publish_copy(&copier, &amqp_url, &queue, &copy).await;
                 }
                 Ok::<_, String>(outputs)
             }
@@ -45,6 +47,17 @@ pub fn spawn_workers(
         set.spawn(async move { worker.serve(&url, stop.cancelled_owned()).await });
     }
     set
+}
+
+/// Where a copy goes: for half the tasks the job's result partition (the `reply_to` the worker
+/// answers to), for the other half the shared results queue, which any replica consumes, so a
+/// copy races the original on another replica.
+fn copy_queue(names: &Names, task_id: &str, job_id: &str) -> String {
+    if task_id.bytes().last().is_some_and(|b| b % 2 == 0) {
+        names.results_queue_of(job_id)
+    } else {
+        names.results_queue()
+    }
 }
 
 /// The result the worker is about to send, as a second copy.
