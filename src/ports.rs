@@ -99,17 +99,25 @@ pub struct DispatchMark {
     pub stage_id: StageId,
     pub task_ids: Vec<TaskId>,
     pub at: Timestamp,
+    /// How many tasks the stage has (a store may keep a wide stage's tasks apart).
+    pub stage_tasks: usize,
 }
 
 impl DispatchMark {
     /// The mark of `task_ids` of `job`'s run in stage `stage_id`, at `at`.
     pub fn new(job: &Job, stage_id: &StageId, task_ids: &[TaskId], at: Timestamp) -> Self {
+        let stage_tasks = job
+            .current_stage
+            .as_ref()
+            .filter(|stage| &stage.id == stage_id)
+            .map_or(0, |stage| stage.tasks.len());
         Self {
             job_id: job.id.clone(),
             run_id: job.run_id.clone(),
             stage_id: stage_id.clone(),
             task_ids: task_ids.to_vec(),
             at,
+            stage_tasks,
         }
     }
 }

@@ -11,10 +11,14 @@ use crate::domain::{Job, JobId, StageId, TaskId, Timestamp};
 /// How many recently written jobs a process keeps.
 const RECENT_JOBS: usize = 1024;
 
-/// Jobs whose stage in flight has more tasks than this are not kept: they are large (so 1,024
-/// kept copies stay within tens of MiB), and their results already come in batches of one read
-/// each.
+/// Jobs whose stage in flight has more tasks than this are wide: they are large, so only
+/// [`RECENT_WIDE_JOBS`] of them are kept (1,024 small copies stay within tens of MiB).
 const RECENT_MAX_TASKS: usize = 64;
+
+/// How many wide jobs a process keeps. A wide job's read is megabytes, and its results arrive
+/// in many batches on the replica that holds its result partition, each of which would
+/// otherwise read it again.
+const RECENT_WIDE_JOBS: usize = 4;
 
 /// Outbox marks written by a dispatch: the stage, its tasks and the time written.
 #[derive(Debug, Clone)]
@@ -24,36 +28,48 @@ pub struct Mark {
     pub at: Timestamp,
 }
 
+/// The copies kept: small jobs and wide ones apart, each bounded.
+#[derive(Default)]
+struct Copies {
+    small: HashMap<JobId, Arc<Job>>,
+    wide: HashMap<JobId, Arc<Job>>,
+}
+
 /// The jobs this process wrote last.
 #[derive(Default)]
 pub struct JobCache {
-    jobs: Mutex<HashMap<JobId, Arc<Job>>>,
+    jobs: Mutex<Copies>,
+}
+
+/// Whether `job`'s stage in flight is wide.
+fn is_wide(job: &Job) -> bool {
+    job.current_stage
+        .as_ref()
+        .is_some_and(|s| s.tasks.len() > RECENT_MAX_TASKS)
 }
 
 impl JobCache {
-    fn lock(&self) -> MutexGuard<'_, HashMap<JobId, Arc<Job>>> {
+    fn lock(&self) -> MutexGuard<'_, Copies> {
         self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Whether a copy of `job` is worth keeping: only small jobs are.
-    pub fn keeps(job: &Job) -> bool {
-        job.current_stage
-            .as_ref()
-            .is_none_or(|s| s.tasks.len() <= RECENT_MAX_TASKS)
     }
 
     /// Takes the copy of job `id` out, if one is kept.
     pub fn take(&self, id: &JobId) -> Option<Arc<Job>> {
-        self.lock().remove(id)
+        let mut jobs = self.lock();
+        jobs.small.remove(id).or_else(|| jobs.wide.remove(id))
     }
 
-    /// Keeps `job` if it is small; when full, an arbitrary other copy makes room.
+    /// Keeps `job`; when its kind is full, an arbitrary other copy of that kind makes room.
     pub fn put(&self, job: Arc<Job>) {
-        if !Self::keeps(&job) {
-            return;
-        }
-        let mut jobs = self.lock();
-        if jobs.len() >= RECENT_JOBS
+        let mut guard = self.lock();
+        let copies = &mut *guard;
+        let wide = is_wide(&job);
+        let (jobs, other, limit) = match wide {
+            false => (&mut copies.small, &mut copies.wide, RECENT_JOBS),
+            true => (&mut copies.wide, &mut copies.small, RECENT_WIDE_JOBS),
+        };
+        other.remove(&job.id);
+        if jobs.len() >= limit
             && !jobs.contains_key(&job.id)
             && let Some(other) = jobs.keys().next().cloned()
         {
@@ -64,7 +80,8 @@ impl JobCache {
 
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.lock().len()
+        let copies = self.lock();
+        copies.small.len() + copies.wide.len()
     }
 }
 
@@ -103,12 +120,19 @@ mod tests {
     }
 
     #[test]
-    fn a_wide_stage_is_not_worth_a_copy() {
+    fn a_few_wide_jobs_are_kept_apart_from_the_small_ones() {
         let cache = JobCache::default();
-        let wide = sample_job("wide", RECENT_MAX_TASKS + 1);
-        assert!(!JobCache::keeps(&wide));
-        cache.put(Arc::new(wide));
-        assert_eq!(cache.len(), 0);
+        for n in 0..RECENT_WIDE_JOBS + 3 {
+            cache.put(Arc::new(sample_job(&format!("w{n}"), RECENT_MAX_TASKS + 1)));
+        }
+        cache.put(Arc::new(sample_job("small", 2)));
+        assert_eq!(cache.len(), RECENT_WIDE_JOBS + 1);
+        let newest = sample_job(&format!("w{}", RECENT_WIDE_JOBS + 2), 1);
+        assert!(
+            cache.take(&newest.id).is_some(),
+            "the newest wide copy is kept"
+        );
+        assert!(cache.take(&sample_job("small", 2).id).is_some());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tracing::{debug, warn};
 
 use super::Coordinator;
-use super::cache::{JobCache, with_marks};
+use super::cache::with_marks;
 use super::error::{CoordinatorError, Handled};
 use super::observe::{Step, event_worker, note_stage, observe};
 use crate::domain::{Event, Job, JobId, Timestamp, apply_in_place};
@@ -189,18 +189,16 @@ impl Coordinator {
             })
             .collect();
         // The next batch may start from this copy, with the outbox marks the store got since
-        // the write; a wide stage's copy is not worth the clone: read afresh.
+        // the write.
         let next = if !written.status.is_active() {
             None
         } else if done.marks.is_empty() {
             Some(written)
-        } else if JobCache::keeps(&written) {
+        } else {
             Some(Arc::new(with_marks(
                 Arc::unwrap_or_clone(written),
                 &done.marks,
             )))
-        } else {
-            None
         };
         Ok(Written { outcomes, next })
     }

@@ -108,13 +108,14 @@ pub enum Decision {
     Ignore(Ignored),
 }
 
-/// The most tasks one stage may have. Every task lives in the job document, which MongoDB caps
-/// at 16 MiB; 20,000 small tasks take about 7 MiB. (The shell also fails a job whose document
+/// The most tasks one stage may have. Every task ends up in the job's history record, which
+/// MongoDB caps at 16 MiB (while the job runs, a store may keep a wide stage's tasks apart);
+/// 20,000 small tasks take about 7 MiB. (The shell also fails a job whose document
 /// would outgrow the cap, whatever the width.)
 pub const MAX_STAGE_TASKS: usize = 20_000;
 
-/// The most a stage's tasks may take together (inputs and configs, as JSON). They live in the
-/// job document, which MongoDB caps at 16 MiB; checked from sizes before anything is copied, so
+/// The most a stage's tasks may take together (inputs and configs, as JSON). They end up in the
+/// job's history record, which MongoDB caps at 16 MiB; checked from sizes before anything is copied, so
 /// a stage that fans a large output out to many tasks fails with the reason instead of
 /// building gigabytes first.
 pub const MAX_STAGE_BYTES: usize = 12 * 1024 * 1024;

@@ -9,7 +9,8 @@
 //! (each one's panic message says what broke).
 //!
 //! Layout: `writes.rs` insert, load and compare-and-set; `outbox.rs` the outbox mark;
-//! `archive.rs` the move to history; `queries.rs` the sweep's queries and the rest.
+//! `archive.rs` the move to history; `queries.rs` the sweep's queries and the rest; `wide.rs`
+//! jobs wider than one stored document of tasks.
 
 use std::collections::BTreeSet;
 use std::panic::AssertUnwindSafe;
@@ -26,6 +27,7 @@ use crate::ports::{Inserted, JobStore, StoreError};
 mod archive;
 mod outbox;
 mod queries;
+mod wide;
 mod writes;
 
 /// What the suite needs to seed beside the port: the port only reads machines and pipelines.
@@ -71,6 +73,10 @@ checks![
     queries::job_bytes_grows_with_the_job,
     queries::ping_and_server_time_answer,
     queries::machines_and_pipelines_read_back_as_put,
+    wide::a_wide_stage_reads_back_exactly_through_a_run_of_writes,
+    wide::a_lost_race_on_a_wide_job_leaves_the_winner_whole,
+    wide::marks_on_a_wide_stage_land_and_survive_a_later_write,
+    wide::archive_of_a_wide_job_keeps_every_task,
 ];
 
 /// Runs every check against `store` and returns the names of the checks that failed. The store
@@ -319,6 +325,7 @@ mod tests {
                 "a_mark_survives_a_write_from_an_earlier_read_that_leaves_its_task_alone",
                 "a_mark_survives_a_write_from_an_earlier_read_that_completes_its_attempt",
                 "a_mark_does_not_carry_over_to_the_retry_of_its_attempt",
+                "marks_on_a_wide_stage_land_and_survive_a_later_write",
             ]
         );
     }

@@ -35,7 +35,7 @@ enum Plan {
 
 impl Store {
     /// Moves an ended job to history, then deletes it from `jobs` if it is still this run at
-    /// this version.
+    /// this version, and then the task chunks of its wide stages.
     ///
     /// Built from raw BSON throughout: a wide job's record is megabytes, and a `Document` tree
     /// of it takes many times that in memory.
@@ -76,9 +76,15 @@ impl Store {
                 "the history record of job '{id}' kept changing; the sweep will finish the move"
             )));
         }
-        self.jobs
+        let deleted = self
+            .jobs
             .delete_one(doc! {"_id": id, "run_id": job.run_id.as_str(), "version": job.version})
-            .await?;
+            .await?
+            .deleted_count;
+        // The run's task chunks go once no job document can name them.
+        if deleted == 1 || !self.holds_run(job).await? {
+            self.delete_chunks(job).await?;
+        }
         Ok(())
     }
 

@@ -7,8 +7,15 @@ use mongodb::bson::raw::{RawArrayBuf, RawDocumentBuf};
 use mongodb::bson::{self, Bson, Document, doc};
 
 use super::documents::{insert, to_doc};
-use super::errors::{PERMANENT_CODES, malformed, typed_error};
-use super::{ACTIVE_STATUSES, Found, Inserted, Store, StoreError, update};
+use super::errors::{PERMANENT_CODES, malformed};
+use super::{ACTIVE_STATUSES, Found, Inserted, Store, StoreError, chunks, update};
+
+/// How often a job is read again when one of its task chunks went missing between reading the
+/// job and its chunks (another write superseded it).
+const LOAD_ATTEMPTS: usize = 4;
+
+/// The most task chunks one sweep query looks at for jobs with overdue or unconfirmed tasks.
+const CHUNKED_SCAN_LIMIT: i64 = 10_000;
 use crate::domain::{Job, JobId, JobStatus, TaskId, Timestamp};
 use crate::ports::DispatchMark;
 
@@ -22,26 +29,86 @@ pub fn job_bytes(job: &Job) -> Result<usize, StoreError> {
 impl Store {
     /// Inserts a new job; `AlreadyExists` when a job with its id is active.
     pub async fn insert_job(&self, job: &Job) -> Result<Inserted, StoreError> {
-        insert(&self.jobs, to_doc(job, "id")?).await
+        let write = chunks::plan(None, job)?;
+        if write.is_empty() {
+            return insert(&self.jobs, to_doc(job, "id")?).await;
+        }
+        // A job that starts with a wide stage (none does today): its tasks in chunks first.
+        let mut stored = job.clone();
+        for stage in stored
+            .stages
+            .iter_mut()
+            .chain(stored.current_stage.as_mut())
+        {
+            *stage = chunks::stored_stage(stage).into_owned();
+        }
+        let mut document = to_doc(&stored, "id")?;
+        for (path, ids) in write.pointers.iter().cloned() {
+            let stage = path
+                .trim_start_matches(chunks::POINTERS)
+                .trim_start_matches('.');
+            let pointers = document
+                .entry(chunks::POINTERS.to_owned())
+                .or_insert(Bson::Document(Document::new()));
+            if let Bson::Document(pointers) = pointers {
+                pointers.insert(stage, ids);
+            }
+        }
+        self.insert_chunks(&write).await?;
+        let inserted = insert(&self.jobs, document).await?;
+        if inserted == Inserted::AlreadyExists {
+            self.settle_chunks(job, &write, false).await;
+        }
+        Ok(inserted)
     }
 
+    /// The active job `id`, with the tasks of its wide stages put back from their chunks.
     pub async fn load_job(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
-        self.typed_jobs
-            .find_one(doc! {"_id": id.as_str()})
-            .await
-            .map_err(typed_error)
+        for _ in 0..LOAD_ATTEMPTS {
+            let Some(raw) = self.raw_jobs.find_one(doc! {"_id": id.as_str()}).await? else {
+                return Ok(None);
+            };
+            if let Some(job) = self.decode_job(&raw).await? {
+                return Ok(Some(job));
+            }
+        }
+        Err(StoreError::Contention(format!(
+            "job {id}: its task chunks changed under {LOAD_ATTEMPTS} reads"
+        )))
+    }
+
+    /// A stored job document as a [`Job`], its wide stages' tasks read from their chunks;
+    /// `None` when a chunk is gone (the job was written since: read it again).
+    async fn decode_job(&self, raw: &RawDocumentBuf) -> Result<Option<Job>, StoreError> {
+        let mut job: Job = bson::from_slice(raw.as_bytes()).map_err(malformed)?;
+        let pointers = match raw.get_document(chunks::POINTERS) {
+            Ok(pointers) => Document::try_from(pointers).map_err(malformed)?,
+            Err(_) => return Ok(Some(job)),
+        };
+        Ok(self.fill_chunks(&mut job, &pointers).await?.then_some(job))
     }
 
     /// Turns the stored `before` into `after` if the stored version is still `before.version`,
-    /// writing only the fields that differ. Returns whether it won.
+    /// writing only the fields that differ (and the task chunks of wide stages that changed,
+    /// first). Returns whether it won.
     pub async fn compare_and_set(&self, before: &Job, after: &Job) -> Result<bool, StoreError> {
         debug_assert_eq!(after.version, before.version + 1);
-        let update = update::job_update(before, after)?;
+        let chunks = chunks::plan(Some(before), after)?;
+        self.insert_chunks(&chunks).await?;
+        let update = update::job_update(before, after, &chunks.pointers)?;
         let reply = self
             .db
             .run_raw_command(self.update_command(before, update))
-            .await?;
-        matched_one(&reply)
+            .await;
+        let won = reply
+            .map_err(StoreError::from)
+            .and_then(|r| matched_one(&r));
+        // After an error the write may have landed or not: its chunks stay (the archive takes
+        // them if they are not referenced).
+        if let Ok(won) = won {
+            self.settle_chunks(after, &chunks, won).await;
+        }
+        won
     }
 
     /// The `update` command of a compare-and-set, sent as raw BSON: the driver's `update_one`
@@ -71,24 +138,27 @@ impl Store {
         command
     }
 
-    /// Writes outbox marks, of any jobs, as the statements of one `update` command (one round
-    /// trip, unordered: a statement that matches nothing, because the stage moved on or another
+    /// Writes outbox marks, of any jobs, as the statements of one `update` command per collection
+    /// (`jobs`, and `job_tasks` for wide stages; sent together), unordered: a statement that matches nothing, because the stage moved on or another
     /// run took the job's place, changes nothing and does not stop the others). A mark changes
     /// no version: it races with nothing that matters, and a lost one only causes a harmless
     /// re-publish by the relay.
     pub async fn mark_dispatched(&self, marks: &[DispatchMark]) -> Result<(), StoreError> {
+        let (wide, narrow): (Vec<&DispatchMark>, Vec<&DispatchMark>) = marks
+            .iter()
+            .partition(|mark| chunks::is_wide(mark.stage_tasks));
+        let (in_chunks, in_jobs) = futures::join!(self.mark_chunks(&wide), self.mark_jobs(&narrow));
+        in_chunks.and(in_jobs)
+    }
+
+    /// The outbox marks of tasks kept in job documents, as one unordered `update` command.
+    async fn mark_jobs(&self, marks: &[&DispatchMark]) -> Result<(), StoreError> {
         if marks.is_empty() {
             return Ok(());
         }
-        let updates: Vec<Document> = marks.iter().map(mark_statement).collect();
-        let mut command = doc! {"update": self.jobs.name(), "updates": updates, "ordered": false};
-        if let Some(concern) = self.jobs.write_concern()
-            && let Ok(concern) = bson::to_document(concern)
-            && !concern.is_empty()
-        {
-            command.insert("writeConcern", concern);
-        }
-        let reply = self.db.run_command(command).await?;
+        let updates: Vec<Document> = marks.iter().map(|mark| mark_statement(mark)).collect();
+        let command = doc! {"update": self.jobs.name(), "updates": updates, "ordered": false};
+        let reply = self.db.run_command(self.with_concern(command)).await?;
         if let Ok(errors) = reply.get_array("writeErrors")
             && let Some(first) = errors.first()
         {
@@ -134,13 +204,16 @@ impl Store {
         while let Some(raw) = cursor.try_next().await? {
             found.read += 1;
             found.last = raw.get_str("_id").ok().map(str::to_owned);
-            match bson::from_slice::<Job>(raw.as_bytes()) {
-                Ok(job) => found.jobs.push(job),
-                Err(error) => {
+            match self.decode_job(&raw).await {
+                Ok(Some(job)) => found.jobs.push(job),
+                // Written since it was listed; the next sweep sees it again.
+                Ok(None) => tracing::debug!("a listed job's task chunks changed; skipped"),
+                Err(StoreError::Malformed(error)) => {
                     crate::meter::undecodable("jobs");
                     let id = raw.get("_id").ok().flatten().map(|v| format!("{v:?}"));
                     tracing::warn!(id = id.as_deref().unwrap_or("?"), %error, "a stored job does not decode; skipped");
                 }
+                Err(other) => return Err(other),
             }
         }
         Ok(found)
@@ -164,12 +237,23 @@ impl Store {
         after: Option<&str>,
         limit: i64,
     ) -> Result<Found, StoreError> {
+        let overdue = doc! {"status": "pending", "deadline": {"$lt": now.to_string()}};
+        let unconfirmed = doc! {"status": "pending", "dispatched": {"$exists": false},
+        "issued": {"$lt": cutoff.to_string()}};
+        // Wide stages keep their tasks in chunks: the jobs those name join the query by id.
+        let mut wide = self
+            .jobs_with_chunked_tasks(overdue.clone(), CHUNKED_SCAN_LIMIT)
+            .await?;
+        wide.extend(
+            self.jobs_with_chunked_tasks(unconfirmed.clone(), CHUNKED_SCAN_LIMIT)
+                .await?,
+        );
+        let running = JobStatus::Running.as_str();
         let filter = doc! {"$or": [
             {"status": JobStatus::Pending.as_str(), "created": {"$lt": cutoff.to_string()}},
-            {"status": JobStatus::Running.as_str(), "current_stage.tasks": {"$elemMatch": {
-                "status": "pending", "deadline": {"$lt": now.to_string()}}}},
-            {"status": JobStatus::Running.as_str(), "current_stage.tasks": {"$elemMatch": {
-                "status": "pending", "dispatched": {"$exists": false}, "issued": {"$lt": cutoff.to_string()}}}},
+            {"status": running, "current_stage.tasks": {"$elemMatch": overdue}},
+            {"status": running, "current_stage.tasks": {"$elemMatch": unconfirmed}},
+            {"status": running, "_id": {"$in": wide}},
         ]};
         self.find_jobs(filter, after, limit).await
     }

@@ -1,4 +1,5 @@
-//! MongoDB: collections `jobs`, `history`, `pipelines` and `machines`.
+//! MongoDB: collections `jobs`, `history`, `pipelines` and `machines`, and `job_tasks` for the
+//! tasks of wide stages.
 //!
 //! Every job write is a compare-and-set on `{_id, run_id, version}` (docs/consistency.md,
 //! "Compare-and-set"). Archiving writes the run into `history`, then deletes it from `jobs`
@@ -7,7 +8,8 @@
 //!
 //! Layout: this file holds the handle, its connection and indexes; `jobs.rs` the active jobs
 //! (insert, load, compare-and-set, the outbox mark, the sweep's queries) with `update.rs`
-//! building the compare-and-set's update; `archive.rs` the history; `catalog.rs` pipelines and
+//! building the compare-and-set's update and `chunks.rs` keeping wide stages' tasks apart;
+//! `archive.rs` the history; `catalog.rs` pipelines and
 //! machines; `listing.rs` the paged listings of the REST API; `documents.rs` documents kept by
 //! id; `errors.rs` which driver errors are transient; `port.rs` the [`JobStore`] port
 //! (`crate::ports`) over all of it.
@@ -23,6 +25,7 @@ use mongodb::{Client, Collection, Database, IndexModel};
 
 mod archive;
 mod catalog;
+mod chunks;
 mod documents;
 mod errors;
 mod jobs;
@@ -33,7 +36,6 @@ mod update;
 pub use jobs::job_bytes;
 pub use listing::{ListFilter, Listed, Listing, PageCursor};
 
-use crate::domain::Job;
 use errors::server_code;
 
 /// The statuses of an active job, as stored.
@@ -49,9 +51,6 @@ pub struct Store {
     client: Client,
     db: Database,
     jobs: Collection<Document>,
-    /// The same collection, read straight into [`Job`] without an intermediate `Document`
-    /// (a wide stage's job is megabytes, read on every write).
-    typed_jobs: Collection<Job>,
     /// The same collection as raw BSON, for decoding document by document.
     raw_jobs: Collection<RawDocumentBuf>,
     history: Collection<Document>,
@@ -59,6 +58,10 @@ pub struct Store {
     raw_history: Collection<RawDocumentBuf>,
     pipelines: Collection<Document>,
     machines: Collection<Document>,
+    /// `job_tasks`: the tasks of wide stages, in chunks (`chunks.rs`).
+    chunks: Collection<Document>,
+    raw_chunks: Collection<RawDocumentBuf>,
+    typed_chunks: Collection<chunks::ChunkIn>,
 }
 
 impl Store {
@@ -78,12 +81,14 @@ impl Store {
         Self {
             client,
             jobs: db.collection("jobs"),
-            typed_jobs: db.collection("jobs"),
             raw_jobs: db.collection("jobs"),
             history: db.collection("history"),
             raw_history: db.collection("history"),
             pipelines: db.collection("pipelines"),
             machines: db.collection("machines"),
+            chunks: db.collection("job_tasks"),
+            raw_chunks: db.collection("job_tasks"),
+            typed_chunks: db.collection("job_tasks"),
             db,
         }
     }
@@ -118,6 +123,13 @@ impl Store {
             (&self.jobs, jobs),
             (&self.history, listing()),
             (&self.machines, vec![index(doc! {"pipeline_id": 1})]),
+            (
+                &self.chunks,
+                vec![
+                    index(doc! {"job_id": 1, "run_id": 1}),
+                    index(doc! {"tasks.deadline": 1}),
+                ],
+            ),
         ];
         for (collection, indexes) in plan {
             match collection.create_indexes(indexes).await {

@@ -8,10 +8,11 @@
 //! wide stage is megabytes, and a `Document` tree of it takes many times that in memory.
 
 use mongodb::bson::raw::{RawBson, RawBsonRef, RawDocumentBuf};
-use mongodb::bson::{self, Document};
+use mongodb::bson::{self, Bson, Document};
 use serde::Serialize;
 
 use super::StoreError;
+use super::chunks::{is_wide, stored_stage};
 use crate::domain::{Job, StageRecord, TaskRecord};
 
 fn encode_error(error: impl std::fmt::Display) -> StoreError {
@@ -76,9 +77,18 @@ impl Changes {
 }
 
 /// The update from `before` (as read, with `version` n) to `after` (with `version` n + 1).
-/// Apply it with the filter `{_id, run_id, version: n}`.
-pub fn job_update(before: &Job, after: &Job) -> Result<RawDocumentBuf, StoreError> {
+/// Apply it with the filter `{_id, run_id, version: n}`. The tasks of wide stages are not in
+/// the job document: `pointers` are the `$set`s of their chunk ids (`chunks.rs` `plan`).
+pub fn job_update(
+    before: &Job,
+    after: &Job,
+    pointers: &[(String, Bson)],
+) -> Result<RawDocumentBuf, StoreError> {
     let mut c = Changes::default();
+    for (path, id) in pointers {
+        let id = RawBson::try_from(id.clone()).map_err(encode_error)?;
+        c.set.append(path.as_str(), id);
+    }
     // Fields that a run never changes are compared too, so the update stays right if one ever
     // does; comparing them costs nothing next to the write.
     c.field("run_id", &before.run_id, &after.run_id)?;
@@ -103,7 +113,8 @@ pub fn job_update(before: &Job, after: &Job) -> Result<RawDocumentBuf, StoreErro
     let kept = before.stages.len();
     if after.stages.len() >= kept && after.stages[..kept] == before.stages[..] {
         if after.stages.len() > kept {
-            let added = wrap(&&after.stages[kept..])?;
+            let added: Vec<_> = after.stages[kept..].iter().map(stored_stage).collect();
+            let added = wrap(&added)?;
             let mut each = RawDocumentBuf::new();
             if let Some(list) = added.get("v").map_err(encode_error)? {
                 each.append_ref("$each", list);
@@ -111,12 +122,14 @@ pub fn job_update(before: &Job, after: &Job) -> Result<RawDocumentBuf, StoreErro
             c.push.append("stages", each);
         }
     } else {
-        c.put("stages", &after.stages)?;
+        let stages: Vec<_> = after.stages.iter().map(stored_stage).collect();
+        c.put("stages", &stages)?;
     }
 
     match (&before.current_stage, &after.current_stage) {
         (Some(b), Some(a)) if b.id == a.id => stage_changes(&mut c, b, a)?,
-        (b, a) => c.field("current_stage", b, a)?,
+        (b, a) if b != a => c.put("current_stage", &a.as_ref().map(stored_stage))?,
+        _ => {}
     }
     Ok(c.into_update())
 }
@@ -129,8 +142,15 @@ fn stage_changes(c: &mut Changes, b: &StageRecord, a: &StageRecord) -> Result<()
     c.field("current_stage.completed", &b.completed, &a.completed)?;
     c.field("current_stage.log", &b.log, &a.log)?;
     c.field("current_stage.error", &b.error, &a.error)?;
+    if is_wide(a.tasks.len()) && b.tasks.len() == a.tasks.len() {
+        // Kept in chunks: written by `chunks.rs`.
+        return Ok(());
+    }
     if b.tasks.len() != a.tasks.len() {
-        return c.put("current_stage.tasks", &a.tasks);
+        return match is_wide(a.tasks.len()) {
+            true => c.put("current_stage.tasks", &Vec::<TaskRecord>::new()),
+            false => c.put("current_stage.tasks", &a.tasks),
+        };
     }
     for (index, (bt, at)) in b.tasks.iter().zip(&a.tasks).enumerate() {
         if bt != at {
@@ -219,7 +239,7 @@ mod tests {
     /// The update from `before` to `after` with the next version, as a `Document`.
     fn update_of(before: &Job, mut after: Job) -> Document {
         after.version = before.version + 1;
-        job_update(before, &after)
+        job_update(before, &after, &[])
             .expect("update")
             .to_document()
             .expect("a document")

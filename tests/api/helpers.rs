@@ -80,6 +80,9 @@ struct Leftovers {
     worker_ids: Arc<std::sync::Mutex<Vec<String>>>,
     /// The MongoDB URI and the test's database.
     database: (String, String),
+    /// The service's shutdown: stopped first, so that it does not declare its queues again
+    /// when it sees them deleted.
+    shutdown: CancellationToken,
     armed: bool,
 }
 
@@ -88,6 +91,7 @@ impl Drop for Leftovers {
         if !self.armed {
             return;
         }
+        self.shutdown.cancel();
         let (names, workers) = (self.names.clone(), known_worker_ids(&self.worker_ids));
         let (uri, database) = self.database.clone();
         // Drop cannot await and runs inside the test's runtime: delete from a thread with a
@@ -204,6 +208,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config), wait_ready: bool) 
             config.endpoints.mongodb_uri.clone(),
             config.database.clone(),
         ),
+        shutdown: shutdown.clone(),
         armed: true,
     };
     TestApp {

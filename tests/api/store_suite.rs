@@ -67,3 +67,90 @@ async fn the_mongodb_store_passes_the_shared_store_suite() {
     assert_eq!(ran, CHECKS.len());
     store.shutdown().await;
 }
+
+/// How the MongoDB store lays out a wide stage: the job document without the tasks, one
+/// document per chunk of 256 tasks, a write replacing only the chunk it changed, and nothing left
+/// after the archive.
+#[tokio::test]
+async fn a_wide_stage_keeps_its_tasks_in_chunks_and_leaves_none_behind() {
+    use job_manager::domain::{Event, Timestamp, apply};
+    use job_manager::fakes::{done, sample_job};
+    use mongodb::bson::{Document, doc};
+
+    let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let database = DropDatabase {
+        name: format!("jm_test_{id}"),
+    };
+    let store = Store::connect(&mongodb_uri(), &database.name)
+        .await
+        .expect("store");
+    let jobs = store.database().collection::<Document>("jobs");
+    let chunks = store.database().collection::<Document>("job_tasks");
+    let job = sample_job("chunks", 600);
+    store.insert_job(&job).await.expect("insert");
+    let stored = jobs
+        .find_one(doc! {"_id": job.id.as_str()})
+        .await
+        .expect("find")
+        .expect("the job");
+    let stage = stored.get_document("current_stage").expect("a stage");
+    assert!(
+        !stage.contains_key("tasks"),
+        "tasks out of the job document"
+    );
+    let pointers = stored.get_document("task_chunks").expect("pointers");
+    assert_eq!(pointers.get_array("02").expect("stage 02").len(), 3);
+    let count = || chunks.count_documents(doc! {"job_id": job.id.as_str()});
+    assert_eq!(count().await.expect("count"), 3);
+
+    // A result for task 300 replaces chunk 1 only; the one it replaced is gone.
+    let task = job.current_stage.as_ref().expect("stage").tasks[300]
+        .task_id
+        .clone();
+    let event = done(&task, vec![serde_json::json!({"n": 300})]);
+    let after = match apply(&job, &event, Timestamp::now()) {
+        job_manager::domain::Decision::Apply { job, .. } => *job,
+        other => panic!("{other:?}"),
+    };
+    assert!(store.compare_and_set(&job, &after).await.expect("write"));
+    let written = jobs
+        .find_one(doc! {"_id": job.id.as_str()})
+        .await
+        .expect("find")
+        .expect("the job");
+    let now = written.get_document("task_chunks").expect("pointers");
+    let ids = |p: &Document| -> Vec<String> {
+        p.get_array("02")
+            .expect("02")
+            .iter()
+            .map(|id| id.as_str().expect("an id").to_owned())
+            .collect()
+    };
+    let (old, new) = (ids(pointers), ids(now));
+    assert_eq!(
+        (old[0] == new[0], old[1] == new[1], old[2] == new[2]),
+        (true, false, true)
+    );
+    assert_eq!(
+        count().await.expect("count"),
+        3,
+        "the replaced chunk is deleted"
+    );
+    assert_eq!(
+        store.load_job(&job.id).await.expect("load"),
+        Some(after.clone())
+    );
+
+    let ended = match apply(&after, &Event::Abort, Timestamp::now()) {
+        job_manager::domain::Decision::Apply { job, .. } => *job,
+        other => panic!("{other:?}"),
+    };
+    assert!(store.compare_and_set(&after, &ended).await.expect("write"));
+    store.archive(&ended).await.expect("archive");
+    assert_eq!(
+        count().await.expect("count"),
+        0,
+        "no chunk after the archive"
+    );
+    store.shutdown().await;
+}

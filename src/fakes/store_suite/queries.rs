@@ -147,6 +147,13 @@ fn running(hash: &str, tasks: &[TaskShape]) -> Job {
     job
 }
 
+/// 300 tasks, done, marked and due later, except task `index` of shape `odd`.
+fn wide(index: usize, odd: TaskShape) -> Vec<TaskShape> {
+    let mut tasks = vec![(TaskStatus::Done, 100, 5000, Some(150)); 300];
+    tasks[index] = odd;
+    tasks
+}
+
 /// What the sweep must see, as the MongoDB store's query asks it.
 fn needs_attention(job: &Job, now: Timestamp, cutoff: Timestamp) -> bool {
     match job.status {
@@ -195,6 +202,19 @@ pub(super) async fn jobs_needing_attention_selects_exactly_what_the_sweep_must_s
         ),
         (failed, false), // ended
         (running(&h(11), &[(Failed, 100, 900, None)]), false),
+        // Wide stages (their tasks apart from the job in the MongoDB store).
+        (
+            running(&h(12), &wide(299, (Pending, 100, 900, Some(150)))),
+            true,
+        ), // overdue
+        (
+            running(&h(13), &wide(280, (Pending, 100, 5000, None))),
+            true,
+        ), // never marked
+        (
+            running(&h(14), &wide(299, (Pending, 100, 5000, Some(150)))),
+            false,
+        ),
     ];
     for (job, _) in &cases {
         insert(store, job).await;

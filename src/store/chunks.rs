@@ -1,0 +1,372 @@
+//! Wide stages' tasks in documents of their own (docs/consistency.md, "Wide stages").
+//!
+//! A stage with more than [`CHUNK_TASKS`] tasks keeps them in the collection `job_tasks`, in
+//! chunks of [`CHUNK_TASKS`], instead of in the job document; the job document keeps, under
+//! `task_chunks.<stage_id>`, the id of each chunk's current document. A compare-and-set that
+//! changes tasks of a chunk inserts a new document for that chunk (a fresh id), then writes the
+//! job with the new id in its pointer: the chunk and the job change together or not at all, as
+//! the job document's compare-and-set decides, and a write touches one job document of a few
+//! KiB and the chunks it changed, whatever the width. Superseded chunk documents are deleted
+//! after the write; any left by a crash go with the job's archive.
+//!
+//! The domain sees none of this: [`Store::load_job`](super::Store::load_job) puts the tasks back.
+
+use std::collections::HashMap;
+
+use futures::TryStreamExt;
+use mongodb::bson::raw::RawDocumentBuf;
+use mongodb::bson::{self, Bson, Document, doc};
+use serde::{Deserialize, Serialize};
+
+use super::errors::{malformed, typed_error};
+use super::{Store, StoreError};
+use crate::domain::{Job, StageRecord, TaskRecord};
+use crate::ports::DispatchMark;
+
+/// Tasks per chunk; a stage with more tasks than this keeps them in chunks.
+pub const CHUNK_TASKS: usize = 256;
+
+/// The job document's field of chunk pointers: `{<stage_id>: [chunk id, …]}`.
+pub const POINTERS: &str = "task_chunks";
+
+/// Whether a stage of `tasks` tasks keeps them in chunks.
+pub fn is_wide(tasks: usize) -> bool {
+    tasks > CHUNK_TASKS
+}
+
+/// `stage` as the job document holds it: without its tasks when they are kept in chunks.
+pub fn stored_stage(stage: &StageRecord) -> std::borrow::Cow<'_, StageRecord> {
+    if !is_wide(stage.tasks.len()) {
+        return std::borrow::Cow::Borrowed(stage);
+    }
+    std::borrow::Cow::Owned(StageRecord {
+        id: stage.id.clone(),
+        outputs: stage.outputs.clone(),
+        worker_id: stage.worker_id.clone(),
+        tasks: Vec::new(),
+        started: stage.started,
+        completed: stage.completed,
+        log: stage.log.clone(),
+        error: stage.error.clone(),
+    })
+}
+
+/// A chunk document as written.
+#[derive(Serialize)]
+struct ChunkOut<'a> {
+    #[serde(rename = "_id")]
+    id: &'a str,
+    job_id: &'a str,
+    run_id: &'a str,
+    stage_id: &'a str,
+    n: u32,
+    /// The job version whose write inserted it.
+    v: i64,
+    tasks: &'a [TaskRecord],
+}
+
+/// A chunk document as read.
+#[derive(Debug, Deserialize)]
+pub(super) struct ChunkIn {
+    #[serde(rename = "_id")]
+    id: String,
+    tasks: Vec<TaskRecord>,
+}
+
+/// What one compare-and-set writes besides the job document.
+#[derive(Debug, Default)]
+pub struct ChunkWrite {
+    /// Chunk documents to insert before the job's compare-and-set.
+    pub inserts: Vec<RawDocumentBuf>,
+    /// Their ids, to delete if the compare-and-set loses.
+    pub inserted: Vec<String>,
+    /// `$set`s of the job document: a pointer path and the chunk id (or list of ids) it takes.
+    pub pointers: Vec<(String, Bson)>,
+    /// `(stage_id, n)` of each chunk replaced, whose older documents go after a win.
+    pub replaced: Vec<(String, u32)>,
+}
+
+impl ChunkWrite {
+    pub fn is_empty(&self) -> bool {
+        self.inserts.is_empty()
+    }
+}
+
+/// Every stage of `job`, ended and in flight.
+fn all_stages(job: &Job) -> impl Iterator<Item = &StageRecord> {
+    job.stages.iter().chain(job.current_stage.as_ref())
+}
+
+/// The chunk documents and pointers that turn `before` (as stored; `None` for a new job) into
+/// `after`: every chunk of a wide stage that is new or whose tasks changed.
+pub fn plan(before: Option<&Job>, after: &Job) -> Result<ChunkWrite, StoreError> {
+    let mut write = ChunkWrite::default();
+    for stage in all_stages(after).filter(|s| is_wide(s.tasks.len())) {
+        let earlier = before.and_then(|b| {
+            all_stages(b).find(|s| s.id == stage.id && s.tasks.len() == stage.tasks.len())
+        });
+        let mut ids = Vec::new();
+        for (n, tasks) in stage.tasks.chunks(CHUNK_TASKS).enumerate() {
+            let unchanged = earlier.is_some_and(|e| {
+                let start = n * CHUNK_TASKS;
+                e.tasks[start..start + tasks.len()] == *tasks
+            });
+            if unchanged {
+                continue;
+            }
+            let id = format!(
+                "{}/{}/{}/{n}/{}",
+                after.id,
+                after.run_id,
+                stage.id,
+                uuid::Uuid::new_v4().simple()
+            );
+            let chunk = ChunkOut {
+                id: &id,
+                job_id: after.id.as_str(),
+                run_id: &after.run_id,
+                stage_id: stage.id.as_str(),
+                n: n as u32,
+                v: after.version,
+                tasks,
+            };
+            write.inserts.push(
+                bson::to_raw_document_buf(&chunk).map_err(|e| StoreError::Encode(e.to_string()))?,
+            );
+            write.inserted.push(id.clone());
+            if earlier.is_some() {
+                write
+                    .pointers
+                    .push((format!("{POINTERS}.{}.{n}", stage.id), Bson::String(id)));
+                write
+                    .replaced
+                    .push((stage.id.as_str().to_owned(), n as u32));
+            } else {
+                ids.push(Bson::String(id));
+            }
+        }
+        if earlier.is_none() {
+            write
+                .pointers
+                .push((format!("{POINTERS}.{}", stage.id), Bson::Array(ids)));
+        }
+    }
+    Ok(write)
+}
+
+impl Store {
+    /// `command` with the collection's write concern (a raw command does not take the
+    /// connection string's by itself).
+    pub(super) fn with_concern(&self, mut command: Document) -> Document {
+        if let Some(concern) = self.jobs.write_concern()
+            && let Ok(concern) = bson::to_document(concern)
+            && !concern.is_empty()
+        {
+            command.insert("writeConcern", concern);
+        }
+        command
+    }
+
+    /// Inserts the chunk documents of a compare-and-set (unordered, one round trip).
+    pub(super) async fn insert_chunks(&self, write: &ChunkWrite) -> Result<(), StoreError> {
+        if write.inserts.is_empty() {
+            return Ok(());
+        }
+        self.raw_chunks
+            .insert_many(write.inserts.iter())
+            .ordered(false)
+            .await?;
+        Ok(())
+    }
+
+    /// After the compare-and-set: a win deletes the chunk documents its new ones replaced, a
+    /// loss its own. Best effort: what stays is unreferenced, and goes with the archive.
+    pub(super) async fn settle_chunks(&self, after: &Job, write: &ChunkWrite, won: bool) {
+        if write.is_empty() {
+            return;
+        }
+        let filter = if won {
+            if write.replaced.is_empty() {
+                return;
+            }
+            let chunks: Vec<Document> = write
+                .replaced
+                .iter()
+                .map(|(stage, n)| doc! {"stage_id": stage, "n": n})
+                .collect();
+            doc! {"job_id": after.id.as_str(), "run_id": after.run_id.as_str(),
+            "v": {"$lt": after.version}, "$or": chunks}
+        } else {
+            doc! {"_id": {"$in": &write.inserted}}
+        };
+        if let Err(error) = self.chunks.delete_many(filter).await {
+            tracing::debug!(%error, "superseded task chunks not deleted; the archive deletes them");
+        }
+    }
+
+    /// Puts the tasks of `job`'s wide stages back from their chunks, as `pointers` (the job
+    /// document's `task_chunks`) names them. `Ok(false)` when a chunk is missing: the job was
+    /// written since it was read (the chunk superseded and deleted), and is to be read again.
+    pub(super) async fn fill_chunks(
+        &self,
+        job: &mut Job,
+        pointers: &Document,
+    ) -> Result<bool, StoreError> {
+        let mut wanted: Vec<(String, Vec<String>)> = Vec::new();
+        for (stage, ids) in pointers {
+            let Bson::Array(ids) = ids else {
+                return Err(malformed(format!("{POINTERS}.{stage} is not a list")));
+            };
+            let ids = ids
+                .iter()
+                .filter_map(|id| id.as_str().map(str::to_owned))
+                .collect();
+            wanted.push((stage.clone(), ids));
+        }
+        let all: Vec<&String> = wanted.iter().flat_map(|(_, ids)| ids).collect();
+        let mut cursor = self.typed_chunks.find(doc! {"_id": {"$in": all}}).await?;
+        let mut found: HashMap<String, Vec<TaskRecord>> = HashMap::new();
+        while let Some(chunk) = cursor.try_next().await.map_err(typed_error)? {
+            found.insert(chunk.id, chunk.tasks);
+        }
+        for (stage_id, ids) in wanted {
+            let mut tasks = Vec::new();
+            for id in &ids {
+                match found.remove(id) {
+                    Some(chunk) => tasks.extend(chunk),
+                    None => return Ok(false),
+                }
+            }
+            let stage = job
+                .stages
+                .iter_mut()
+                .chain(job.current_stage.as_mut())
+                .find(|s| s.id.as_str() == stage_id);
+            if let Some(stage) = stage {
+                stage.tasks = tasks;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Sets the outbox mark on tasks kept in chunks (any document holding them: a superseded
+    /// one changes nothing that is read).
+    pub(super) async fn mark_chunks(&self, marks: &[&DispatchMark]) -> Result<(), StoreError> {
+        if marks.is_empty() {
+            return Ok(());
+        }
+        let updates: Vec<Document> = marks
+            .iter()
+            .map(|mark| {
+                let ids: Vec<&str> = mark.task_ids.iter().map(|t| t.as_str()).collect();
+                doc! {
+                    "q": {"job_id": mark.job_id.as_str(), "run_id": mark.run_id.as_str(),
+                          "stage_id": mark.stage_id.as_str(), "tasks.task_id": {"$in": &ids}},
+                    "u": {"$set": {"tasks.$[t].dispatched": mark.at.to_string()}},
+                    "arrayFilters": [{"t.task_id": {"$in": &ids}}],
+                    "multi": true,
+                }
+            })
+            .collect();
+        let command = doc! {"update": self.chunks.name(), "updates": updates, "ordered": false};
+        let reply = self.db.run_command(self.with_concern(command)).await?;
+        if let Ok(errors) = reply.get_array("writeErrors")
+            && let Some(first) = errors.first()
+        {
+            return Err(StoreError::Unavailable(format!(
+                "{} outbox marks of task chunks not written: {first}",
+                errors.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Ids of running jobs with a task kept in chunks that `task` matches (the sweep's
+    /// conditions on a pending task), at most `limit`.
+    pub(super) async fn jobs_with_chunked_tasks(
+        &self,
+        task: Document,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut cursor = self
+            .chunks
+            .find(doc! {"tasks": {"$elemMatch": task}})
+            .projection(doc! {"job_id": 1, "_id": 0})
+            .limit(limit)
+            .await?;
+        let mut ids = Vec::new();
+        while let Some(chunk) = cursor.try_next().await? {
+            if let Ok(id) = chunk.get_str("job_id")
+                && !ids.iter().any(|known: &String| known == id)
+            {
+                ids.push(id.to_owned());
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Deletes every chunk document of `job`'s run (after its archive).
+    pub(super) async fn delete_chunks(&self, job: &Job) -> Result<(), StoreError> {
+        let filter = doc! {"job_id": job.id.as_str(), "run_id": job.run_id.as_str()};
+        self.chunks.delete_many(filter).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wide_job(width: usize) -> Job {
+        use crate::domain::pipeline::fixtures;
+        use crate::domain::{Event, Timestamp, apply_in_place};
+        let now = Timestamp::parse("2020-07-16T10:15:53.278087Z").expect("valid");
+        let pipeline = fixtures::seed_pipeline();
+        let mut job = Job::new(
+            "m",
+            "h",
+            "file.csv",
+            &pipeline.id,
+            pipeline.stages,
+            Default::default(),
+            "run".into(),
+            now,
+        );
+        apply_in_place(&mut job, &Event::Start, now).expect("start");
+        job.version = 1;
+        let stage = job.current_stage.as_mut().expect("stage");
+        let task = stage.tasks[0].clone();
+        stage.tasks = (0..width).map(|_| task.clone()).collect();
+        job
+    }
+
+    #[test]
+    fn a_narrow_stage_writes_no_chunk() {
+        let job = wide_job(CHUNK_TASKS);
+        assert!(plan(None, &job).expect("plan").is_empty());
+    }
+
+    #[test]
+    fn a_new_wide_stage_writes_every_chunk_and_one_pointer_list() {
+        let job = wide_job(CHUNK_TASKS * 2 + 1);
+        let write = plan(None, &job).expect("plan");
+        assert_eq!(write.inserts.len(), 3);
+        assert_eq!(write.pointers.len(), 1);
+        assert_eq!(write.pointers[0].0, format!("{POINTERS}.01"));
+        assert!(write.replaced.is_empty());
+    }
+
+    #[test]
+    fn a_change_to_one_task_rewrites_only_its_chunk() {
+        let before = wide_job(CHUNK_TASKS * 3);
+        let mut after = before.clone();
+        after.version += 1;
+        let stage = after.current_stage.as_mut().expect("stage");
+        stage.tasks[CHUNK_TASKS + 5].log = Some("done".into());
+        let write = plan(Some(&before), &after).expect("plan");
+        assert_eq!(write.inserts.len(), 1);
+        assert_eq!(write.pointers.len(), 1);
+        assert_eq!(write.pointers[0].0, format!("{POINTERS}.01.1"));
+        assert_eq!(write.replaced, vec![("01".to_owned(), 1)]);
+    }
+}
