@@ -25,6 +25,7 @@ mod archive;
 mod catalog;
 mod documents;
 mod errors;
+mod group;
 mod jobs;
 mod listing;
 mod port;
