@@ -32,6 +32,9 @@ pub const DEAD_LETTERED: &str = "job_manager_messages_dead_lettered_total";
 pub const CAS_CONFLICTS: &str = "job_manager_cas_conflicts_total";
 /// Events applied per job write (how much coalescing saves: one write for this many events).
 pub const EVENTS_PER_WRITE: &str = "job_manager_events_per_write";
+/// Compare-and-sets of different jobs sent in one store command (the group commit: how many
+/// writes share a round trip).
+pub const WRITES_PER_COMMIT: &str = "job_manager_writes_per_commit";
 /// Reconnections to RabbitMQ.
 pub const AMQP_RECONNECTS: &str = "job_manager_amqp_reconnects_total";
 /// Results the store refused as sent, recorded as failed attempts instead.
@@ -75,6 +78,12 @@ pub fn install() -> Option<&'static PrometheusHandle> {
                 })
                 .and_then(|b| {
                     b.set_buckets_for_metric(Matcher::Full(EVENTS_PER_WRITE.into()), &batch_buckets)
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(WRITES_PER_COMMIT.into()),
+                        &batch_buckets,
+                    )
                 })
                 .and_then(|b| {
                     b.set_buckets_for_metric(Matcher::Full(STEP_SECONDS.into()), &buckets)
@@ -135,6 +144,11 @@ pub fn dead_lettered() {
 
 pub fn job_written(events: usize) {
     histogram!(EVENTS_PER_WRITE).record(events as f64);
+}
+
+/// Records how many compare-and-sets one store command carried (see [`WRITES_PER_COMMIT`]).
+pub fn commit_size(writes: usize) {
+    histogram!(WRITES_PER_COMMIT).record(writes as f64);
 }
 
 /// Records how long `step` took (see [`STEP_SECONDS`]).

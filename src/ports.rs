@@ -146,6 +146,16 @@ pub trait JobStore: Send + Sync {
         after: &'a Job,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
 
+    /// Many compare-and-sets, of different jobs, in one round trip (a group commit): each
+    /// pair `(before, after)` is the compare-and-set of [`JobStore::compare_and_set`], atomic
+    /// on its own and independent of the others (one that loses or fails stops none of the
+    /// others). Returns one outcome per pair, in order: won, lost, or that pair's own error.
+    /// The outer error says the whole command failed: no pair's outcome is known.
+    fn compare_and_set_many<'a>(
+        &'a self,
+        writes: &'a [(&'a Job, &'a Job)],
+    ) -> BoxFuture<'a, Result<Vec<Result<bool, StoreError>>, StoreError>>;
+
     /// Writes outbox marks, of any jobs, in one round trip: each sets `dispatched` on its task
     /// attempts if its job's run still has that stage in flight (else it changes nothing). It
     /// changes no version. An error says some marks may not have been written.

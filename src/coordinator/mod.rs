@@ -5,6 +5,7 @@
 //! - [`batch`]: coalescing the events of one job into one write;
 //! - [`cache`]: the copies of jobs this process wrote last;
 //! - [`write`]: the compare-and-set loop and the size policy;
+//! - [`commit`]: compare-and-sets of many jobs sent in one round trip (group commit);
 //! - [`effects`]: dispatch, notify and archive after a write;
 //! - [`writers`]: outbox marks (group commit) and job events, written many at a time;
 //! - [`observe`]: metrics and span fields;
@@ -15,6 +16,7 @@
 
 mod batch;
 mod cache;
+mod commit;
 mod effects;
 mod error;
 mod observe;
@@ -29,6 +31,7 @@ use std::sync::Arc;
 use tracing::{debug, info, instrument, warn};
 
 pub use batch::{BATCH_MAX_BYTES, BATCH_MAX_EVENTS};
+pub use commit::{COMMIT_ALONE_BYTES, COMMIT_MAX_BYTES, COMMIT_MAX_WRITES};
 pub use effects::Dispatched;
 pub use error::{CoordinatorError, Created, Handled};
 pub use write::MAX_CAS_ATTEMPTS;
@@ -54,6 +57,8 @@ pub struct Coordinator {
     clock: Clock,
     /// Writes outbox marks and publishes job events off the critical path.
     writers: writers::Writers,
+    /// Sends the compare-and-sets of many jobs in one round trip.
+    committer: commit::Committer,
 }
 
 impl Coordinator {
@@ -61,6 +66,7 @@ impl Coordinator {
     pub fn new(store: Arc<dyn JobStore>, broker: Arc<dyn Broker>) -> Self {
         Self {
             writers: writers::Writers::start(store.clone(), broker.clone()),
+            committer: commit::Committer::start(store.clone()),
             store,
             broker,
             batches: Arc::default(),

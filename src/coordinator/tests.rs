@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
+mod group;
+
 use super::*;
 use crate::domain::{JobStatus, TaskId, TaskStatus};
 use crate::fakes::{MemoryBroker, MemoryStore, Op, done, sample_pipeline};

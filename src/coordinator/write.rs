@@ -136,9 +136,10 @@ impl Coordinator {
             let bytes = self.store.job_bytes(&applied.job)?;
             hold_size(&before, &mut applied, bytes, now);
             meter::step("apply", applying.elapsed());
-            let write = self.store.compare_and_set(&before, &applied.job);
-            if meter::timed("write", write).await? {
-                drop(before);
+            // Sent with the compare-and-sets of other jobs ready now (`commit.rs`).
+            let write = self.committer.compare_and_set(before, applied.job, bytes);
+            if let Some(job) = meter::timed("write", write).await? {
+                applied.job = job;
                 meter::events_applied(if cached { "copy" } else { "read" }, events.len());
                 return self.carry_out(events, applied).await;
             }

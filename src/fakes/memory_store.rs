@@ -19,7 +19,10 @@ use super::store_suite::Catalog;
 pub enum Op {
     Insert,
     Load,
+    /// A compare-and-set, alone or as a statement of `compare_and_set_many`.
     CompareAndSet,
+    /// A `compare_and_set_many` as a whole (its failure fails every statement).
+    CompareAndSetMany,
     MarkDispatched,
     Archive,
     Find,
@@ -43,7 +46,12 @@ struct State {
     /// What the next calls of an operation do: fail with the error, or (`None`) pass.
     failures: HashMap<Op, VecDeque<Option<StoreError>>>,
     rivals: VecDeque<Rival>,
+    /// Rivals of one job, by id: they come before that job's next compare-and-set.
+    rivals_of: HashMap<String, VecDeque<Rival>>,
     writes: usize,
+    /// Compare-and-set commands: one per `compare_and_set`, one per `compare_and_set_many`
+    /// with any statement.
+    commands: usize,
     conflicts: usize,
     loads: usize,
 }
@@ -92,6 +100,18 @@ impl MemoryStore {
         self.lock().rivals.push_back(Box::new(change));
     }
 
+    /// Lets a rival writer change the stored job `id` just before that job's next
+    /// compare-and-set is checked (alone or in a batch), so that compare-and-set loses.
+    pub fn rival_before_next_write_of(
+        &self,
+        id: &JobId,
+        change: impl FnOnce(&mut Job) + Send + 'static,
+    ) {
+        let mut state = self.lock();
+        let rivals = state.rivals_of.entry(id.as_str().to_owned()).or_default();
+        rivals.push_back(Box::new(change));
+    }
+
     pub fn put_machine(&self, machine: Machine) {
         self.lock()
             .machines
@@ -120,6 +140,12 @@ impl MemoryStore {
     /// Jobs read with `load_job` so far.
     pub fn loads(&self) -> usize {
         self.lock().loads
+    }
+
+    /// Compare-and-set commands sent so far: a `compare_and_set` is one, and so is a
+    /// `compare_and_set_many` of any number of statements.
+    pub fn commands(&self) -> usize {
+        self.lock().commands
     }
 
     /// Compare-and-sets lost so far.
@@ -160,22 +186,25 @@ impl MemoryStore {
     }
 
     fn write(&self, before: &Job, after: &Job) -> Result<bool, StoreError> {
-        let mut state = self.check(Op::CompareAndSet)?;
-        let rival = state.rivals.pop_front();
-        let Some(stored) = state.jobs.get_mut(before.id.as_str()) else {
-            return Ok(false);
-        };
-        if let Some(rival) = rival {
-            rival(stored);
-            stored.version += 1;
+        let mut state = self.lock();
+        state.commands += 1;
+        write_one(&mut state, before, after)
+    }
+
+    /// The statements of a `compare_and_set_many`, each a compare-and-set of its own (a
+    /// failure queued for `CompareAndSet` fails that statement only).
+    fn write_many(
+        &self,
+        writes: &[(&Job, &Job)],
+    ) -> Result<Vec<Result<bool, StoreError>>, StoreError> {
+        let mut state = self.check(Op::CompareAndSetMany)?;
+        if !writes.is_empty() {
+            state.commands += 1;
         }
-        if stored.run_id != before.run_id || stored.version != before.version {
-            state.conflicts += 1;
-            return Ok(false);
-        }
-        *stored = keep_marks(stored, before, after);
-        state.writes += 1;
-        Ok(true)
+        Ok(writes
+            .iter()
+            .map(|(before, after)| write_one(&mut state, before, after))
+            .collect())
     }
 
     /// The MongoDB store's two steps (`store/archive.rs`): the history write, then the delete
@@ -214,6 +243,32 @@ impl MemoryStore {
         }
         Ok(())
     }
+}
+
+/// One compare-and-set on `state`: a failure queued for it, then any rival, then the check.
+fn write_one(state: &mut State, before: &Job, after: &Job) -> Result<bool, StoreError> {
+    let queued = state.failures.get_mut(&Op::CompareAndSet);
+    if let Some(Some(error)) = queued.and_then(VecDeque::pop_front) {
+        return Err(error);
+    }
+    let rival = state.rivals.pop_front().or_else(|| {
+        let rivals = state.rivals_of.get_mut(before.id.as_str());
+        rivals.and_then(VecDeque::pop_front)
+    });
+    let Some(stored) = state.jobs.get_mut(before.id.as_str()) else {
+        return Ok(false);
+    };
+    if let Some(rival) = rival {
+        rival(stored);
+        stored.version += 1;
+    }
+    if stored.run_id != before.run_id || stored.version != before.version {
+        state.conflicts += 1;
+        return Ok(false);
+    }
+    *stored = keep_marks(stored, before, after);
+    state.writes += 1;
+    Ok(true)
 }
 
 /// `after`, keeping the outbox marks written to `stored` since `before` was read where the
@@ -274,6 +329,17 @@ impl JobStore for MemoryStore {
         async move {
             let _open = self.gate.read().await;
             self.write(before, after)
+        }
+        .boxed()
+    }
+
+    fn compare_and_set_many<'a>(
+        &'a self,
+        writes: &'a [(&'a Job, &'a Job)],
+    ) -> BoxFuture<'a, Result<Vec<Result<bool, StoreError>>, StoreError>> {
+        async move {
+            let _open = self.gate.read().await;
+            self.write_many(writes)
         }
         .boxed()
     }

@@ -1,16 +1,17 @@
 //! The shared store suite: what every [`JobStore`] must do for the coordinator and the sweep,
 //! written once and run against the in-memory fake (the unit test below) and the MongoDB store
 //! (`tests/api/store_suite.rs`), so the fake cannot drift from the real store. What it pins is
-//! argued in docs/consistency.md, "Compare-and-set", "The outbox" and "Archive".
+//! argued in docs/consistency.md, "Compare-and-set", "Group commit", "The outbox" and "Archive".
 //!
 //! Each check uses files (hashes) of its own, so the checks share one store without touching
 //! each other's jobs; a query's check judges every job the query returns, its own or not. A
 //! failing check does not stop the others: [`run`] runs them all, then names those that failed
 //! (each one's panic message says what broke).
 //!
-//! Layout: `writes.rs` insert, load and compare-and-set; `outbox.rs` the outbox mark;
-//! `archive.rs` the move to history; `queries.rs` the sweep's queries and the rest; `wide.rs`
-//! jobs wider than one stored document of tasks.
+//! Layout: `writes.rs` insert, load and compare-and-set; `group.rs` compare-and-sets of many
+//! jobs in one call; `outbox.rs` the outbox mark; `archive.rs` the move to history;
+//! `queries.rs` the sweep's queries and the rest; `wide.rs` jobs wider than one stored document
+//! of tasks.
 
 use std::collections::BTreeSet;
 use std::panic::AssertUnwindSafe;
@@ -25,6 +26,7 @@ use crate::domain::{
 use crate::ports::{Inserted, JobStore, StoreError};
 
 mod archive;
+mod group;
 mod outbox;
 mod queries;
 mod wide;
@@ -57,6 +59,10 @@ checks![
     writes::compare_and_set_loses_on_a_stale_version,
     writes::compare_and_set_loses_on_another_run_of_the_same_job,
     writes::compare_and_set_of_a_job_not_stored_loses_and_creates_nothing,
+    group::compare_and_set_many_tells_each_statement_its_own_outcome,
+    group::a_write_after_a_win_does_not_turn_the_win_into_a_loss,
+    group::compare_and_set_many_of_another_run_or_no_job_loses,
+    group::compare_and_set_many_of_nothing_is_no_outcome,
     outbox::mark_dispatched_marks_only_the_named_attempts_and_keeps_the_version,
     outbox::mark_dispatched_of_another_run_or_stage_changes_nothing,
     outbox::marks_of_many_jobs_go_in_one_call_and_a_stale_one_stops_none,
@@ -77,6 +83,7 @@ checks![
     wide::a_lost_race_on_a_wide_job_leaves_the_winner_whole,
     wide::marks_on_a_wide_stage_land_and_survive_a_later_write,
     wide::archive_of_a_wide_job_keeps_every_task,
+    wide::a_group_of_wide_writes_tells_each_its_outcome_and_keeps_each_whole,
 ];
 
 /// Runs every check against `store` and returns the names of the checks that failed. The store
@@ -245,6 +252,13 @@ mod tests {
             after: &'a Job,
         ) -> BoxFuture<'a, Result<bool, StoreError>> {
             self.0.compare_and_set(before, after)
+        }
+
+        fn compare_and_set_many<'a>(
+            &'a self,
+            writes: &'a [(&'a Job, &'a Job)],
+        ) -> BoxFuture<'a, Result<Vec<Result<bool, StoreError>>, StoreError>> {
+            self.0.compare_and_set_many(writes)
         }
 
         fn mark_dispatched<'a>(

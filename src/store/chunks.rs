@@ -90,6 +90,16 @@ impl ChunkWrite {
     pub fn is_empty(&self) -> bool {
         self.inserts.is_empty()
     }
+
+    /// The inserts of several writes, to send in one round trip.
+    pub fn merged<'a>(writes: impl Iterator<Item = &'a ChunkWrite>) -> ChunkWrite {
+        let mut merged = ChunkWrite::default();
+        for write in writes {
+            merged.inserts.extend(write.inserts.iter().cloned());
+            merged.inserted.extend(write.inserted.iter().cloned());
+        }
+        merged
+    }
 }
 
 /// Every stage of `job`, ended and in flight.

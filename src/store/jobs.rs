@@ -114,20 +114,16 @@ impl Store {
     /// The `update` command of a compare-and-set, sent as raw BSON: the driver's `update_one`
     /// takes a `Document`, and a wide stage's update is megabytes.
     fn update_command(&self, before: &Job, update: RawDocumentBuf) -> RawDocumentBuf {
-        // The run is part of the match: a rerun of the same file keeps the job id and counts
-        // versions from 0 again, so `{_id, version}` alone could match another run.
-        let mut filter = RawDocumentBuf::new();
-        filter.append("_id", before.id.as_str());
-        filter.append("run_id", before.run_id.as_str());
-        filter.append("version", before.version);
-        let mut statement = RawDocumentBuf::new();
-        statement.append("q", filter);
-        statement.append("u", update);
         let mut updates = RawArrayBuf::new();
-        updates.push(statement);
+        updates.push(cas_statement(before, update));
+        self.raw_update_command(updates)
+    }
+
+    /// An `update` command of `statements` on `jobs`, with the collection's write concern.
+    pub(super) fn raw_update_command(&self, statements: RawArrayBuf) -> RawDocumentBuf {
         let mut command = RawDocumentBuf::new();
         command.append("update", self.jobs.name());
-        command.append("updates", updates);
+        command.append("updates", statements);
         // A raw command does not take the connection string's write concern by itself.
         if let Some(concern) = self.jobs.write_concern()
             && let Ok(concern) = bson::to_raw_document_buf(concern)
@@ -269,30 +265,59 @@ fn mark_statement(mark: &DispatchMark) -> Document {
     }
 }
 
+/// The `update` statement of the compare-and-set from `before`: `update` applied if the stored
+/// job is still `before`'s run at `before.version`.
+pub(super) fn cas_statement(before: &Job, update: RawDocumentBuf) -> RawDocumentBuf {
+    // The run is part of the match: a rerun of the same file keeps the job id and counts
+    // versions from 0 again, so `{_id, version}` alone could match another run.
+    let mut filter = RawDocumentBuf::new();
+    filter.append("_id", before.id.as_str());
+    filter.append("run_id", before.run_id.as_str());
+    filter.append("version", before.version);
+    let mut statement = RawDocumentBuf::new();
+    statement.append("q", filter);
+    statement.append("u", update);
+    statement
+}
+
+/// The error of a compare-and-set's statement that the server reported in `writeErrors`: the
+/// server refuses the value as sent (a code in [`PERMANENT_CODES`]), or asks to retry.
+pub(super) fn statement_error(error: &Bson) -> StoreError {
+    let code = error.as_document().and_then(|d| d.get_i32("code").ok());
+    if code.is_some_and(|c| PERMANENT_CODES.contains(&c)) {
+        return StoreError::Refused(error.to_string());
+    }
+    StoreError::Contention(format!("the server asked to retry: {error}"))
+}
+
+/// The error of a write the server did not acknowledge as the write concern asks (a primary
+/// stepping down): not durable as asked, so not a success. A retry finds the change applied
+/// or not.
+pub(super) fn concern_error(error: &Document) -> StoreError {
+    StoreError::Contention(format!(
+        "the write was not acknowledged as the write concern asks: {error}"
+    ))
+}
+
+/// The number of statements an `update` reply says matched (`n`).
+pub(super) fn matched(reply: &Document) -> Result<i64, StoreError> {
+    match reply.get("n") {
+        Some(Bson::Int32(n)) => Ok(i64::from(*n)),
+        Some(Bson::Int64(n)) => Ok(*n),
+        _ => Err(malformed(format!("update reply without a count: {reply}"))),
+    }
+}
+
 /// Reads the reply of a compare-and-set: one document matched is a win, none a lost race.
 fn matched_one(reply: &Document) -> Result<bool, StoreError> {
     if let Ok(errors) = reply.get_array("writeErrors")
         && let Some(first) = errors.first()
     {
-        let code = first.as_document().and_then(|d| d.get_i32("code").ok());
-        if code.is_some_and(|c| PERMANENT_CODES.contains(&c)) {
-            return Err(StoreError::Refused(first.to_string()));
-        }
-        return Err(StoreError::Contention(format!(
-            "the server asked to retry: {first}"
-        )));
+        return Err(statement_error(first));
     }
-    // The write may not have reached the write concern's members (a primary stepping down):
-    // not durable as asked, so not a success. A retry finds the change applied or not.
+    // The write may not have reached the write concern's members: not a success.
     if let Ok(error) = reply.get_document("writeConcernError") {
-        return Err(StoreError::Contention(format!(
-            "the write was not acknowledged as the write concern asks: {error}"
-        )));
+        return Err(concern_error(error));
     }
-    let matched = match reply.get("n") {
-        Some(Bson::Int32(n)) => i64::from(*n),
-        Some(Bson::Int64(n)) => *n,
-        _ => return Err(malformed(format!("update reply without a count: {reply}"))),
-    };
-    Ok(matched == 1)
+    Ok(matched(reply)? == 1)
 }

@@ -9,7 +9,8 @@
 //! Layout: this file holds the handle, its connection and indexes; `jobs.rs` the active jobs
 //! (insert, load, compare-and-set, the outbox mark, the sweep's queries) with `update.rs`
 //! building the compare-and-set's update and `chunks.rs` keeping wide stages' tasks apart;
-//! `archive.rs` the history; `catalog.rs` pipelines and
+//! `group.rs` the compare-and-sets of many jobs in one command (group commit); `archive.rs` the
+//! history; `catalog.rs` pipelines and
 //! machines; `listing.rs` the paged listings of the REST API; `documents.rs` documents kept by
 //! id; `errors.rs` which driver errors are transient; `port.rs` the [`JobStore`] port
 //! (`crate::ports`) over all of it.
@@ -28,6 +29,7 @@ mod catalog;
 mod chunks;
 mod documents;
 mod errors;
+mod group;
 mod jobs;
 mod listing;
 mod port;

@@ -25,6 +25,13 @@ impl JobStore for Store {
         Store::compare_and_set(self, before, after).boxed()
     }
 
+    fn compare_and_set_many<'a>(
+        &'a self,
+        writes: &'a [(&'a Job, &'a Job)],
+    ) -> BoxFuture<'a, Result<Vec<Result<bool, StoreError>>, StoreError>> {
+        Store::compare_and_set_many(self, writes).boxed()
+    }
+
     fn mark_dispatched<'a>(
         &'a self,
         marks: &'a [DispatchMark],

@@ -7,7 +7,7 @@
 //! have set on a task since the job was read. The update is built as raw BSON: a new or ended
 //! wide stage is megabytes, and a `Document` tree of it takes many times that in memory.
 
-use mongodb::bson::raw::{RawBson, RawBsonRef, RawDocumentBuf};
+use mongodb::bson::raw::{RawArrayBuf, RawBson, RawBsonRef, RawDocumentBuf};
 use mongodb::bson::{self, Bson, Document};
 use serde::Serialize;
 
@@ -84,6 +84,43 @@ pub fn job_update(
     after: &Job,
     pointers: &[(String, Bson)],
 ) -> Result<RawDocumentBuf, StoreError> {
+    Ok(changes(before, after, pointers)?.into_update())
+}
+
+/// [`job_update`], which also records `token` as the write of `after.version` in the job's
+/// short list of write tokens ([`WRITE_TOKENS`]), so that the outcome of a statement of a
+/// group commit can be read back (`store/group.rs`).
+pub fn job_update_with_token(
+    before: &Job,
+    after: &Job,
+    pointers: &[(String, Bson)],
+    token: &str,
+) -> Result<RawDocumentBuf, StoreError> {
+    let mut c = changes(before, after, pointers)?;
+    let mut entry = RawDocumentBuf::new();
+    entry.append("v", after.version);
+    entry.append("t", token);
+    let mut entries = RawArrayBuf::new();
+    entries.push(entry);
+    let mut each = RawDocumentBuf::new();
+    each.append("$each", entries);
+    each.append("$slice", -TOKENS_KEPT);
+    c.push.append(WRITE_TOKENS, each);
+    Ok(c.into_update())
+}
+
+/// The stored field that keeps the last [`TOKENS_KEPT`] write tokens of a job's run, as
+/// `{v: version written, t: token}`, oldest first. Internal to the store: no [`Job`] field
+/// (a `Job` decodes without it, unknown fields being ignored), so no API, event or history
+/// record shows it (an archived run is written from the `Job`).
+pub const WRITE_TOKENS: &str = "write_tokens";
+
+/// How many write tokens a job keeps: a group commit's statement is judged by its token as
+/// long as fewer writes than this came after it (`store/group.rs`).
+pub const TOKENS_KEPT: i32 = 8;
+
+/// The changes from `before` to `after`, with the chunk `pointers` of wide stages.
+fn changes(before: &Job, after: &Job, pointers: &[(String, Bson)]) -> Result<Changes, StoreError> {
     let mut c = Changes::default();
     for (path, id) in pointers {
         let id = RawBson::try_from(id.clone()).map_err(encode_error)?;
@@ -131,7 +168,7 @@ pub fn job_update(
         (b, a) if b != a => c.put("current_stage", &a.as_ref().map(stored_stage))?,
         _ => {}
     }
-    Ok(c.into_update())
+    Ok(c)
 }
 
 /// The changes within the stage in flight, down to the fields of each changed task.

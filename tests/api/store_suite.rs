@@ -154,3 +154,72 @@ async fn a_wide_stage_keeps_its_tasks_in_chunks_and_leaves_none_behind() {
     );
     store.shutdown().await;
 }
+
+/// The write tokens of a group commit stay in the `jobs` collection: the last few per job, not
+/// in the job as read, and not in its history record.
+#[tokio::test]
+async fn group_commit_tokens_stay_in_the_active_job_and_never_reach_history() {
+    use job_manager::domain::{Decision, Event, Job, Timestamp, apply};
+    use job_manager::fakes::{done, sample_job};
+    use mongodb::bson::{Document, doc};
+
+    let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let database = DropDatabase {
+        name: format!("jm_test_{id}"),
+    };
+    let store = Store::connect(&mongodb_uri(), &database.name)
+        .await
+        .expect("store");
+    let step = |job: &Job, event: &Event| match apply(job, event, Timestamp::now()) {
+        Decision::Apply { job, .. } => *job,
+        Decision::Ignore(why) => panic!("ignored: {why:?}"),
+    };
+    let mut job = sample_job("tokens", 12);
+    store.insert_job(&job).await.expect("insert");
+    let tasks: Vec<_> = job.current_stage.as_ref().expect("in flight").tasks.clone();
+    for task in &tasks[..11] {
+        let next = step(
+            &job,
+            &done(&task.task_id, vec![serde_json::json!({"n": 1})]),
+        );
+        let outcomes = store
+            .compare_and_set_many(&[(&job, &next)])
+            .await
+            .expect("compare_and_set_many");
+        assert!(matches!(outcomes[..], [Ok(true)]), "{outcomes:?}");
+        job = next;
+    }
+    let raw: Document = store
+        .database()
+        .collection::<Document>("jobs")
+        .find_one(doc! {"_id": job.id.as_str()})
+        .await
+        .expect("find")
+        .expect("stored");
+    let tokens = raw.get_array("write_tokens").expect("write tokens kept");
+    let versions: Vec<i64> = tokens
+        .iter()
+        .filter_map(|t| t.as_document()?.get_i64("v").ok())
+        .collect();
+    assert_eq!(
+        versions,
+        (4..=11).collect::<Vec<i64>>(),
+        "the last 8, oldest first"
+    );
+    assert_eq!(
+        store.load_job(&job.id).await.expect("load"),
+        Some(job.clone())
+    );
+    let ended = step(&job, &Event::Abort);
+    assert!(store.compare_and_set(&job, &ended).await.expect("cas"));
+    store.archive(&ended).await.expect("archive");
+    let history: Document = store
+        .database()
+        .collection::<Document>("history")
+        .find_one(doc! {"_id": job.id.as_str()})
+        .await
+        .expect("find")
+        .expect("on record");
+    assert!(!history.contains_key("write_tokens"), "{history:?}");
+    store.shutdown().await;
+}

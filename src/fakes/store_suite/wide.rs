@@ -107,3 +107,30 @@ pub(super) async fn archive_of_a_wide_job_keeps_every_task(store: &dyn JobStore,
         .expect("a history record");
     assert_job(&record.job, &job, "the archived run");
 }
+
+pub(super) async fn a_group_of_wide_writes_tells_each_its_outcome_and_keeps_each_whole(
+    store: &dyn JobStore,
+    _: &dyn Catalog,
+) {
+    let (a, b) = (wide("wide-group-a"), wide("wide-group-b"));
+    insert(store, &a).await;
+    insert(store, &b).await;
+    // A rival wins b first; the group's write of b, from the same version, loses.
+    let rival = answered(&b, 20);
+    write(store, &b, &rival).await;
+    let (a_after, b_after) = (answered(&a, 520), answered(&b, 300));
+    let outcomes = store
+        .compare_and_set_many(&[(&a, &a_after), (&b, &b_after)])
+        .await
+        .expect("compare_and_set_many");
+    assert!(
+        matches!(outcomes[..], [Ok(true), Ok(false)]),
+        "a won, b lost: {outcomes:?}"
+    );
+    assert_job(&stored(store, &a.id).await, &a_after, "a as written");
+    assert_job(
+        &stored(store, &b.id).await,
+        &rival,
+        "b as the rival wrote it",
+    );
+}

@@ -1,0 +1,144 @@
+//! The group commit on the fakes: the compare-and-sets of many jobs share store commands, a
+//! statement that loses is retried alone while the others go on, and a command that fails
+//! reaches every write in it.
+
+use super::*;
+
+/// Starts `count` jobs of files `<name>-<n>` (their split stage in flight).
+async fn jobs(coordinator: &Coordinator, name: &str, count: usize) -> Vec<JobId> {
+    let mut ids = Vec::new();
+    for n in 0..count {
+        ids.push(start(coordinator, &format!("{name}-{n}")).await);
+    }
+    ids
+}
+
+/// Handles the split's result of each of `ids` (two parts each) at once: the first alone, the
+/// others once it holds the store, so they queue behind its command.
+async fn splits_at_once(
+    coordinator: &Coordinator,
+    store: &MemoryStore,
+    ids: &[JobId],
+) -> Vec<Outcome> {
+    let mut handles = Vec::new();
+    for (n, id) in ids.iter().enumerate() {
+        let (coordinator, id) = (coordinator.clone(), id.clone());
+        let split = tasks(store, &id)[0].clone();
+        let parts = vec![json!({"part": 0}), json!({"part": 1})];
+        handles.push(tokio::spawn(async move {
+            coordinator.handle(&id, done(&split, parts)).await
+        }));
+        if n == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    handles
+}
+
+/// How many tasks of job `id` the broker was handed.
+fn dispatched_of(broker: &MemoryBroker, id: &JobId) -> usize {
+    let sent = broker.dispatches();
+    sent.iter().filter(|(_, d)| &d.job_id == id).count()
+}
+
+#[tokio::test]
+async fn results_of_many_jobs_at_once_share_store_commands() {
+    let (coordinator, store, broker) = setup();
+    let ids = jobs(&coordinator, "many", 20).await;
+    let (commands, writes) = (store.commands(), store.writes());
+    let hold = store.hold_writes().await;
+    let handles = splits_at_once(&coordinator, &store, &ids).await;
+    drop(hold);
+    for outcome in outcomes(handles).await {
+        assert!(
+            matches!(outcome, Ok(Handled::Applied { .. })),
+            "{outcome:?}"
+        );
+    }
+    assert_eq!(store.writes() - writes, 20, "every job written once");
+    assert_eq!(
+        store.commands() - commands,
+        2,
+        "the first job's command, then one for the 19 that queued behind it"
+    );
+    for id in &ids {
+        assert_eq!(
+            dispatched_of(&broker, id),
+            3,
+            "the split, then its two parts"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_statement_that_loses_is_read_again_while_the_others_are_carried_out_once() {
+    let (coordinator, store, broker) = setup();
+    let ids = jobs(&coordinator, "lose", 4).await;
+    let loads = store.loads();
+    // Another replica writes job 2 just before its statement is checked: that one loses.
+    store.rival_before_next_write_of(&ids[2], |_| {});
+    let hold = store.hold_writes().await;
+    let handles = splits_at_once(&coordinator, &store, &ids).await;
+    drop(hold);
+    for outcome in outcomes(handles).await {
+        assert!(
+            matches!(outcome, Ok(Handled::Applied { .. })),
+            "{outcome:?}"
+        );
+    }
+    assert_eq!(store.conflicts(), 1, "one statement lost");
+    assert_eq!(
+        store.loads() - loads,
+        1,
+        "only the loser read its job again"
+    );
+    for id in &ids {
+        let job = store.job(id).expect("running");
+        assert_eq!(job.current_stage.expect("work").tasks.len(), 2, "{id}");
+        assert_eq!(
+            dispatched_of(&broker, id),
+            3,
+            "each dispatch published once: {id}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_command_that_fails_reaches_every_write_in_it_as_transient() {
+    let (coordinator, store, _) = setup();
+    let ids = jobs(&coordinator, "fail", 4).await;
+    store.pass_next(Op::CompareAndSetMany); // the first job's command
+    store.fail_next(
+        Op::CompareAndSetMany,
+        StoreError::Unavailable("down".into()),
+    );
+    let hold = store.hold_writes().await;
+    let handles = splits_at_once(&coordinator, &store, &ids).await;
+    drop(hold);
+    let outcomes = outcomes(handles).await;
+    assert!(
+        matches!(outcomes[0], Ok(Handled::Applied { .. })),
+        "{outcomes:?}"
+    );
+    for outcome in &outcomes[1..] {
+        match outcome {
+            Err(error) => assert!(error.is_transient(), "{error}"),
+            other => panic!("the command failed: {other:?}"),
+        }
+    }
+    // Nothing of theirs was written; handled again, each is applied.
+    for id in &ids[1..] {
+        let split = tasks(&store, id)[0].clone();
+        let stage = store
+            .job(id)
+            .expect("running")
+            .current_stage
+            .expect("split");
+        assert_eq!(stage.tasks.len(), 1, "still the split");
+        let again = coordinator
+            .handle(id, done(&split, vec![json!({"part": 0})]))
+            .await;
+        assert!(matches!(again, Ok(Handled::Applied { .. })), "{again:?}");
+    }
+}
