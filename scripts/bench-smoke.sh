@@ -16,12 +16,22 @@ for row in "(a) load + compare-and-set, concurrency 32" "(a) persistent publish,
     "(c) tasks/s, 3 replica(s)" "(d) one stage 50 wide" "(e) replica RSS with 50 active jobs" \
     "(a) combined per-task loop, concurrency 1" "(c) 1 replica(s): races" "(c) 3 replica(s): races" \
     "ratio: (b) tasks/s ÷ (a) combined loop" "ratio: 2 replicas ÷ 1 replica" \
-    "ratio: one job alone (median) ÷ (6 × the per-task loop at concurrency 1)"; do
+    "ratio: one job alone (median) ÷ (6 × the per-task loop at concurrency 1)" \
+    "(b) one job alone with Python SDK workers (one process, concurrency 1)" \
+    "(b) one job alone with Python SDK workers (one process, concurrency 16)" \
+    "ratio: one job alone with Python SDK workers, concurrency 1 (median)" \
+    "ratio: one job alone with Python SDK workers, concurrency 16 (median)"; do
     if ! grep -qF "| $row" target/bench-smoke.txt; then
         echo "bench-smoke: the row '$row' is missing" >&2
         exit 1
     fi
 done
+# The Python rows are measured wherever the venv exists (scripts/test.sh runs scripts/sdk-test.sh,
+# which creates it, first); without it they say "skipped: …".
+if [[ -x target/py-venv/bin/python ]] && grep -E '^\| .*Python SDK' target/bench-smoke.txt | grep -qF '| skipped:'; then
+    echo "bench-smoke: the Python rows were skipped although target/py-venv exists" >&2
+    exit 1
+fi
 # The step budget must have read the service's histogram: every step of a hop is there.
 # (`load` may be absent: a job's start begins from the job as inserted, and later hops from
 # the replica's own copy.)

@@ -6,8 +6,16 @@ use job_manager::config::Endpoints;
 use job_manager::store::Store;
 
 use super::measure::{Races, Steps, mib, p50_p99, quantile};
+use super::python::{Interpreter, Skipped};
 use super::runs::{self, Load, Setup};
-use super::{AllArgs, Rows, floor};
+use super::{AllArgs, Rows, alone, floor};
+
+/// Concurrency of each Python SDK worker in the Python rows: the SDK's default, what a user gets
+/// without choosing, and enough for the 14 tasks of the seed's fan-out to run at once.
+const PYTHON_CONCURRENCY: [usize; 2] = [1, 16];
+
+/// The median of one job alone with Python SDK workers at a concurrency, or why it was skipped.
+type PythonMedians = Vec<(usize, Result<f64, Skipped>)>;
 
 /// Small sizes everywhere for `--quick`.
 fn quick(args: &mut AllArgs) {
@@ -44,6 +52,9 @@ pub async fn rows(mut args: AllArgs) -> anyhow::Result<Rows> {
     let (half_and_alone, alone_median_ms) =
         half_load_and_alone_rows(e, args.jobs, jobs_per_s, alone_runs).await?;
     rows.extend(half_and_alone);
+    eprintln!("bench: one job alone with Python SDK workers");
+    let (python_rows, python_medians) = python_alone_rows(e, alone_runs).await?;
+    rows.extend(python_rows);
     rows.extend(prefetch_rows(e, &args.prefetch, args.jobs).await?);
     rows.extend(seed.replica_rows());
     eprintln!("bench: wide stages");
@@ -51,6 +62,7 @@ pub async fn rows(mut args: AllArgs) -> anyhow::Result<Rows> {
     eprintln!("bench: memory with many active jobs");
     rows.push(memory_row(e, args.idle_jobs).await?);
     rows.extend(ratio_rows(&seed.per_replicas, &floor, alone_median_ms));
+    rows.extend(python_ratio_rows(&python_medians, &floor));
     Ok(rows)
 }
 
@@ -144,6 +156,24 @@ fn ratio_rows(per_replicas: &[runs::Throughput], floor: &Floor, alone_median_ms:
     ]
 }
 
+/// One job alone against six per-task loops at concurrency 1, with Python SDK workers.
+fn python_ratio_rows(medians: &PythonMedians, floor: &Floor) -> Rows {
+    let loop_ms = 1000.0 / floor.combined_1.max(f64::MIN_POSITIVE);
+    medians
+        .iter()
+        .map(|(concurrency, median)| {
+            let name = format!(
+                "ratio: one job alone with Python SDK workers, concurrency {concurrency} (median) ÷ (6 × the per-task loop at concurrency 1)"
+            );
+            let value = match median {
+                Ok(ms) => format!("{:.2}", ms / (6.0 * loop_ms)),
+                Err(skipped) => skipped.to_string(),
+            };
+            (name, value)
+        })
+        .collect()
+}
+
 /// Section (a), and the combined loop's tasks/s the ratio compares with.
 async fn floor_rows(e: &Endpoints, floor_s: u64, quick: bool) -> anyhow::Result<(Rows, Floor)> {
     let floor_time = Duration::from_secs(floor_s);
@@ -220,7 +250,7 @@ async fn half_load_and_alone_rows(
     let half = max_jobs_per_s / 2.0;
     let load = Load::Paced { jobs_per_s: half };
     let mut paced = runs::throughput(e, Setup::replicas(1), jobs / 2, load).await?;
-    let mut alone = super::alone::jobs_alone(e, alone_runs + 1).await?;
+    let mut alone = alone::jobs_alone(e, alone_runs + 1).await?;
     let median_ms = quantile(&mut alone.warm_ms, 0.5);
     let rows = vec![
         (
@@ -233,6 +263,37 @@ async fn half_load_and_alone_rows(
         ),
     ];
     Ok((rows, median_ms))
+}
+
+/// One job alone with the seed's workers on the Python SDK (one process) at each of
+/// [`PYTHON_CONCURRENCY`], `runs` warm runs each; a "skipped" row when there is no Python with
+/// pika here.
+async fn python_alone_rows(e: &Endpoints, runs: usize) -> anyhow::Result<(Rows, PythonMedians)> {
+    let interpreter = Interpreter::find();
+    let (mut rows, mut medians) = (Vec::new(), Vec::new());
+    for concurrency in PYTHON_CONCURRENCY {
+        let name = format!(
+            "(b) one job alone with Python SDK workers (one process, concurrency {concurrency}), end to end: median / p99 of warm runs"
+        );
+        let median = match &interpreter {
+            Err(skipped) => {
+                rows.push((name, skipped.to_string()));
+                Err(skipped.clone())
+            }
+            Ok(python) => {
+                let mut run = alone::python_jobs_alone(e, runs + 1, python, concurrency).await?;
+                let value = format!(
+                    "{} (cold first run {:.1} ms)",
+                    p50_p99(&mut run.warm_ms),
+                    run.cold_ms
+                );
+                rows.push((name, value));
+                Ok(quantile(&mut run.warm_ms, 0.5))
+            }
+        };
+        medians.push((concurrency, median));
+    }
+    Ok((rows, medians))
 }
 
 /// Section (d): one row per width.

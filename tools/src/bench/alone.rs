@@ -1,6 +1,7 @@
 //! One job at a time, many times: from `POST /jobs` answered to the job's `job.finished` event,
 //! as a client that waits on the events exchange sees it. The first run, on a fresh replica, is
-//! reported apart as the cold one.
+//! reported apart as the cold one. The seed's workers are the in-process Rust no-op workers, or
+//! the Python SDK's (`python_jobs_alone`).
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,7 @@ use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions}
 use lapin::types::FieldTable;
 
 use super::cluster::Cluster;
+use super::python::{Interpreter, PythonWorkers};
 use super::runs::Setup;
 
 /// How long one job may take before the run is given up.
@@ -27,6 +29,33 @@ pub struct Alone {
 pub async fn jobs_alone(endpoints: &Endpoints, runs: usize) -> anyhow::Result<Alone> {
     let cluster = Cluster::start(endpoints, Setup::replicas(1)).await?;
     let outcome = measure(&cluster, runs.max(2)).await;
+    cluster.stop().await;
+    outcome
+}
+
+/// The same runs with the seed's workers served by the Python SDK (`python.rs`), each worker id
+/// running up to `concurrency` handlers at once. The Python process is stopped before the
+/// cluster removes its queues, and killed if anything fails on the way.
+pub async fn python_jobs_alone(
+    endpoints: &Endpoints,
+    runs: usize,
+    interpreter: &Interpreter,
+    concurrency: usize,
+) -> anyhow::Result<Alone> {
+    let setup = Setup {
+        seed_workers: false,
+        ..Setup::replicas(1)
+    };
+    let cluster = Cluster::start(endpoints, setup).await?;
+    let outcome = async {
+        let (url, prefix) = (cluster.amqp_url(), cluster.prefix());
+        let mut workers = PythonWorkers::spawn(interpreter, url, prefix, concurrency)?;
+        workers.wait_consuming(url, prefix, &demo::WORKERS).await?;
+        let alone = measure(&cluster, runs.max(2)).await;
+        workers.stop().await;
+        alone
+    }
+    .await;
     cluster.stop().await;
     outcome
 }

@@ -26,6 +26,9 @@ pub struct Setup {
     pub prefetch: u16,
     /// Run the replicas as child processes instead of inside this one.
     pub processes: bool,
+    /// Serve the seed's workers with in-process no-op workers; `false` when something else
+    /// serves them (the Python SDK's, `python.rs`).
+    pub seed_workers: bool,
 }
 
 impl Setup {
@@ -35,6 +38,7 @@ impl Setup {
             width: 0,
             prefetch: Config::defaults().prefetch,
             processes: false,
+            seed_workers: true,
         }
     }
 }
@@ -133,8 +137,10 @@ impl Cluster {
             }
         }
         let latency = Latency::default();
-        let mut served = demo::WORKERS.to_vec();
-        served.extend([FAN_SOURCE, FAN_SINK]);
+        let mut served = vec![FAN_SOURCE, FAN_SINK];
+        if setup.seed_workers {
+            served.extend(demo::WORKERS);
+        }
         let url = &endpoints.amqp_url;
         let workers = workers::spawn(
             url,

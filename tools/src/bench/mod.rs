@@ -4,8 +4,9 @@
 //! Layout: `all` (the table of `bench all`), `floor` (what MongoDB and RabbitMQ alone sustain),
 //! `cluster` (replicas and no-op workers sharing a database and a prefix), `load` (starting
 //! jobs and waiting for them), `runs` (the service measurements on a cluster), `workers` (the
-//! no-op workers and the latency they see), `queries` (`bench queries`), `measure` (RSS and
-//! quantiles).
+//! no-op workers and the latency they see), `alone` (one job at a time), `python` (the seed's
+//! workers on the Python SDK, in a child process), `queries` (`bench queries`), `measure` (RSS
+//! and quantiles).
 
 mod all;
 mod alone;
@@ -13,6 +14,7 @@ mod cluster;
 mod floor;
 mod load;
 mod measure;
+mod python;
 mod queries;
 mod runs;
 mod workers;
