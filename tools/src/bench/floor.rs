@@ -140,11 +140,36 @@ pub async fn publish(url: &str, prefix: &str, duration: Duration) -> anyhow::Res
         })
     }
     .await;
-    let _ = channel
-        .queue_delete(queue.into(), QueueDeleteOptions::default())
-        .await;
+    delete_scratch(url, &channel, &[queue]).await;
     let _ = connection.close(200, "bench".into()).await;
     measured
+}
+
+/// Deletes the scratch `queues`, on `channel` if it is still open, otherwise on a connection of
+/// its own (the broker may have closed the measuring one), so a run leaves no queue behind.
+async fn delete_scratch(url: &str, channel: &lapin::Channel, queues: &[String]) {
+    let fresh = match channel.status().connected() {
+        true => None,
+        false => match amqp::connect(url, "bench cleanup").await {
+            Ok(connection) => Some(connection),
+            Err(_) => return,
+        },
+    };
+    let own = match &fresh {
+        Some(connection) => connection.create_channel().await.ok(),
+        None => None,
+    };
+    let Some(channel) = own.as_ref().or(fresh.is_none().then_some(channel)) else {
+        return;
+    };
+    for queue in queues {
+        let _ = channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    if let Some(connection) = fresh {
+        let _ = connection.close(200, "bench cleanup".into()).await;
+    }
 }
 
 /// Publishes for `duration`, one confirm at a time: how many, and how many per second.
@@ -253,11 +278,7 @@ pub async fn combined(
         )
     }
     .await;
-    for queue in [input, output] {
-        let _ = channel
-            .queue_delete(queue.into(), QueueDeleteOptions::default())
-            .await;
-    }
+    delete_scratch(url, &channel, &[input, output]).await;
     let _ = collection.drop().await;
     let _ = connection.close(200, "bench".into()).await;
     measured
