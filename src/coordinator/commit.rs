@@ -3,10 +3,10 @@
 //!
 //! A background committer takes the writes handed in, sends them with
 //! [`JobStore::compare_and_set_many`] and hands each writer its own outcome. It batches
-//! naturally: while one command is in flight, new writes queue; when it returns, everything
-//! queued goes as the next command (up to [`COMMIT_MAX_WRITES`] and [`COMMIT_MAX_BYTES`]). No
-//! write waits for a timer, so a job alone pays a hand-over, not a delay, and under load many
-//! jobs share one round trip. Each write is still its job's own compare-and-set: the store
+//! naturally: while [`COMMIT_IN_FLIGHT`] commands are in flight, new writes queue; when one
+//! returns, everything queued goes as the next command (up to [`COMMIT_MAX_WRITES`] and
+//! [`COMMIT_MAX_BYTES`]). No write waits for a timer, so a job alone pays a hand-over, not a
+//! delay, and under load many jobs share one round trip. Each write is still its job's own compare-and-set: the store
 //! judges every statement on its own, and a writer that lost reads its job again as before
 //! (`write.rs`). A job larger than [`COMMIT_ALONE_BYTES`] is written on its own, beside the
 //! committer, so its megabytes do not hold up the small writes.
@@ -25,6 +25,10 @@ pub const COMMIT_MAX_WRITES: usize = 128;
 /// Most bytes of jobs (as stored) whose compare-and-sets go in one command. A job's update is
 /// at most about its size, so the command stays well under MongoDB's 16 MiB.
 pub const COMMIT_MAX_BYTES: usize = 8 * 1024 * 1024;
+
+/// Commands in flight at a time. The second keeps the store busy while the first one's reply
+/// comes back and the next batch is built; more would only split the batches.
+pub const COMMIT_IN_FLIGHT: usize = 2;
 
 /// A job taking more than this is written alone, without the committer.
 pub const COMMIT_ALONE_BYTES: usize = 1024 * 1024;
@@ -91,11 +95,15 @@ async fn alone(store: &dyn JobStore, before: Job, after: Job) -> Outcome {
     Ok(won.then_some(after))
 }
 
-/// The committer: sends what is queued as one command, one command at a time, until every
-/// sender is gone.
+/// The committer: sends what is queued as one command, at most [`COMMIT_IN_FLIGHT`] commands at a
+/// time, until every sender is gone.
 async fn commit(store: Arc<dyn JobStore>, mut incoming: mpsc::Receiver<Request>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(COMMIT_IN_FLIGHT));
     let mut held = None;
     loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let first = match held.take() {
             Some(request) => request,
             None => match incoming.recv().await {
@@ -105,7 +113,11 @@ async fn commit(store: Arc<dyn JobStore>, mut incoming: mpsc::Receiver<Request>)
         };
         let (batch, next) = gather(first, &mut incoming);
         held = next;
-        send(&*store, batch).await;
+        let store = store.clone();
+        tokio::spawn(async move {
+            send(&*store, batch).await;
+            drop(slot);
+        });
     }
 }
 

@@ -13,8 +13,9 @@ async fn jobs(coordinator: &Coordinator, name: &str, count: usize) -> Vec<JobId>
     ids
 }
 
-/// Handles the split's result of each of `ids` (two parts each) at once: the first alone, the
-/// others once it holds the store, so they queue behind its command.
+/// Handles the split's result of each of `ids` (two parts each) at once: the first
+/// [`COMMIT_IN_FLIGHT`] one by one, each a command of its own (held while a test holds the
+/// store's writes), then the others, which queue behind those commands and go as one.
 async fn splits_at_once(
     coordinator: &Coordinator,
     store: &MemoryStore,
@@ -28,7 +29,7 @@ async fn splits_at_once(
         handles.push(tokio::spawn(async move {
             coordinator.handle(&id, done(&split, parts)).await
         }));
-        if n == 0 {
+        if n < COMMIT_IN_FLIGHT {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -59,8 +60,8 @@ async fn results_of_many_jobs_at_once_share_store_commands() {
     assert_eq!(store.writes() - writes, 20, "every job written once");
     assert_eq!(
         store.commands() - commands,
-        2,
-        "the first job's command, then one for the 19 that queued behind it"
+        COMMIT_IN_FLIGHT + 1,
+        "the first jobs' commands, then one for all that queued behind them"
     );
     for id in &ids {
         assert_eq!(
@@ -74,10 +75,10 @@ async fn results_of_many_jobs_at_once_share_store_commands() {
 #[tokio::test]
 async fn a_statement_that_loses_is_read_again_while_the_others_are_carried_out_once() {
     let (coordinator, store, broker) = setup();
-    let ids = jobs(&coordinator, "lose", 4).await;
+    let ids = jobs(&coordinator, "lose", COMMIT_IN_FLIGHT + 3).await;
     let loads = store.loads();
-    // Another replica writes job 2 just before its statement is checked: that one loses.
-    store.rival_before_next_write_of(&ids[2], |_| {});
+    // Another replica writes a queued job just before its statement is checked: it loses.
+    store.rival_before_next_write_of(&ids[COMMIT_IN_FLIGHT + 1], |_| {});
     let hold = store.hold_writes().await;
     let handles = splits_at_once(&coordinator, &store, &ids).await;
     drop(hold);
@@ -107,8 +108,10 @@ async fn a_statement_that_loses_is_read_again_while_the_others_are_carried_out_o
 #[tokio::test]
 async fn a_command_that_fails_reaches_every_write_in_it_as_transient() {
     let (coordinator, store, _) = setup();
-    let ids = jobs(&coordinator, "fail", 4).await;
-    store.pass_next(Op::CompareAndSetMany); // the first job's command
+    let ids = jobs(&coordinator, "fail", COMMIT_IN_FLIGHT + 3).await;
+    for _ in 0..COMMIT_IN_FLIGHT {
+        store.pass_next(Op::CompareAndSetMany); // the first jobs' commands
+    }
     store.fail_next(
         Op::CompareAndSetMany,
         StoreError::Unavailable("down".into()),
@@ -117,18 +120,21 @@ async fn a_command_that_fails_reaches_every_write_in_it_as_transient() {
     let handles = splits_at_once(&coordinator, &store, &ids).await;
     drop(hold);
     let outcomes = outcomes(handles).await;
-    assert!(
-        matches!(outcomes[0], Ok(Handled::Applied { .. })),
-        "{outcomes:?}"
-    );
-    for outcome in &outcomes[1..] {
+    let (first, queued) = outcomes.split_at(COMMIT_IN_FLIGHT);
+    for outcome in first {
+        assert!(
+            matches!(outcome, Ok(Handled::Applied { .. })),
+            "{outcome:?}"
+        );
+    }
+    for outcome in queued {
         match outcome {
             Err(error) => assert!(error.is_transient(), "{error}"),
             other => panic!("the command failed: {other:?}"),
         }
     }
     // Nothing of theirs was written; handled again, each is applied.
-    for id in &ids[1..] {
+    for id in &ids[COMMIT_IN_FLIGHT..] {
         let split = tasks(&store, id)[0].clone();
         let stage = store
             .job(id)
