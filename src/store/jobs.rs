@@ -78,12 +78,7 @@ impl Store {
         }
         let updates: Vec<Document> = marks.iter().map(mark_statement).collect();
         let mut command = doc! {"update": self.jobs.name(), "updates": updates, "ordered": false};
-        if let Some(concern) = self.jobs.write_concern()
-            && let Ok(concern) = bson::to_document(concern)
-            && !concern.is_empty()
-        {
-            command.insert("writeConcern", concern);
-        }
+        self.add_write_concern(&mut command);
         let reply = self.db.run_command(command).await?;
         if let Ok(errors) = reply.get_array("writeErrors")
             && let Some(first) = errors.first()
@@ -95,6 +90,17 @@ impl Store {
             )));
         }
         Ok(())
+    }
+
+    /// Adds the collection's write concern to a command on `jobs` (a command run as such
+    /// does not take the connection string's by itself).
+    pub(super) fn add_write_concern(&self, command: &mut Document) {
+        if let Some(concern) = self.jobs.write_concern()
+            && let Ok(concern) = bson::to_document(concern)
+            && !concern.is_empty()
+        {
+            command.insert("writeConcern", concern);
+        }
     }
 
     /// How many jobs are pending or running.

@@ -13,22 +13,30 @@ async fn jobs(coordinator: &Coordinator, name: &str, count: usize) -> Vec<JobId>
     ids
 }
 
-/// Handles the split's result of each of `ids` (two parts each) at once: the first
-/// [`COMMIT_IN_FLIGHT`] one by one, each a command of its own (held while a test holds the
-/// store's writes), then the others, which queue behind those commands and go as one.
+/// Handles the split's result of each of `ids` (two parts each) at once (see [`at_once`]).
 async fn splits_at_once(
     coordinator: &Coordinator,
     store: &MemoryStore,
     ids: &[JobId],
 ) -> Vec<Outcome> {
+    let parts = vec![json!({"part": 0}), json!({"part": 1})];
+    let events = ids
+        .iter()
+        .map(|id| done(&tasks(store, id)[0], parts.clone()))
+        .collect();
+    at_once(coordinator, ids, events).await
+}
+
+/// Handles `events`, one for each of `ids`, at once: the first [`COMMIT_IN_FLIGHT`] one by
+/// one, each a command of its own (held while a test holds the store's writes), then the
+/// others, which queue behind those commands and go as one.
+async fn at_once(coordinator: &Coordinator, ids: &[JobId], events: Vec<Event>) -> Vec<Outcome> {
     let mut handles = Vec::new();
-    for (n, id) in ids.iter().enumerate() {
+    for (n, (id, event)) in ids.iter().zip(events).enumerate() {
         let (coordinator, id) = (coordinator.clone(), id.clone());
-        let split = tasks(store, &id)[0].clone();
-        let parts = vec![json!({"part": 0}), json!({"part": 1})];
-        handles.push(tokio::spawn(async move {
-            coordinator.handle(&id, done(&split, parts)).await
-        }));
+        handles.push(tokio::spawn(
+            async move { coordinator.handle(&id, event).await },
+        ));
         if n < COMMIT_IN_FLIGHT {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -146,5 +154,57 @@ async fn a_command_that_fails_reaches_every_write_in_it_as_transient() {
             .handle(id, done(&split, vec![json!({"part": 0})]))
             .await;
         assert!(matches!(again, Ok(Handled::Applied { .. })), "{again:?}");
+    }
+}
+
+#[tokio::test]
+async fn jobs_that_end_at_once_share_their_moves_to_history_and_a_failure_stays_its_own() {
+    let (coordinator, store, _) = setup();
+    let ids = jobs(&coordinator, "end", COMMIT_IN_FLIGHT + 8).await;
+    for id in &ids {
+        let split = tasks(&store, id)[0].clone();
+        let outcome = coordinator
+            .handle(id, done(&split, vec![json!({"part": 0})]))
+            .await;
+        assert!(
+            matches!(outcome, Ok(Handled::Applied { .. })),
+            "{outcome:?}"
+        );
+    }
+    let calls = store.archive_calls();
+    // The move of the third job to end fails; the others' do not.
+    for _ in 0..2 {
+        store.pass_next(Op::Archive);
+    }
+    store.fail_next(Op::Archive, StoreError::Unavailable("gone".into()));
+    let events = ids
+        .iter()
+        .map(|id| done(&tasks(&store, id)[0], vec![json!({"done": 0})]))
+        .collect();
+    let hold = store.hold_writes().await;
+    let handles = at_once(&coordinator, &ids, events).await;
+    drop(hold);
+    let outcomes = outcomes(handles).await;
+    let failed: Vec<usize> = (0..ids.len()).filter(|&n| outcomes[n].is_err()).collect();
+    assert_eq!(failed.len(), 1, "one move failed: {outcomes:?}");
+    let error = outcomes[failed[0]].as_ref().expect_err("failed");
+    assert!(error.is_transient(), "{error}");
+    let moved = store.archive_calls() - calls;
+    assert!(
+        moved < ids.len(),
+        "{moved} archive calls for {} jobs",
+        ids.len()
+    );
+    for (n, id) in ids.iter().enumerate() {
+        let record = store.load_history(id).await.expect("read");
+        let active = store.job(id);
+        if n == failed[0] {
+            // Ended and still active: the sweep finishes the move.
+            assert_eq!(active.map(|j| j.status), Some(JobStatus::Finished));
+        } else {
+            assert!(active.is_none(), "job {n} is still active");
+            let record = record.expect("on record");
+            assert_eq!(record.job.status, JobStatus::Finished);
+        }
     }
 }
