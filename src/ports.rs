@@ -168,6 +168,14 @@ pub trait JobStore: Send + Sync {
     /// it (after a crash between the two) finishes the move and changes nothing else.
     fn archive<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<(), StoreError>>;
 
+    /// Moves many ended jobs' runs to history as [`JobStore::archive`] does, in one round trip
+    /// per step for all of them where it can (a group commit). One outcome per job, in order;
+    /// the outer error says no job was moved.
+    fn archive_many<'a>(
+        &'a self,
+        jobs: &'a [&'a Job],
+    ) -> BoxFuture<'a, Result<Vec<Result<(), StoreError>>, StoreError>>;
+
     /// The history record of the file with job id `id`.
     fn load_history<'a>(
         &'a self,

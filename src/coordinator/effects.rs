@@ -4,6 +4,7 @@
 //! outbox").
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Instant;
 
 use tracing::{debug, info};
@@ -83,11 +84,12 @@ fn message(job: &Job, stage_id: &StageId, worker: &WorkerRef, task: &TaskRecord)
 }
 
 impl Coordinator {
-    /// Carries out `effects`, dispatches first (they are what the workers wait for; the
-    /// engine's order holds among the rest).
+    /// Carries out `effects` of the written `job` (of `bytes` as stored), dispatches first
+    /// (they are what the workers wait for; the engine's order holds among the rest).
     pub(super) async fn execute(
         &self,
-        job: &Job,
+        job: &Arc<Job>,
+        bytes: usize,
         effects: Vec<Effect>,
     ) -> Result<Done, CoordinatorError> {
         let (dispatches, rest): (Vec<Effect>, Vec<Effect>) = effects
@@ -109,7 +111,9 @@ impl Coordinator {
                 }
                 Effect::Notify(notice) => self.notify(job, notice).await,
                 Effect::Archive => {
-                    meter::timed("archive", self.store.archive(job)).await?;
+                    // Moved with the jobs of other archives ready now (`commit.rs`).
+                    let archive = self.committer.archive(job.clone(), bytes);
+                    meter::timed("archive", archive).await?;
                     info!(job_id = %job.id, status = job.status.as_str(), "job archived");
                 }
             }

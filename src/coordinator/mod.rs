@@ -31,7 +31,7 @@ use std::sync::Arc;
 use tracing::{debug, info, instrument, warn};
 
 pub use batch::{BATCH_MAX_BYTES, BATCH_MAX_EVENTS};
-pub use commit::{COMMIT_ALONE_BYTES, COMMIT_MAX_BYTES, COMMIT_MAX_WRITES};
+pub use commit::{COMMIT_ALONE_BYTES, COMMIT_IN_FLIGHT, COMMIT_MAX_BYTES, COMMIT_MAX_WRITES};
 pub use effects::Dispatched;
 pub use error::{CoordinatorError, Created, Handled};
 pub use write::MAX_CAS_ATTEMPTS;

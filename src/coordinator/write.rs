@@ -35,6 +35,8 @@ struct Applied {
     outcomes: Vec<Option<Handled>>,
     /// The failure that replaced the batch because the job would grow too large.
     failure: Option<Event>,
+    /// The size of the job as stored (before any failure replaced it).
+    bytes: usize,
 }
 
 /// Applies `events` in order to one copy of `before`, changed in place by every event: a wide
@@ -61,6 +63,7 @@ fn apply_events(before: &Job, events: &[Event], now: Timestamp) -> Applied {
         steps,
         outcomes,
         failure: None,
+        bytes: 0,
     }
 }
 
@@ -134,6 +137,7 @@ impl Coordinator {
                 return Ok(Written { outcomes, next });
             }
             let bytes = self.store.job_bytes(&applied.job)?;
+            applied.bytes = bytes;
             hold_size(&before, &mut applied, bytes, now);
             meter::step("apply", applying.elapsed());
             // Sent with the compare-and-sets of other jobs ready now (`commit.rs`).
@@ -166,6 +170,7 @@ impl Coordinator {
         meter::job_written(applied.steps.len());
         // One shared copy of the written job for every outcome of the batch.
         let written = Arc::new(applied.job);
+        let bytes = applied.bytes;
         let mut effects = Vec::new();
         let mut dispatching = Vec::new();
         for step in applied.steps {
@@ -176,7 +181,7 @@ impl Coordinator {
             }
             effects.extend(step.effects);
         }
-        let done = self.execute(&written, effects).await?;
+        let done = self.execute(&written, bytes, effects).await?;
         // Events a failure swallowed were taken into account too: the job ended.
         let outcomes = applied
             .outcomes

@@ -24,7 +24,10 @@ pub enum Op {
     /// A `compare_and_set_many` as a whole (its failure fails every statement).
     CompareAndSetMany,
     MarkDispatched,
+    /// An archive, alone or as one job of `archive_many`.
     Archive,
+    /// An `archive_many` as a whole (its failure fails every job).
+    ArchiveMany,
     Find,
     Ping,
     /// `load_history`.
@@ -52,6 +55,8 @@ struct State {
     /// Compare-and-set commands: one per `compare_and_set`, one per `compare_and_set_many`
     /// with any statement.
     commands: usize,
+    /// Archive calls: one per `archive`, one per `archive_many` with any job.
+    archive_calls: usize,
     conflicts: usize,
     loads: usize,
 }
@@ -148,6 +153,12 @@ impl MemoryStore {
         self.lock().commands
     }
 
+    /// Archive calls so far: an `archive` is one, and so is an `archive_many` of any number of
+    /// jobs.
+    pub fn archive_calls(&self) -> usize {
+        self.lock().archive_calls
+    }
+
     /// Compare-and-sets lost so far.
     pub fn conflicts(&self) -> usize {
         self.lock().conflicts
@@ -207,41 +218,68 @@ impl MemoryStore {
             .collect())
     }
 
-    /// The MongoDB store's two steps (`store/archive.rs`): the history write, then the delete
-    /// matched by id, run and version.
     fn archive_now(&self, job: &Job) -> Result<(), StoreError> {
         let mut state = self.check(Op::Archive)?;
-        let id = job.id.as_str().to_owned();
-        let holds_run = state.jobs.get(&id).is_some_and(|s| s.run_id == job.run_id);
-        match state.history.get_mut(&id) {
-            None => {
-                let record = HistoryRecord {
-                    job: job.clone(),
-                    previous_runs: Vec::new(),
-                };
-                state.history.insert(id.clone(), record);
-            }
-            Some(record)
-                if record.job.run_id == job.run_id
-                    || record.previous_runs.iter().any(|r| r.run_id == job.run_id) => {}
-            // Not on record and no longer active: another archiver moved it, and the record
-            // has dropped it since as one of its oldest runs. Nothing to write.
-            Some(_) if !holds_run => {}
-            Some(record) => {
-                let top = std::mem::replace(&mut record.job, job.clone());
-                record.previous_runs.push(top);
-                let extra = record.previous_runs.len().saturating_sub(MAX_PREVIOUS_RUNS);
-                record.previous_runs.drain(..extra);
-            }
-        }
-        if state
-            .jobs
-            .get(&id)
-            .is_some_and(|s| s.run_id == job.run_id && s.version == job.version)
-        {
-            state.jobs.remove(&id);
-        }
+        state.archive_calls += 1;
+        archive_one(&mut state, job);
         Ok(())
+    }
+
+    /// The jobs of an `archive_many`, each archived on its own (a failure queued for `Archive`
+    /// fails that job only).
+    fn archive_many_now(&self, jobs: &[&Job]) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let mut state = self.check(Op::ArchiveMany)?;
+        if !jobs.is_empty() {
+            state.archive_calls += 1;
+        }
+        Ok(jobs
+            .iter()
+            .map(|job| {
+                let queued = state.failures.get_mut(&Op::Archive);
+                match queued.and_then(VecDeque::pop_front) {
+                    Some(Some(error)) => Err(error),
+                    _ => {
+                        archive_one(&mut state, job);
+                        Ok(())
+                    }
+                }
+            })
+            .collect())
+    }
+}
+
+/// The MongoDB store's two steps (`store/archive.rs`) on `state`: the history write, then the
+/// delete matched by id, run and version.
+fn archive_one(state: &mut State, job: &Job) {
+    let id = job.id.as_str().to_owned();
+    let holds_run = state.jobs.get(&id).is_some_and(|s| s.run_id == job.run_id);
+    match state.history.get_mut(&id) {
+        None => {
+            let record = HistoryRecord {
+                job: job.clone(),
+                previous_runs: Vec::new(),
+            };
+            state.history.insert(id.clone(), record);
+        }
+        Some(record)
+            if record.job.run_id == job.run_id
+                || record.previous_runs.iter().any(|r| r.run_id == job.run_id) => {}
+        // Not on record and no longer active: another archiver moved it, and the record has
+        // dropped it since as one of its oldest runs. Nothing to write.
+        Some(_) if !holds_run => {}
+        Some(record) => {
+            let top = std::mem::replace(&mut record.job, job.clone());
+            record.previous_runs.push(top);
+            let extra = record.previous_runs.len().saturating_sub(MAX_PREVIOUS_RUNS);
+            record.previous_runs.drain(..extra);
+        }
+    }
+    if state
+        .jobs
+        .get(&id)
+        .is_some_and(|s| s.run_id == job.run_id && s.version == job.version)
+    {
+        state.jobs.remove(&id);
     }
 }
 
@@ -368,6 +406,14 @@ impl JobStore for MemoryStore {
 
     fn archive<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<(), StoreError>> {
         let result = self.archive_now(job);
+        async move { result }.boxed()
+    }
+
+    fn archive_many<'a>(
+        &'a self,
+        jobs: &'a [&'a Job],
+    ) -> BoxFuture<'a, Result<Vec<Result<(), StoreError>>, StoreError>> {
+        let result = self.archive_many_now(jobs);
         async move { result }.boxed()
     }
 

@@ -74,6 +74,7 @@ checks![
     archive::archive_keeps_earlier_runs_oldest_first,
     archive::archive_keeps_at_most_max_previous_runs_and_never_revives_a_dropped_one,
     archive::a_late_archive_of_an_earlier_run_keeps_the_later_active_run,
+    archive::archive_many_moves_each_run_as_archive_alone_does,
     queries::ended_jobs_selects_exactly_the_ended_jobs_in_id_order,
     queries::jobs_needing_attention_selects_exactly_what_the_sweep_must_see,
     queries::job_bytes_grows_with_the_job,
@@ -270,6 +271,13 @@ mod tests {
 
         fn archive<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<(), StoreError>> {
             self.0.archive(job)
+        }
+
+        fn archive_many<'a>(
+            &'a self,
+            jobs: &'a [&'a Job],
+        ) -> BoxFuture<'a, Result<Vec<Result<(), StoreError>>, StoreError>> {
+            self.0.archive_many(jobs)
         }
 
         fn load_history<'a>(

@@ -123,7 +123,7 @@ impl Store {
 }
 
 /// The job as a history run: its fields with `id` as `_id`.
-fn run_document(job: &Job) -> Result<RawDocumentBuf, StoreError> {
+pub(super) fn run_document(job: &Job) -> Result<RawDocumentBuf, StoreError> {
     let encoded = bson::to_raw_document_buf(job).map_err(|e| StoreError::Encode(e.to_string()))?;
     let mut run = RawDocumentBuf::new();
     run.append("_id", job.id.as_str());

@@ -34,6 +34,11 @@ pub fn is_wide(tasks: usize) -> bool {
     tasks > CHUNK_TASKS
 }
 
+/// Whether any stage of `job` keeps its tasks in chunks.
+pub fn has_wide_stage(job: &Job) -> bool {
+    all_stages(job).any(|s| is_wide(s.tasks.len()))
+}
+
 /// `stage` as the job document holds it: without its tasks when they are kept in chunks.
 pub fn stored_stage(stage: &StageRecord) -> std::borrow::Cow<'_, StageRecord> {
     if !is_wide(stage.tasks.len()) {
@@ -168,12 +173,7 @@ impl Store {
     /// `command` with the collection's write concern (a raw command does not take the
     /// connection string's by itself).
     pub(super) fn with_concern(&self, mut command: Document) -> Document {
-        if let Some(concern) = self.jobs.write_concern()
-            && let Ok(concern) = bson::to_document(concern)
-            && !concern.is_empty()
-        {
-            command.insert("writeConcern", concern);
-        }
+        self.add_write_concern(&mut command);
         command
     }
 

@@ -167,6 +167,17 @@ impl Store {
         Ok(())
     }
 
+    /// Adds the collection's write concern to a command on `jobs` (a command run as such
+    /// does not take the connection string's by itself).
+    pub(super) fn add_write_concern(&self, command: &mut Document) {
+        if let Some(concern) = self.jobs.write_concern()
+            && let Ok(concern) = bson::to_document(concern)
+            && !concern.is_empty()
+        {
+            command.insert("writeConcern", concern);
+        }
+    }
+
     /// How many jobs are pending or running.
     pub async fn count_active(&self) -> Result<u64, StoreError> {
         let filter = doc! {"status": {"$in": &ACTIVE_STATUSES[..]}};

@@ -10,7 +10,7 @@
 //! (insert, load, compare-and-set, the outbox mark, the sweep's queries) with `update.rs`
 //! building the compare-and-set's update and `chunks.rs` keeping wide stages' tasks apart;
 //! `group.rs` the compare-and-sets of many jobs in one command (group commit); `archive.rs` the
-//! history; `catalog.rs` pipelines and
+//! history, with `archive_many.rs` moving many jobs at once; `catalog.rs` pipelines and
 //! machines; `listing.rs` the paged listings of the REST API; `documents.rs` documents kept by
 //! id; `errors.rs` which driver errors are transient; `port.rs` the [`JobStore`] port
 //! (`crate::ports`) over all of it.
@@ -25,6 +25,7 @@ use mongodb::options::ClientOptions;
 use mongodb::{Client, Collection, Database, IndexModel};
 
 mod archive;
+mod archive_many;
 mod catalog;
 mod chunks;
 mod documents;

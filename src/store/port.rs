@@ -43,6 +43,13 @@ impl JobStore for Store {
         Store::archive(self, job).boxed()
     }
 
+    fn archive_many<'a>(
+        &'a self,
+        jobs: &'a [&'a Job],
+    ) -> BoxFuture<'a, Result<Vec<Result<(), StoreError>>, StoreError>> {
+        Store::archive_many(self, jobs).boxed()
+    }
+
     fn load_history<'a>(
         &'a self,
         id: &'a JobId,

@@ -152,6 +152,30 @@ async fn a_wide_stage_keeps_its_tasks_in_chunks_and_leaves_none_behind() {
         0,
         "no chunk after the archive"
     );
+
+    // The same when jobs that end at once are archived together.
+    let other = sample_job("chunks-many", 600);
+    store.insert_job(&other).await.expect("insert");
+    let count_other = || chunks.count_documents(doc! {"job_id": other.id.as_str()});
+    assert_eq!(count_other().await.expect("count"), 3);
+    let ended = match apply(&other, &Event::Abort, Timestamp::now()) {
+        job_manager::domain::Decision::Apply { job, .. } => *job,
+        other => panic!("{other:?}"),
+    };
+    assert!(store.compare_and_set(&other, &ended).await.expect("write"));
+    let moved = store.archive_many(&[&ended]).await.expect("archive_many");
+    assert!(matches!(moved[..], [Ok(())]), "{moved:?}");
+    assert_eq!(
+        count_other().await.expect("count"),
+        0,
+        "no chunk after archive_many"
+    );
+    let record = store
+        .load_history(&other.id)
+        .await
+        .expect("history")
+        .expect("on record");
+    assert_eq!(record.job, ended, "every task in the history record");
     store.shutdown().await;
 }
 

@@ -149,3 +149,50 @@ pub(super) async fn a_late_archive_of_an_earlier_run_keeps_the_later_active_run(
     let record = history(store, &rerun.id).await;
     assert_eq!(run_ids(&record), ["run-a"]);
 }
+
+/// An ended run of file `hash` as run `run`, inserted and written, not archived.
+async fn ended_run(store: &dyn JobStore, hash: &str, run: &str) -> Job {
+    let mut job = new_sample_job(hash, Timestamp::now());
+    job.run_id = run.to_owned();
+    insert(store, &job).await;
+    let ended = applied(&job, &Event::Abort, Timestamp::now());
+    write(store, &job, &ended).await;
+    ended
+}
+
+/// Many jobs moved in one call, each as a move alone would: new files, a rerun whose file has
+/// a record, a run whose record was written before a crash, and the same job twice.
+pub(super) async fn archive_many_moves_each_run_as_archive_alone_does(
+    store: &dyn JobStore,
+    _: &dyn Catalog,
+) {
+    let fresh = ended_run(store, &hash("archive-many", 0), "run-0").await;
+    let other = ended_run(store, &hash("archive-many", 1), "run-0").await;
+    let earlier = archived_run(store, &hash("archive-many", 2), "run-0").await;
+    let rerun = ended_run(store, &hash("archive-many", 2), "run-1").await;
+    let crashed = archived_run(store, &hash("archive-many", 3), "run-0").await;
+    insert(store, &crashed).await;
+    let jobs = [&fresh, &other, &rerun, &crashed, &fresh];
+    let outcomes = store.archive_many(&jobs).await.expect("archive_many");
+    assert_eq!(outcomes.len(), jobs.len(), "one outcome per job");
+    for (n, outcome) in outcomes.iter().enumerate() {
+        assert!(outcome.is_ok(), "job {n}: {outcome:?}");
+    }
+    for job in [&fresh, &other, &crashed] {
+        assert_not_active(store, &job.id).await;
+        let record = history(store, &job.id).await;
+        assert_job(&record.job, job, "the run on record");
+        assert!(
+            record.previous_runs.is_empty(),
+            "{}: runs on record",
+            job.id
+        );
+    }
+    assert_not_active(store, &rerun.id).await;
+    let record = history(store, &rerun.id).await;
+    assert_eq!(run_ids(&record), ["run-0", "run-1"]);
+    assert_job(&record.job, &rerun, "the rerun on top");
+    assert_job(&record.previous_runs[0], &earlier, "the earlier run");
+    let none = store.archive_many(&[]).await.expect("archive_many");
+    assert!(none.is_empty(), "no jobs, no outcomes");
+}
