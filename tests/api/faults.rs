@@ -131,7 +131,12 @@ async fn the_sweep_finishes_interrupted_archives_starts_and_dispatches() {
         .wait_for_history(ended.id.as_str(), Duration::from_secs(10))
         .await;
     assert_eq!(record["status"], "finished");
-    assert_eq!(app.get(&format!("/jobs/{}", ended.id)).await.0, 404);
+    // The record is written first, then the job leaves `jobs`: wait for the second step.
+    let gone = Instant::now() + Duration::from_secs(10);
+    while app.get(&format!("/jobs/{}", ended.id)).await.0 != 404 {
+        assert!(Instant::now() < gone, "the archived job is still in jobs");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // A job recorded as pending whose start was interrupted.
     let pending = seed_job("pending", long_ago);
