@@ -53,8 +53,8 @@ impl Drop for DropDatabase {
     }
 }
 
-#[tokio::test]
-async fn the_mongodb_store_passes_the_shared_store_suite() {
+/// A store on a database of its own, dropped when the guard goes (also when the test fails).
+async fn fresh_store() -> (Store, DropDatabase) {
     let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
     let database = DropDatabase {
         name: format!("jm_test_{id}"),
@@ -62,6 +62,12 @@ async fn the_mongodb_store_passes_the_shared_store_suite() {
     let store = Store::connect(&mongodb_uri(), &database.name)
         .await
         .expect("store");
+    (store, database)
+}
+
+#[tokio::test]
+async fn the_mongodb_store_passes_the_shared_store_suite() {
+    let (store, _database) = fresh_store().await;
     store.ensure_indexes().await.expect("indexes");
     let ran = store_suite::run(&store, &StoreCatalog(&store)).await;
     assert_eq!(ran, CHECKS.len());
@@ -77,13 +83,7 @@ async fn a_wide_stage_keeps_its_tasks_in_chunks_and_leaves_none_behind() {
     use job_manager::fakes::{done, sample_job};
     use mongodb::bson::{Document, doc};
 
-    let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
-    let database = DropDatabase {
-        name: format!("jm_test_{id}"),
-    };
-    let store = Store::connect(&mongodb_uri(), &database.name)
-        .await
-        .expect("store");
+    let (store, _database) = fresh_store().await;
     let jobs = store.database().collection::<Document>("jobs");
     let chunks = store.database().collection::<Document>("job_tasks");
     let job = sample_job("chunks", 600);
@@ -187,13 +187,7 @@ async fn group_commit_tokens_stay_in_the_active_job_and_never_reach_history() {
     use job_manager::fakes::{done, sample_job};
     use mongodb::bson::{Document, doc};
 
-    let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
-    let database = DropDatabase {
-        name: format!("jm_test_{id}"),
-    };
-    let store = Store::connect(&mongodb_uri(), &database.name)
-        .await
-        .expect("store");
+    let (store, _database) = fresh_store().await;
     let step = |job: &Job, event: &Event| match apply(job, event, Timestamp::now()) {
         Decision::Apply { job, .. } => *job,
         Decision::Ignore(why) => panic!("ignored: {why:?}"),
