@@ -35,6 +35,8 @@ pub const EVENTS_PER_WRITE: &str = "job_manager_events_per_write";
 /// Compare-and-sets of different jobs sent in one store command (the group commit: how many
 /// writes share a round trip).
 pub const WRITES_PER_COMMIT: &str = "job_manager_writes_per_commit";
+/// Jobs moved to history in one store call (the group commit of archives).
+pub const ARCHIVES_PER_COMMIT: &str = "job_manager_archives_per_commit";
 /// Reconnections to RabbitMQ.
 pub const AMQP_RECONNECTS: &str = "job_manager_amqp_reconnects_total";
 /// Results the store refused as sent, recorded as failed attempts instead.
@@ -84,6 +86,10 @@ pub fn install() -> Option<&'static PrometheusHandle> {
                         Matcher::Full(WRITES_PER_COMMIT.into()),
                         &batch_buckets,
                     )
+                })
+                .and_then(|b| {
+                    let name = Matcher::Full(ARCHIVES_PER_COMMIT.into());
+                    b.set_buckets_for_metric(name, &batch_buckets)
                 })
                 .and_then(|b| {
                     b.set_buckets_for_metric(Matcher::Full(STEP_SECONDS.into()), &buckets)
@@ -149,6 +155,11 @@ pub fn job_written(events: usize) {
 /// Records how many compare-and-sets one store command carried (see [`WRITES_PER_COMMIT`]).
 pub fn commit_size(writes: usize) {
     histogram!(WRITES_PER_COMMIT).record(writes as f64);
+}
+
+/// Records how many jobs one archive call moved (see [`ARCHIVES_PER_COMMIT`]).
+pub fn archive_commit_size(jobs: usize) {
+    histogram!(ARCHIVES_PER_COMMIT).record(jobs as f64);
 }
 
 /// Records how long `step` took (see [`STEP_SECONDS`]).

@@ -124,6 +124,7 @@ async fn write_many(store: Arc<dyn JobStore>, batch: Vec<(Job, Job)>) -> Vec<Wri
 
 /// Sends a batch of moves to history as one call: one outcome per job, in order.
 async fn archive_many(store: Arc<dyn JobStore>, batch: Vec<Arc<Job>>) -> Vec<Archived> {
+    meter::archive_commit_size(batch.len());
     let jobs: Vec<&Job> = batch.iter().map(|job| &**job).collect();
     one_each(store.archive_many(&jobs).await, batch.len())
 }

@@ -58,7 +58,8 @@ pub fn status_kib(path: &str, field: &str) -> u64 {
 
 /// The sums and counts of the service's step histogram (`job_manager_step_seconds`) in this
 /// process's metrics, by step, and of its writes per store command
-/// (`job_manager_writes_per_commit`) as `commit`: in-process replicas record there.
+/// (`job_manager_writes_per_commit`) as `commit` and archives per call
+/// (`job_manager_archives_per_commit`) as `archives`: in-process replicas record there.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Steps(std::collections::BTreeMap<String, (f64, f64)>);
 
@@ -71,13 +72,15 @@ impl Steps {
     /// The steps in a Prometheus text exposition.
     pub fn parse(text: &str) -> Self {
         let mut steps = std::collections::BTreeMap::<String, (f64, f64)>::new();
-        // The group commit's histogram, shown beside the steps: writes per store command.
-        let series = |kind: &str| format!("{}_{kind}", job_manager::meter::WRITES_PER_COMMIT);
-        let commit = (
-            counter_in(text, &series("sum")),
-            counter_in(text, &series("count")),
-        );
-        steps.insert("commit".to_owned(), commit);
+        // The group commit's histograms, shown beside the steps: requests per store call.
+        for (step, name) in [
+            ("commit", job_manager::meter::WRITES_PER_COMMIT),
+            ("archives", job_manager::meter::ARCHIVES_PER_COMMIT),
+        ] {
+            let sum = counter_in(text, &format!("{name}_sum"));
+            let count = counter_in(text, &format!("{name}_count"));
+            steps.insert(step.to_owned(), (sum, count));
+        }
         let prefix = format!("{}_", job_manager::meter::STEP_SECONDS);
         for line in text.lines().filter_map(|l| l.strip_prefix(prefix.as_str())) {
             let Some((kind, rest)) = line.split_once("{step=\"") else {
@@ -103,7 +106,7 @@ impl Steps {
     /// takes them.
     pub fn since(&self, before: &Steps) -> String {
         let order = [
-            "load", "apply", "write", "commit", "publish", "mark", "notify", "archive",
+            "load", "apply", "write", "commit", "publish", "mark", "notify", "archive", "archives",
         ];
         let shown: Vec<String> = order
             .iter()
@@ -111,11 +114,13 @@ impl Steps {
                 let (sum, count) = self.0.get(*step)?;
                 let (sum0, count0) = before.0.get(*step).copied().unwrap_or_default();
                 let count = count - count0;
-                if *step == "commit" {
-                    // Not a time: compare-and-sets per store command.
+                if let Some(what) = [("commit", "writes"), ("archives", "archives")]
+                    .iter()
+                    .find_map(|(name, what)| (name == step).then_some(what))
+                {
+                    // Not a time: requests per store call.
                     let per = (sum - sum0) / count;
-                    return (count > 0.0)
-                        .then(|| format!("{per:.1} writes per command ×{count:.0}"));
+                    return (count > 0.0).then(|| format!("{per:.1} {what} per call ×{count:.0}"));
                 }
                 (count > 0.0)
                     .then(|| format!("{step} {:.2} ms ×{count:.0}", (sum - sum0) * 1000.0 / count))
