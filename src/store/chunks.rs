@@ -170,13 +170,6 @@ pub fn plan(before: Option<&Job>, after: &Job) -> Result<ChunkWrite, StoreError>
 }
 
 impl Store {
-    /// `command` with the collection's write concern (a raw command does not take the
-    /// connection string's by itself).
-    pub(super) fn with_concern(&self, mut command: Document) -> Document {
-        self.add_write_concern(&mut command);
-        command
-    }
-
     /// Inserts the chunk documents of a compare-and-set (unordered, one round trip).
     pub(super) async fn insert_chunks(&self, write: &ChunkWrite) -> Result<(), StoreError> {
         if write.inserts.is_empty() {
@@ -278,8 +271,9 @@ impl Store {
                 }
             })
             .collect();
-        let command = doc! {"update": self.chunks.name(), "updates": updates, "ordered": false};
-        let reply = self.db.run_command(self.with_concern(command)).await?;
+        let mut command = doc! {"update": self.chunks.name(), "updates": updates, "ordered": false};
+        self.add_write_concern(&mut command);
+        let reply = self.db.run_command(command).await?;
         if let Ok(errors) = reply.get_array("writeErrors")
             && let Some(first) = errors.first()
         {
@@ -327,27 +321,9 @@ impl Store {
 mod tests {
     use super::*;
 
+    /// A job whose stage in flight (02) has `width` tasks.
     fn wide_job(width: usize) -> Job {
-        use crate::domain::pipeline::fixtures;
-        use crate::domain::{Event, Timestamp, apply_in_place};
-        let now = Timestamp::parse("2020-07-16T10:15:53.278087Z").expect("valid");
-        let pipeline = fixtures::seed_pipeline();
-        let mut job = Job::new(
-            "m",
-            "h",
-            "file.csv",
-            &pipeline.id,
-            pipeline.stages,
-            Default::default(),
-            "run".into(),
-            now,
-        );
-        apply_in_place(&mut job, &Event::Start, now).expect("start");
-        job.version = 1;
-        let stage = job.current_stage.as_mut().expect("stage");
-        let task = stage.tasks[0].clone();
-        stage.tasks = (0..width).map(|_| task.clone()).collect();
-        job
+        crate::fakes::sample_job("chunks", width)
     }
 
     #[test]
@@ -362,7 +338,7 @@ mod tests {
         let write = plan(None, &job).expect("plan");
         assert_eq!(write.inserts.len(), 3);
         assert_eq!(write.pointers.len(), 1);
-        assert_eq!(write.pointers[0].0, format!("{POINTERS}.01"));
+        assert_eq!(write.pointers[0].0, format!("{POINTERS}.02"));
         assert!(write.replaced.is_empty());
     }
 
@@ -376,7 +352,7 @@ mod tests {
         let write = plan(Some(&before), &after).expect("plan");
         assert_eq!(write.inserts.len(), 1);
         assert_eq!(write.pointers.len(), 1);
-        assert_eq!(write.pointers[0].0, format!("{POINTERS}.01.1"));
-        assert_eq!(write.replaced, vec![("01".to_owned(), 1)]);
+        assert_eq!(write.pointers[0].0, format!("{POINTERS}.02.1"));
+        assert_eq!(write.replaced, vec![("02".to_owned(), 1)]);
     }
 }

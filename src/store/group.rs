@@ -78,7 +78,6 @@ impl Store {
         writes: &[(&Job, &Job)],
     ) -> Result<Vec<Outcome>, StoreError> {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; writes.len()];
-        let mut prepared = Vec::with_capacity(writes.len());
         // Wide stages' changed task chunks, inserted before any statement names them.
         let mut chunks = Vec::with_capacity(writes.len());
         for (before, after) in writes {
@@ -86,28 +85,7 @@ impl Store {
         }
         let inserting = ChunkWrite::merged(chunks.iter().filter_map(|c| c.as_ref().ok()));
         self.insert_chunks(&inserting).await?;
-        for (index, (before, after)) in writes.iter().enumerate() {
-            debug_assert_eq!(after.version, before.version + 1);
-            let token = uuid::Uuid::new_v4().simple().to_string();
-            let pointers = match &chunks[index] {
-                Ok(chunks) => &chunks.pointers[..],
-                Err(error) => {
-                    outcomes[index] = Some(Err(error.clone()));
-                    continue;
-                }
-            };
-            match job_update_with_token(before, after, pointers, &token) {
-                Ok(update) => {
-                    let statement = cas_statement(before, update);
-                    prepared.push(Prepared {
-                        index,
-                        token,
-                        statement,
-                    });
-                }
-                Err(error) => outcomes[index] = Some(Err(error)),
-            }
-        }
+        let prepared = prepare(writes, &chunks, &mut outcomes);
         let (mut commands, mut failed) = (0, Vec::new());
         for mut command in commands_of(prepared) {
             commands += 1;
@@ -227,6 +205,39 @@ struct Read {
 
 /// Reads the reply of an unordered `update` command of `count` statements: the errors of the
 /// statements that failed (by `index`), a write concern error (every other statement's: not
+/// The statement of each write, with a fresh token and its wide stages' chunk pointers; a write
+/// whose update or chunks cannot be built gets that error as its outcome instead.
+fn prepare(
+    writes: &[(&Job, &Job)],
+    chunks: &[Result<ChunkWrite, StoreError>],
+    outcomes: &mut [Option<Outcome>],
+) -> Vec<Prepared> {
+    let mut prepared = Vec::with_capacity(writes.len());
+    for (index, (before, after)) in writes.iter().enumerate() {
+        debug_assert_eq!(after.version, before.version + 1);
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let pointers = match &chunks[index] {
+            Ok(chunks) => &chunks.pointers[..],
+            Err(error) => {
+                outcomes[index] = Some(Err(error.clone()));
+                continue;
+            }
+        };
+        match job_update_with_token(before, after, pointers, &token) {
+            Ok(update) => {
+                let statement = cas_statement(before, update);
+                prepared.push(Prepared {
+                    index,
+                    token,
+                    statement,
+                });
+            }
+            Err(error) => outcomes[index] = Some(Err(error)),
+        }
+    }
+    prepared
+}
+
 /// durable as asked), and how many of the rest matched (`n`).
 fn read_reply(reply: &Document, count: usize) -> Result<Read, StoreError> {
     let mut outcomes: Vec<Option<Outcome>> = vec![None; count];

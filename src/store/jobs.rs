@@ -153,8 +153,9 @@ impl Store {
             return Ok(());
         }
         let updates: Vec<Document> = marks.iter().map(|mark| mark_statement(mark)).collect();
-        let command = doc! {"update": self.jobs.name(), "updates": updates, "ordered": false};
-        let reply = self.db.run_command(self.with_concern(command)).await?;
+        let mut command = doc! {"update": self.jobs.name(), "updates": updates, "ordered": false};
+        self.add_write_concern(&mut command);
+        let reply = self.db.run_command(command).await?;
         if let Ok(errors) = reply.get_array("writeErrors")
             && let Some(first) = errors.first()
         {

@@ -149,27 +149,23 @@ async fn partitions_spread_over_replicas_one_at_a_time_and_fail_over() {
     }
 }
 
-async fn scenario(names: Names) {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let a = replica(&names, 0, &seen).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let b = replica(&names, 1, &seen).await;
-    let publisher = Publisher::open(&a.connection).await.expect("publisher");
-    let probe = a.connection.create_channel().await.expect("channel");
+/// Waits until `count` replicas consume: a partition counts only its active consumer, the
+/// shared queue counts every replica.
+async fn wait_for_consumers(connection: &lapin::Connection, names: &Names, count: u32) {
+    let probe = connection.create_channel().await.expect("channel");
     let passive = QueueDeclareOptions {
         passive: true,
         ..QueueDeclareOptions::default()
     };
     let started = Instant::now();
     loop {
-        // A partition counts its active consumer only; the shared queue counts every replica.
-        let last = names.results_queue().into();
+        let shared = names.results_queue().into();
         let queue = probe
-            .queue_declare(last, passive, FieldTable::default())
+            .queue_declare(shared, passive, FieldTable::default())
             .await
             .expect("passive declare");
-        if queue.consumer_count() == 2 {
-            break;
+        if queue.consumer_count() == count {
+            return;
         }
         assert!(
             started.elapsed() < Duration::from_secs(5),
@@ -178,6 +174,37 @@ async fn scenario(names: Names) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Waits until `count` distinct results were handled, for at most 15 s.
+async fn wait_until_handled(seen: &Mutex<Vec<Seen>>, count: u64) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let handled: BTreeSet<(u16, u64)> = seen
+            .lock()
+            .expect("seen")
+            .iter()
+            .map(|s| (s.partition, s.seq))
+            .collect();
+        if handled.len() as u64 == count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {count} results handled after replica 0 died",
+            handled.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn scenario(names: Names) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let a = replica(&names, 0, &seen).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b = replica(&names, 1, &seen).await;
+    let publisher = Publisher::open(&a.connection).await.expect("publisher");
+    wait_for_consumers(&a.connection, &names, 2).await;
 
     // Load for three looks: the first replica, active on all, gives half away.
     let mut seq = 0;
@@ -218,26 +245,8 @@ async fn scenario(names: Names) {
     let _ = a.connection.close(320, "killed".into()).await;
     a.shutdown.cancel();
     let _ = a.task.await;
-    let deadline = Instant::now() + Duration::from_secs(15);
     // Every result published, those replica 0 held included, is handled.
-    loop {
-        let handled: BTreeSet<(u16, u64)> = seen
-            .lock()
-            .expect("seen")
-            .iter()
-            .map(|s| (s.partition, s.seq))
-            .collect();
-        if handled.len() as u64 == seq * 16 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {} results handled after replica 0 died",
-            handled.len(),
-            seq * 16
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_handled(&seen, seq * 16).await;
     let seen = seen.lock().expect("seen").clone();
     let after = owners(&seen, died);
     assert!(
