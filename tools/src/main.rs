@@ -66,13 +66,18 @@ async fn main() -> ExitCode {
 
 /// The `job-manager` binary whose `serve` the tools start as replica processes:
 /// `JOB_MANAGER_BIN` when set, else `job-manager` beside this binary (cargo builds both into
-/// the same `target/<profile>/`).
+/// the same `target/<profile>/`; a test binary sits one level down, in `deps/`).
 pub fn service_binary() -> anyhow::Result<PathBuf> {
     let path = match std::env::var_os("JOB_MANAGER_BIN") {
         Some(path) => PathBuf::from(path),
-        None => std::env::current_exe()
-            .context("finding this binary")?
-            .with_file_name(format!("job-manager{}", std::env::consts::EXE_SUFFIX)),
+        None => {
+            let exe = std::env::current_exe().context("finding this binary")?;
+            let mut dir = exe.parent().context("this binary's directory")?;
+            if dir.ends_with("deps") {
+                dir = dir.parent().unwrap_or(dir);
+            }
+            dir.join(format!("job-manager{}", std::env::consts::EXE_SUFFIX))
+        }
     };
     anyhow::ensure!(
         path.is_file(),

@@ -20,7 +20,7 @@ use super::urls::{Proxies, proxied};
 /// One replica process.
 pub struct Replica {
     pub index: usize,
-    /// Its HTTP port.
+    /// Its HTTP port, picked anew each time it starts.
     pub port: u16,
     /// The URLs it is given, through its proxies when it has them.
     amqp_url: String,
@@ -44,9 +44,20 @@ pub struct Run {
     pub own_mongodb: Option<Mutex<OwnMongo>>,
 }
 
+/// How many ports a replica tries before its start is given up.
+const PORT_ATTEMPTS: usize = 3;
+
 fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
+}
+
+/// The last lines of what a replica wrote to its log at `path` from byte `start` on.
+fn log_tail(path: &std::path::Path, start: u64) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(text.get(start as usize..).unwrap_or_default());
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
 impl Run {
@@ -71,7 +82,7 @@ impl Run {
             }
             replicas.push(Mutex::new(Replica {
                 index,
-                port: free_port()?,
+                port: 0,
                 amqp_url,
                 mongodb_uri: replica_mongodb_uri,
                 child: None,
@@ -96,12 +107,39 @@ impl Run {
         format!("http://127.0.0.1:{port}/job-manager")
     }
 
+    /// Starts `replica` on a port free now (one found free earlier may have become some
+    /// connection's local port since) and waits until it answers; moves to another port when
+    /// the replica could not listen on the one it got.
     pub async fn start_replica(&self, replica: &mut Replica) -> anyhow::Result<()> {
-        let log = std::fs::File::create(
-            self.args
-                .work_dir
-                .join(format!("replica-{}.log", replica.index)),
-        )?;
+        for attempt in 1..=PORT_ATTEMPTS {
+            replica.port = free_port()?;
+            match self.spawn_replica(replica).await? {
+                None => return Ok(()),
+                Some(log) if attempt < PORT_ATTEMPTS && log.contains("cannot listen") => {
+                    println!("  replica {} could not listen; another port", replica.index);
+                }
+                Some(log) => bail!(
+                    "replica {} did not come up; the end of its log:\n{log}",
+                    replica.index
+                ),
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    /// Spawns `replica` and waits for it to answer: `None` once it does, else the end of its log
+    /// (it exited, or did not answer within a minute).
+    async fn spawn_replica(&self, replica: &mut Replica) -> anyhow::Result<Option<String>> {
+        let path = self
+            .args
+            .work_dir
+            .join(format!("replica-{}.log", replica.index));
+        // Appended to: a restarted replica's log follows the one it replaces.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)?;
+        let start = log.metadata()?.len();
         let child = Command::new(&self.exe)
             .arg("serve")
             .env("JOB_MANAGER_AMQP_URL", &replica.amqp_url)
@@ -117,17 +155,22 @@ impl Run {
             .kill_on_drop(true)
             .spawn()
             .context("starting a replica")?;
-        replica.child = Some(child);
+        let child = replica.child.insert(child);
         let deadline = Instant::now() + Duration::from_secs(60);
+        let url = format!("{}/health/live", self.base(replica.port));
         loop {
-            let url = format!("{}/health/live", self.base(replica.port));
-            if let Ok(response) = self.client.get(url).send().await
+            if let Ok(response) = self.client.get(&url).send().await
                 && response.status().is_success()
             {
-                return Ok(());
+                return Ok(None);
             }
-            if Instant::now() > deadline {
-                bail!("replica {} did not come up", replica.index);
+            let exited = child.try_wait()?.is_some();
+            if exited || Instant::now() > deadline {
+                if !exited {
+                    let _ = child.kill().await;
+                }
+                replica.child = None;
+                return Ok(Some(log_tail(&path, start)));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -206,5 +249,49 @@ impl Run {
             let _ = mongo.stop().await;
             let _ = std::fs::remove_dir_all(&mongo.dir);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Line {
+        #[command(flatten)]
+        args: ChaosArgs,
+    }
+
+    /// A replica whose port was taken meanwhile exits at once: that is noticed at once, with the
+    /// reason from its log, and `start_replica` moves it to a port free now.
+    #[tokio::test]
+    async fn a_replica_whose_port_was_taken_starts_on_another() {
+        let work_dir = std::env::temp_dir().join(format!("jm-chaos-test-{}", std::process::id()));
+        std::fs::create_dir_all(&work_dir).expect("work dir");
+        let work = work_dir.to_string_lossy().into_owned();
+        let args = Line::parse_from(["chaos", "--replicas", "1", "--work-dir", &work]).args;
+        let id = format!("test-{}", uuid::Uuid::new_v4().simple());
+        let uri = args.endpoints.mongodb_uri.clone();
+        let run = Run::new(args, &id, uri, None, false).await.expect("run");
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+
+        let mut replica = run.replicas[0].lock().await;
+        replica.port = taken.local_addr().expect("address").port();
+        let began = Instant::now();
+        let log = run.spawn_replica(&mut replica).await.expect("spawn");
+        let log = log.expect("a replica on a taken port must not come up");
+        assert!(log.contains("cannot listen"), "log: {log}");
+        assert!(began.elapsed() < Duration::from_secs(30), "noticed late");
+        assert!(replica.child.is_none());
+
+        let started = run.start_replica(&mut replica).await;
+        let port = replica.port;
+        drop(replica);
+        run.cleanup().await;
+        let _ = std::fs::remove_dir_all(&work_dir);
+        started.expect("starts on another port");
+        assert_ne!(port, taken.local_addr().expect("address").port());
     }
 }
