@@ -18,6 +18,7 @@ use mongodb::bson::raw::RawDocumentBuf;
 use mongodb::bson::{self, Bson, Document, doc};
 use serde::{Deserialize, Serialize};
 
+use super::apart::{self, RECORDS};
 use super::errors::{malformed, typed_error};
 use super::{Store, StoreError};
 use crate::domain::{Job, StageRecord, TaskRecord};
@@ -70,12 +71,16 @@ struct ChunkOut<'a> {
     tasks: &'a [TaskRecord],
 }
 
-/// A chunk document as read.
+/// A document of `job_tasks` as read: a chunk of tasks, or an ended stage kept apart
+/// (`apart.rs`).
 #[derive(Debug, Deserialize)]
 pub(super) struct ChunkIn {
     #[serde(rename = "_id")]
     id: String,
+    #[serde(default)]
     tasks: Vec<TaskRecord>,
+    #[serde(default)]
+    record: Option<StageRecord>,
 }
 
 /// What one compare-and-set writes besides the job document.
@@ -85,7 +90,8 @@ pub struct ChunkWrite {
     pub inserts: Vec<RawDocumentBuf>,
     /// Their ids, to delete if the compare-and-set loses.
     pub inserted: Vec<String>,
-    /// `$set`s of the job document: a pointer path and the chunk id (or list of ids) it takes.
+    /// `$set`s of the job document: a pointer path and the chunk id (or list of ids) it takes,
+    /// or the id of an ended stage's record kept apart (`apart.rs`).
     pub pointers: Vec<(String, Bson)>,
     /// `(stage_id, n)` of each chunk replaced, whose older documents go after a win.
     pub replaced: Vec<(String, u32)>,
@@ -113,7 +119,8 @@ fn all_stages(job: &Job) -> impl Iterator<Item = &StageRecord> {
 }
 
 /// The chunk documents and pointers that turn `before` (as stored; `None` for a new job) into
-/// `after`: every chunk of a wide stage that is new or whose tasks changed.
+/// `after`: every chunk of a wide stage that is new or whose tasks changed, and the record of
+/// every large stage that ends (`apart.rs`).
 pub fn plan(before: Option<&Job>, after: &Job) -> Result<ChunkWrite, StoreError> {
     let mut write = ChunkWrite::default();
     for stage in all_stages(after).filter(|s| is_wide(s.tasks.len())) {
@@ -166,6 +173,7 @@ pub fn plan(before: Option<&Job>, after: &Job) -> Result<ChunkWrite, StoreError>
                 .push((format!("{POINTERS}.{}", stage.id), Bson::Array(ids)));
         }
     }
+    apart::plan_records(before, after, &mut write)?;
     Ok(write)
 }
 
@@ -207,16 +215,19 @@ impl Store {
         }
     }
 
-    /// Puts the tasks of `job`'s wide stages back from their chunks, as `pointers` (the job
-    /// document's `task_chunks`) names them. `Ok(false)` when a chunk is missing: the job was
-    /// written since it was read (the chunk superseded and deleted), and is to be read again.
+    /// Puts back the large ended stages of `job` from their records, as `records` (the job
+    /// document's `stage_records`) names them, and the tasks of its wide stages from their
+    /// chunks, as `pointers` (its `task_chunks`) names them, read in one query. `Ok(false)` when
+    /// a document is missing: the job was written since it was read (a chunk superseded and
+    /// deleted) or archived, and is to be read again.
     pub(super) async fn fill_chunks(
         &self,
         job: &mut Job,
-        pointers: &Document,
+        pointers: Option<&Document>,
+        records: Option<&Document>,
     ) -> Result<bool, StoreError> {
         let mut wanted: Vec<(String, Vec<String>)> = Vec::new();
-        for (stage, ids) in pointers {
+        for (stage, ids) in pointers.into_iter().flatten() {
             let Bson::Array(ids) = ids else {
                 return Err(malformed(format!("{POINTERS}.{stage} is not a list")));
             };
@@ -226,17 +237,37 @@ impl Store {
                 .collect();
             wanted.push((stage.clone(), ids));
         }
-        let all: Vec<&String> = wanted.iter().flat_map(|(_, ids)| ids).collect();
+        let records = match records {
+            Some(records) => apart::wanted(records)?,
+            None => Vec::new(),
+        };
+        let all: Vec<&String> = wanted
+            .iter()
+            .flat_map(|(_, ids)| ids)
+            .chain(records.iter().map(|(_, id)| id))
+            .collect();
         let mut cursor = self.typed_chunks.find(doc! {"_id": {"$in": all}}).await?;
-        let mut found: HashMap<String, Vec<TaskRecord>> = HashMap::new();
+        let mut found: HashMap<String, ChunkIn> = HashMap::new();
         while let Some(chunk) = cursor.try_next().await.map_err(typed_error)? {
-            found.insert(chunk.id, chunk.tasks);
+            found.insert(chunk.id.clone(), chunk);
+        }
+        // Records first: a wide stage's record holds no tasks, its chunks do.
+        for (stage_id, id) in records {
+            match found.remove(&id).and_then(|r| r.record) {
+                Some(record) if record.id.as_str() == stage_id => apart::put_back(job, record),
+                Some(_) => {
+                    return Err(malformed(format!(
+                        "{RECORDS}.{stage_id} names another stage"
+                    )));
+                }
+                None => return Ok(false),
+            }
         }
         for (stage_id, ids) in wanted {
             let mut tasks = Vec::new();
             for id in &ids {
                 match found.remove(id) {
-                    Some(chunk) => tasks.extend(chunk),
+                    Some(chunk) => tasks.extend(chunk.tasks),
                     None => return Ok(false),
                 }
             }
@@ -336,9 +367,10 @@ mod tests {
     fn a_new_wide_stage_writes_every_chunk_and_one_pointer_list() {
         let job = wide_job(CHUNK_TASKS * 2 + 1);
         let write = plan(None, &job).expect("plan");
-        assert_eq!(write.inserts.len(), 3);
-        assert_eq!(write.pointers.len(), 1);
-        assert_eq!(write.pointers[0].0, format!("{POINTERS}.02"));
+        // And the record of stage 01, whose outputs made them: large enough to go apart.
+        assert_eq!(write.inserts.len(), 3 + 1);
+        let paths: Vec<&str> = write.pointers.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(paths, [format!("{POINTERS}.02"), format!("{RECORDS}.01")]);
         assert!(write.replaced.is_empty());
     }
 

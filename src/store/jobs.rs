@@ -8,7 +8,7 @@ use mongodb::bson::{self, Bson, Document, doc};
 
 use super::documents::{insert, to_doc};
 use super::errors::{PERMANENT_CODES, malformed};
-use super::{ACTIVE_STATUSES, Found, Inserted, Store, StoreError, chunks, update};
+use super::{ACTIVE_STATUSES, Found, Inserted, Store, StoreError, apart, chunks, update};
 
 /// How often a job is read again when one of its task chunks went missing between reading the
 /// job and its chunks (another write superseded it).
@@ -33,25 +33,25 @@ impl Store {
         if write.is_empty() {
             return insert(&self.jobs, to_doc(job, "id")?).await;
         }
-        // A job that starts with a wide stage (none does today): its tasks in chunks first.
+        // A job that starts with a wide or large stage (none does today): those first.
         let mut stored = job.clone();
-        for stage in stored
-            .stages
-            .iter_mut()
-            .chain(stored.current_stage.as_mut())
-        {
+        for stage in stored.stages.iter_mut() {
+            *stage = apart::stored_form(stage, &write.pointers).into_owned();
+        }
+        if let Some(stage) = stored.current_stage.as_mut() {
             *stage = chunks::stored_stage(stage).into_owned();
         }
         let mut document = to_doc(&stored, "id")?;
-        for (path, ids) in write.pointers.iter().cloned() {
-            let stage = path
-                .trim_start_matches(chunks::POINTERS)
-                .trim_start_matches('.');
+        for (path, value) in write.pointers.iter().cloned() {
+            // `task_chunks.<stage>` or `stage_records.<stage>`: a new job has no chunk to replace.
+            let Some((field, stage)) = path.split_once('.') else {
+                continue;
+            };
             let pointers = document
-                .entry(chunks::POINTERS.to_owned())
+                .entry(field.to_owned())
                 .or_insert(Bson::Document(Document::new()));
             if let Bson::Document(pointers) = pointers {
-                pointers.insert(stage, ids);
+                pointers.insert(stage, value);
             }
         }
         self.insert_chunks(&write).await?;
@@ -81,11 +81,18 @@ impl Store {
     /// `None` when a chunk is gone (the job was written since: read it again).
     async fn decode_job(&self, raw: &RawDocumentBuf) -> Result<Option<Job>, StoreError> {
         let mut job: Job = bson::from_slice(raw.as_bytes()).map_err(malformed)?;
-        let pointers = match raw.get_document(chunks::POINTERS) {
-            Ok(pointers) => Document::try_from(pointers).map_err(malformed)?,
-            Err(_) => return Ok(Some(job)),
+        let field = |name: &str| match raw.get_document(name) {
+            Ok(found) => Document::try_from(found).map(Some).map_err(malformed),
+            Err(_) => Ok(None),
         };
-        Ok(self.fill_chunks(&mut job, &pointers).await?.then_some(job))
+        let (pointers, records) = (field(chunks::POINTERS)?, field(apart::RECORDS)?);
+        if pointers.is_none() && records.is_none() {
+            return Ok(Some(job));
+        }
+        let filled = self
+            .fill_chunks(&mut job, pointers.as_ref(), records.as_ref())
+            .await?;
+        Ok(filled.then_some(job))
     }
 
     /// Turns the stored `before` into `after` if the stored version is still `before.version`,

@@ -24,6 +24,7 @@ use mongodb::bson::{Bson, Document, doc};
 use mongodb::options::ClientOptions;
 use mongodb::{Client, Collection, Database, IndexModel};
 
+mod apart;
 mod archive;
 mod archive_many;
 mod catalog;

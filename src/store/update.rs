@@ -12,6 +12,7 @@ use mongodb::bson::{self, Bson, Document};
 use serde::Serialize;
 
 use super::StoreError;
+use super::apart::{ended_kept, stored_form};
 use super::chunks::{is_wide, stored_stage};
 use crate::domain::{Job, StageRecord, TaskRecord};
 
@@ -146,11 +147,11 @@ fn changes(before: &Job, after: &Job, pointers: &[(String, Bson)]) -> Result<Cha
     )?;
     c.put("version", &after.version)?;
 
-    // Ended stages are only ever appended.
-    let kept = before.stages.len();
-    if after.stages.len() >= kept && after.stages[..kept] == before.stages[..] {
+    // Ended stages are only ever appended; a large one goes apart (`apart.rs`).
+    let stored = |stage| stored_form(stage, pointers);
+    if let Some(kept) = ended_kept(before, after) {
         if after.stages.len() > kept {
-            let added: Vec<_> = after.stages[kept..].iter().map(stored_stage).collect();
+            let added: Vec<_> = after.stages[kept..].iter().map(stored).collect();
             let added = wrap(&added)?;
             let mut each = RawDocumentBuf::new();
             if let Some(list) = added.get("v").map_err(encode_error)? {
@@ -159,7 +160,7 @@ fn changes(before: &Job, after: &Job, pointers: &[(String, Bson)]) -> Result<Cha
             c.push.append("stages", each);
         }
     } else {
-        let stages: Vec<_> = after.stages.iter().map(stored_stage).collect();
+        let stages: Vec<_> = after.stages.iter().map(stored).collect();
         c.put("stages", &stages)?;
     }
 

@@ -75,8 +75,8 @@ async fn the_mongodb_store_passes_the_shared_store_suite() {
 }
 
 /// How the MongoDB store lays out a wide stage: the job document without the tasks, one
-/// document per chunk of 256 tasks, a write replacing only the chunk it changed, and nothing left
-/// after the archive.
+/// document per chunk of 256 tasks, the large ended stage before it in a record of its own, a
+/// write replacing only the chunk it changed, and nothing left after the archive.
 #[tokio::test]
 async fn a_wide_stage_keeps_its_tasks_in_chunks_and_leaves_none_behind() {
     use job_manager::domain::{Event, Timestamp, apply};
@@ -100,8 +100,27 @@ async fn a_wide_stage_keeps_its_tasks_in_chunks_and_leaves_none_behind() {
     );
     let pointers = stored.get_document("task_chunks").expect("pointers");
     assert_eq!(pointers.get_array("02").expect("stage 02").len(), 3);
+    // Stage 01, ended with 600 outputs, is kept apart too: a stub in the job document.
+    let split = &stored.get_array("stages").expect("stages")[1];
+    let split = split.as_document().expect("stage 01");
+    assert_eq!(split.get_str("id"), Ok("01"));
+    assert_eq!(split.get_array("outputs").map(Vec::len), Ok(0));
+    let record = stored.get_document("stage_records").expect("records");
+    let record = record.get_str("01").expect("01's record");
+    let record = chunks
+        .find_one(doc! {"_id": record})
+        .await
+        .expect("find")
+        .expect("the record");
+    let outputs = record
+        .get_document("record")
+        .and_then(|r| r.get_array("outputs"));
+    assert_eq!(outputs.map(Vec::len), Ok(600));
+    let bytes = mongodb::bson::to_vec(&stored).expect("bytes").len();
+    assert!(bytes < 8 * 1024, "the job document takes {bytes} bytes");
+    // Three chunks and a record.
     let count = || chunks.count_documents(doc! {"job_id": job.id.as_str()});
-    assert_eq!(count().await.expect("count"), 3);
+    assert_eq!(count().await.expect("count"), 4);
 
     // A result for task 300 replaces chunk 1 only; the one it replaced is gone.
     let task = job.current_stage.as_ref().expect("stage").tasks[300]
@@ -133,7 +152,7 @@ async fn a_wide_stage_keeps_its_tasks_in_chunks_and_leaves_none_behind() {
     );
     assert_eq!(
         count().await.expect("count"),
-        3,
+        4,
         "the replaced chunk is deleted"
     );
     assert_eq!(
@@ -157,7 +176,7 @@ async fn a_wide_stage_keeps_its_tasks_in_chunks_and_leaves_none_behind() {
     let other = sample_job("chunks-many", 600);
     store.insert_job(&other).await.expect("insert");
     let count_other = || chunks.count_documents(doc! {"job_id": other.id.as_str()});
-    assert_eq!(count_other().await.expect("count"), 3);
+    assert_eq!(count_other().await.expect("count"), 4);
     let ended = match apply(&other, &Event::Abort, Timestamp::now()) {
         job_manager::domain::Decision::Apply { job, .. } => *job,
         other => panic!("{other:?}"),
