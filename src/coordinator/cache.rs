@@ -28,11 +28,27 @@ pub struct Mark {
     pub at: Timestamp,
 }
 
+/// A copy of a job as this process wrote it.
+#[derive(Debug, Clone)]
+pub struct JobCopy {
+    pub job: Arc<Job>,
+    /// Its size as stored, or at most that, when known: a wide job's size is megabytes of
+    /// serialisation to measure, so a write of a few results estimates it from this one.
+    pub bytes: Option<usize>,
+}
+
+impl JobCopy {
+    /// A copy whose size is not known.
+    pub fn new(job: Arc<Job>) -> Self {
+        Self { job, bytes: None }
+    }
+}
+
 /// The copies kept: small jobs and wide ones apart, each bounded.
 #[derive(Default)]
 struct Copies {
-    small: HashMap<JobId, Arc<Job>>,
-    wide: HashMap<JobId, Arc<Job>>,
+    small: HashMap<JobId, JobCopy>,
+    wide: HashMap<JobId, JobCopy>,
 }
 
 /// The jobs this process wrote last.
@@ -54,28 +70,29 @@ impl JobCache {
     }
 
     /// Takes the copy of job `id` out, if one is kept.
-    pub fn take(&self, id: &JobId) -> Option<Arc<Job>> {
+    pub fn take(&self, id: &JobId) -> Option<JobCopy> {
         let mut jobs = self.lock();
         jobs.small.remove(id).or_else(|| jobs.wide.remove(id))
     }
 
     /// Keeps `job`; when its kind is full, an arbitrary other copy of that kind makes room.
-    pub fn put(&self, job: Arc<Job>) {
+    pub fn put(&self, copy: JobCopy) {
         let mut guard = self.lock();
         let copies = &mut *guard;
-        let wide = is_wide(&job);
+        let wide = is_wide(&copy.job);
         let (jobs, other, limit) = match wide {
             false => (&mut copies.small, &mut copies.wide, RECENT_JOBS),
             true => (&mut copies.wide, &mut copies.small, RECENT_WIDE_JOBS),
         };
-        other.remove(&job.id);
+        let id = copy.job.id.clone();
+        other.remove(&id);
         if jobs.len() >= limit
-            && !jobs.contains_key(&job.id)
+            && !jobs.contains_key(&id)
             && let Some(other) = jobs.keys().next().cloned()
         {
             jobs.remove(&other);
         }
-        jobs.insert(job.id.clone(), job);
+        jobs.insert(id, copy);
     }
 
     #[cfg(test)]
@@ -111,7 +128,7 @@ mod tests {
     fn keeps_small_jobs_and_makes_room_when_full() {
         let cache = JobCache::default();
         for n in 0..RECENT_JOBS + 5 {
-            cache.put(Arc::new(sample_job(&format!("h{n}"), 2)));
+            cache.put(JobCopy::new(Arc::new(sample_job(&format!("h{n}"), 2))));
         }
         assert_eq!(cache.len(), RECENT_JOBS);
         let last = sample_job(&format!("h{}", RECENT_JOBS + 4), 2);
@@ -123,9 +140,12 @@ mod tests {
     fn a_few_wide_jobs_are_kept_apart_from_the_small_ones() {
         let cache = JobCache::default();
         for n in 0..RECENT_WIDE_JOBS + 3 {
-            cache.put(Arc::new(sample_job(&format!("w{n}"), RECENT_MAX_TASKS + 1)));
+            cache.put(JobCopy::new(Arc::new(sample_job(
+                &format!("w{n}"),
+                RECENT_MAX_TASKS + 1,
+            ))));
         }
-        cache.put(Arc::new(sample_job("small", 2)));
+        cache.put(JobCopy::new(Arc::new(sample_job("small", 2))));
         assert_eq!(cache.len(), RECENT_WIDE_JOBS + 1);
         let newest = sample_job(&format!("w{}", RECENT_WIDE_JOBS + 2), 1);
         assert!(

@@ -39,7 +39,7 @@ pub use write::MAX_CAS_ATTEMPTS;
 pub use crate::domain::NewJob;
 
 use self::batch::{Batches, Joined, Waiter};
-use self::cache::JobCache;
+use self::cache::{JobCache, JobCopy};
 use crate::clock::Clock;
 use crate::domain::{Event, Job, JobId, Timestamp};
 use crate::ports::{Broker, Inserted, JobStore, StoreError};
@@ -139,7 +139,7 @@ impl Coordinator {
         }
         // The start begins from the job as inserted instead of reading it back: one round trip
         // less for every job (the compare-and-set still checks the copy).
-        self.cache.put(Arc::new(job));
+        self.cache.put(JobCopy::new(Arc::new(job)));
         info!(job_id = %id, "job created");
         // The job is durable now; if starting fails, the sweep starts it later.
         if let Err(error) = self.handle(&id, Event::Start).await {
@@ -176,8 +176,8 @@ impl Coordinator {
             while let Some(batch) = leader.next_batch() {
                 last = self.apply_waiters(id, batch, last).await;
             }
-            if let Some(job) = last {
-                self.cache.put(job);
+            if let Some(copy) = last {
+                self.cache.put(copy);
             }
             return Ok(mine);
         }
@@ -189,8 +189,8 @@ impl Coordinator {
         &self,
         id: &JobId,
         batch: Vec<Waiter>,
-        known: Option<Arc<Job>>,
-    ) -> Option<Arc<Job>> {
+        known: Option<JobCopy>,
+    ) -> Option<JobCopy> {
         let (events, replies): (Vec<Event>, Vec<_>) =
             batch.into_iter().map(|w| (w.event, w.reply)).unzip();
         match self.apply_batch(id, &events, known, false).await {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tracing::{debug, warn};
 
 use super::Coordinator;
-use super::cache::with_marks;
+use super::cache::{JobCopy, with_marks};
 use super::error::{CoordinatorError, Handled};
 use super::observe::{Step, event_worker, note_stage, observe};
 use crate::domain::{Event, Job, JobId, Timestamp, apply_in_place};
@@ -24,7 +24,7 @@ pub struct Written {
     /// One outcome per event, in order.
     pub outcomes: Vec<Handled>,
     /// The job to start the next batch from, when it is worth keeping.
-    pub next: Option<Arc<Job>>,
+    pub next: Option<JobCopy>,
 }
 
 /// A batch applied to one copy of the job, not yet written.
@@ -65,6 +65,53 @@ fn apply_events(before: &Job, events: &[Event], now: Timestamp) -> Applied {
         failure: None,
         bytes: 0,
     }
+}
+
+/// What one event may add to a job's stored size besides its own text: a status, a time, an
+/// earlier attempt's id, the store's keys.
+const EVENT_BYTES: usize = 512;
+
+/// At most the stored size of `applied`, from `before`'s (`known`) without measuring it: when
+/// the batch kept the job in the same stage, each event changed one task by at most its
+/// result's text (8 times its JSON: BSON spends up to 16 bytes on what JSON writes in 2) and
+/// [`EVENT_BYTES`]. `None` when that does not hold, or the bound would reach the limit: then
+/// the job is measured. A wide stage's job is megabytes to serialise, on every batch.
+fn size_bound(
+    known: Option<usize>,
+    before: &Job,
+    applied: &Applied,
+    events: &[Event],
+) -> Option<usize> {
+    let after = &applied.job;
+    let stage = |job: &Job| {
+        job.current_stage
+            .as_ref()
+            .map(|s| (s.id.clone(), s.tasks.len()))
+    };
+    if after.status != before.status
+        || after.stages.len() != before.stages.len()
+        || stage(after) != stage(before)
+    {
+        return None;
+    }
+    let mut bound = known?;
+    for event in events {
+        let text = match event {
+            Event::Result(result) => {
+                let outputs =
+                    serde_json::to_vec(&result.outputs).map_or(usize::MAX / 16, |v| v.len());
+                let log = result.log.as_ref().map_or(0, String::len);
+                let error = result.error.as_ref().map_or(0, String::len);
+                outputs + log + error
+            }
+            Event::Fail { reason } => reason.len(),
+            Event::Start | Event::Abort | Event::Timeout { .. } => 0,
+        };
+        bound = bound
+            .saturating_add(text.saturating_mul(8))
+            .saturating_add(EVENT_BYTES);
+    }
+    (bound <= MAX_JOB_BYTES).then_some(bound)
 }
 
 /// When the applied job would take more than the store accepts, fails the job from `before`
@@ -109,15 +156,15 @@ impl Coordinator {
         &self,
         id: &JobId,
         events: &[Event],
-        mut known: Option<Arc<Job>>,
+        mut known: Option<JobCopy>,
         mut note: bool,
     ) -> Result<Written, CoordinatorError> {
         for attempt in 0..MAX_CAS_ATTEMPTS {
             let cached = known.is_some();
-            let before = match known.take() {
-                Some(job) => Arc::unwrap_or_clone(job),
+            let (before, known_bytes) = match known.take() {
+                Some(copy) => (Arc::unwrap_or_clone(copy.job), copy.bytes),
                 None => match meter::timed("load", self.store.load_job(id)).await? {
-                    Some(job) => job,
+                    Some(job) => (job, None),
                     None => return Ok(Written::unknown(events.len())),
                 },
             };
@@ -133,10 +180,16 @@ impl Coordinator {
             if applied.steps.is_empty() {
                 // Nothing to write; the starting point is still good for the next batch.
                 let outcomes = applied.outcomes.into_iter().flatten().collect();
-                let next = Some(Arc::new(before));
+                let next = Some(JobCopy {
+                    job: Arc::new(before),
+                    bytes: known_bytes,
+                });
                 return Ok(Written { outcomes, next });
             }
-            let bytes = self.store.job_bytes(&applied.job)?;
+            let bytes = match size_bound(known_bytes, &before, &applied, events) {
+                Some(bound) => bound,
+                None => self.store.job_bytes(&applied.job)?,
+            };
             applied.bytes = bytes;
             hold_size(&before, &mut applied, bytes, now);
             meter::step("apply", applying.elapsed());
@@ -196,7 +249,7 @@ impl Coordinator {
             .collect();
         // The next batch may start from this copy, with the outbox marks the store got since
         // the write.
-        let next = if !written.status.is_active() {
+        let job = if !written.status.is_active() {
             None
         } else if done.marks.is_empty() {
             Some(written)
@@ -206,6 +259,9 @@ impl Coordinator {
                 &done.marks,
             )))
         };
+        // A failure that replaced the batch measured the job before it, not the one written.
+        let bytes = applied.failure.is_none().then_some(bytes);
+        let next = job.map(|job| JobCopy { job, bytes });
         Ok(Written { outcomes, next })
     }
 }
@@ -217,5 +273,66 @@ impl Written {
             outcomes: (0..events).map(|_| Handled::UnknownJob).collect(),
             next: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::fakes::{done, sample_job};
+    use crate::store::job_bytes;
+
+    /// Results for the first `count` tasks of the stage in flight, each with `outputs`.
+    fn results(job: &Job, count: usize, outputs: &[Value]) -> Vec<Event> {
+        let stage = job.current_stage.as_ref().expect("a stage in flight");
+        let tasks = stage.tasks.iter().take(count);
+        tasks.map(|t| done(&t.task_id, outputs.to_vec())).collect()
+    }
+
+    fn bound_of(before: &Job, events: &[Event]) -> (Option<usize>, usize) {
+        let applied = apply_events(before, events, Timestamp::now());
+        let exact = job_bytes(&before.clone()).expect("bytes");
+        let bound = size_bound(Some(exact), before, &applied, events);
+        (bound, job_bytes(&applied.job).expect("bytes"))
+    }
+
+    #[test]
+    fn results_within_a_stage_are_bounded_without_measuring_the_job() {
+        let before = sample_job("bound", 600);
+        // Small numbers in a list: what BSON takes the most room for, next to JSON.
+        let numbers = vec![json!({"n": (0..200).collect::<Vec<_>>()}), json!(null)];
+        for outputs in [
+            vec![json!({})],
+            numbers,
+            vec![json!({"text": "é".repeat(300)})],
+        ] {
+            let events = results(&before, 40, &outputs);
+            let (bound, exact) = bound_of(&before, &events);
+            let bound = bound.expect("a bound");
+            assert!(bound >= exact, "bound {bound} under the size {exact}");
+        }
+    }
+
+    #[test]
+    fn a_batch_that_ends_the_stage_or_nears_the_limit_is_measured() {
+        let before = sample_job("bound-end", 3);
+        let (bound, _) = bound_of(&before, &results(&before, 3, &[json!({"n": 1})]));
+        assert_eq!(bound, None, "the stage ended: the next one's tasks are new");
+
+        let events = results(&before, 1, &[json!({"n": 1})]);
+        let applied = apply_events(&before, &events, Timestamp::now());
+        assert_eq!(
+            size_bound(None, &before, &applied, &events),
+            None,
+            "size unknown"
+        );
+        let near = Some(MAX_JOB_BYTES - EVENT_BYTES);
+        assert_eq!(
+            size_bound(near, &before, &applied, &events),
+            None,
+            "near the limit"
+        );
     }
 }
