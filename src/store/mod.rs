@@ -1,5 +1,5 @@
 //! MongoDB: collections `jobs`, `history`, `pipelines` and `machines`, and `job_tasks` for the
-//! tasks of wide stages.
+//! tasks of wide stages and the records of large ended stages.
 //!
 //! Every job write is a compare-and-set on `{_id, run_id, version}` (docs/consistency.md,
 //! "Compare-and-set"). Archiving writes the run into `history`, then deletes it from `jobs`
@@ -62,7 +62,8 @@ pub struct Store {
     raw_history: Collection<RawDocumentBuf>,
     pipelines: Collection<Document>,
     machines: Collection<Document>,
-    /// `job_tasks`: the tasks of wide stages, in chunks (`chunks.rs`).
+    /// `job_tasks`: the tasks of wide stages, in chunks (`chunks.rs`), and the records of large
+    /// ended stages (`apart.rs`).
     chunks: Collection<Document>,
     raw_chunks: Collection<RawDocumentBuf>,
     typed_chunks: Collection<chunks::ChunkIn>,

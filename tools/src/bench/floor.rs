@@ -77,6 +77,14 @@ pub async fn cas(store: &Store, concurrency: usize, duration: Duration) -> anyho
     Ok(rate)
 }
 
+/// A queue name of its own for one measurement. Reusing a name meant deleting a quorum queue and
+/// declaring it again at once, which RabbitMQ 3.10 at times answers by closing the connection
+/// with INTERNAL_ERROR (541), leaving the queue behind.
+fn scratch_name(prefix: &str, what: &str) -> String {
+    let unique = uuid::Uuid::new_v4().simple().to_string();
+    format!("{prefix}.{what}-{}", &unique[..8])
+}
+
 async fn scratch_queue(channel: &lapin::Channel, name: &str) -> anyhow::Result<()> {
     let options = QueueDeclareOptions {
         durable: true,
@@ -87,9 +95,6 @@ async fn scratch_queue(channel: &lapin::Channel, name: &str) -> anyhow::Result<(
         "x-queue-type".into(),
         lapin::types::AMQPValue::LongString("quorum".into()),
     );
-    channel
-        .queue_delete(name.into(), QueueDeleteOptions::default())
-        .await?;
     channel
         .queue_declare(name.into(), options, arguments)
         .await?;
@@ -126,7 +131,7 @@ fn message(queue: &str) -> anyhow::Result<Outgoing> {
 pub async fn publish(url: &str, prefix: &str, duration: Duration) -> anyhow::Result<Broker> {
     let connection = amqp::connect(url, "bench floor").await?;
     let channel = connection.create_channel().await?;
-    let queue = format!("{prefix}.floor");
+    let queue = scratch_name(prefix, "floor");
     scratch_queue(&channel, &queue).await?;
     let measured = async {
         let publisher = Publisher::open(&connection).await?;
@@ -242,7 +247,7 @@ pub async fn combined(
 ) -> anyhow::Result<f64> {
     let connection = amqp::connect(url, "bench combined").await?;
     let channel = connection.create_channel().await?;
-    let (input, output) = (format!("{prefix}.floor-in"), format!("{prefix}.floor-out"));
+    let (input, output) = (scratch_name(prefix, "floor-in"), scratch_name(prefix, "floor-out"));
     let collection = store.database().collection::<Document>("floor_combined");
     let measured = async {
         scratch_queue(&channel, &input).await?;
