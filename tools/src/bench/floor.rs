@@ -77,9 +77,8 @@ pub async fn cas(store: &Store, concurrency: usize, duration: Duration) -> anyho
     Ok(rate)
 }
 
-/// A queue name of its own for one measurement. Reusing a name meant deleting a quorum queue and
-/// declaring it again at once, which RabbitMQ 3.10 at times answers by closing the connection
-/// with INTERNAL_ERROR (541), leaving the queue behind.
+/// A queue name of its own for one measurement, so no measurement starts from a queue an earlier
+/// one left (or is still deleting).
 fn scratch_name(prefix: &str, what: &str) -> String {
     let unique = uuid::Uuid::new_v4().simple().to_string();
     format!("{prefix}.{what}-{}", &unique[..8])
@@ -145,36 +144,27 @@ pub async fn publish(url: &str, prefix: &str, duration: Duration) -> anyhow::Res
         })
     }
     .await;
-    delete_scratch(url, &channel, &[queue]).await;
     let _ = connection.close(200, "bench".into()).await;
+    delete_scratch(url, &[queue]).await;
     measured
 }
 
-/// Deletes the scratch `queues`, on `channel` if it is still open, otherwise on a connection of
-/// its own (the broker may have closed the measuring one), so a run leaves no queue behind.
-async fn delete_scratch(url: &str, channel: &lapin::Channel, queues: &[String]) {
-    let fresh = match channel.status().connected() {
-        true => None,
-        false => match amqp::connect(url, "bench cleanup").await {
-            Ok(connection) => Some(connection),
-            Err(_) => return,
-        },
-    };
-    let own = match &fresh {
-        Some(connection) => connection.create_channel().await.ok(),
-        None => None,
-    };
-    let Some(channel) = own.as_ref().or(fresh.is_none().then_some(channel)) else {
+/// Deletes the scratch `queues` on a connection of its own, once the measuring one is closed:
+/// RabbitMQ 3.10 crashes a channel whose consumer is cancelled after its queue was deleted
+/// (the connection closes with INTERNAL_ERROR, 541), and the broker may have closed the
+/// measuring connection anyway. So a run leaves no queue behind.
+async fn delete_scratch(url: &str, queues: &[String]) {
+    let Ok(connection) = amqp::connect(url, "bench cleanup").await else {
         return;
     };
-    for queue in queues {
-        let _ = channel
-            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-            .await;
+    if let Ok(channel) = connection.create_channel().await {
+        for queue in queues {
+            let _ = channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
     }
-    if let Some(connection) = fresh {
-        let _ = connection.close(200, "bench cleanup".into()).await;
-    }
+    let _ = connection.close(200, "bench cleanup".into()).await;
 }
 
 /// Publishes for `duration`, one confirm at a time: how many, and how many per second.
@@ -283,9 +273,9 @@ pub async fn combined(
         )
     }
     .await;
-    delete_scratch(url, &channel, &[input, output]).await;
-    let _ = collection.drop().await;
     let _ = connection.close(200, "bench".into()).await;
+    delete_scratch(url, &[input, output]).await;
+    let _ = collection.drop().await;
     measured
 }
 
