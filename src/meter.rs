@@ -30,6 +30,9 @@ pub const RESULTS_IGNORED: &str = "job_manager_results_ignored_total";
 pub const DEAD_LETTERED: &str = "job_manager_messages_dead_lettered_total";
 /// Compare-and-set writes that lost a race.
 pub const CAS_CONFLICTS: &str = "job_manager_cas_conflicts_total";
+/// Outbox marks not written because their tasks answered (or the job ended) before
+/// their time came (docs/consistency.md, "The outbox").
+pub const MARKS_SKIPPED: &str = "job_manager_marks_skipped_total";
 /// Events applied per job write (how much coalescing saves: one write for this many events).
 pub const EVENTS_PER_WRITE: &str = "job_manager_events_per_write";
 /// Compare-and-sets of different jobs sent in one store command (the group commit: how many
@@ -181,6 +184,10 @@ pub fn events_applied(from: &'static str, events: usize) {
 
 pub fn cas_conflict() {
     counter!(CAS_CONFLICTS).increment(1);
+}
+
+pub fn mark_skipped() {
+    counter!(MARKS_SKIPPED).increment(1);
 }
 
 pub fn result_refused() {

@@ -3,10 +3,11 @@
 //! wrote since); the compare-and-set then fails and the job is read afresh, so a copy only ever
 //! saves a read (docs/consistency.md, "The copy cache").
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::domain::{Job, JobId, StageId, TaskId, Timestamp};
+use crate::domain::{Job, JobId, StageId, TaskId, TaskStatus, Timestamp};
+use crate::ports::DispatchMark;
 
 /// How many recently written jobs a process keeps.
 const RECENT_JOBS: usize = 1024;
@@ -44,11 +45,17 @@ impl JobCopy {
     }
 }
 
-/// The copies kept: small jobs and wide ones apart, each bounded.
+/// How many runs that ended this process remembers, so a deferred outbox mark for one of them
+/// is dropped instead of written.
+const RECENT_ENDED: usize = 4096;
+
+/// The copies kept: small jobs and wide ones apart, each bounded; and the runs that ended.
 #[derive(Default)]
 struct Copies {
     small: HashMap<JobId, JobCopy>,
     wide: HashMap<JobId, JobCopy>,
+    /// `(job id, run id)` of runs this process ended, oldest first.
+    ended: VecDeque<(JobId, String)>,
 }
 
 /// The jobs this process wrote last.
@@ -93,6 +100,45 @@ impl JobCache {
             jobs.remove(&other);
         }
         jobs.insert(id, copy);
+    }
+
+    /// Notes that this process ended `job`'s run (its copy is no longer kept).
+    pub fn ended(&self, job: &Job) {
+        let mut copies = self.lock();
+        if copies.ended.len() >= RECENT_ENDED {
+            copies.ended.pop_front();
+        }
+        copies.ended.push_back((job.id.clone(), job.run_id.clone()));
+    }
+
+    /// Whether the outbox `mark` is still worth writing: not when this process ended the run,
+    /// nor when its copy shows every task the mark names answered (done, failed, or a later
+    /// attempt). With no copy at hand (another replica's, or one being written now) it is.
+    pub fn needs_mark(&self, mark: &DispatchMark) -> bool {
+        let copies = self.lock();
+        let ended = |(id, run): &(JobId, String)| *id == mark.job_id && *run == mark.run_id;
+        if copies.ended.iter().rev().any(ended) {
+            return false;
+        }
+        let copy = copies
+            .small
+            .get(&mark.job_id)
+            .or(copies.wide.get(&mark.job_id));
+        let Some(job) = copy.map(|c| &c.job) else {
+            return true;
+        };
+        if job.run_id != mark.run_id {
+            return true;
+        }
+        let Some(stage) = job.current_stage.as_ref().filter(|s| s.id == mark.stage_id) else {
+            // The stage ended since the dispatch (or the job is another's now): nothing pends.
+            return !job.stages.iter().any(|s| s.id == mark.stage_id);
+        };
+        let named: HashSet<&TaskId> = mark.task_ids.iter().collect();
+        stage
+            .tasks
+            .iter()
+            .any(|t| t.status == TaskStatus::Pending && named.contains(&t.task_id))
     }
 
     #[cfg(test)]

@@ -83,6 +83,16 @@ fn message(job: &Job, stage_id: &StageId, worker: &WorkerRef, task: &TaskRecord)
     }
 }
 
+/// When a dispatch's outbox mark is written.
+#[derive(Debug, Clone, Copy)]
+enum MarkWhen {
+    /// Before the dispatch returns.
+    Now,
+    /// After [`writers::MARK_DELAY`](super::writers::MARK_DELAY), if its tasks have not
+    /// answered by then.
+    Later,
+}
+
 impl Coordinator {
     /// Carries out `effects` of the written `job` (of `bytes` as stored), dispatches first
     /// (they are what the workers wait for; the engine's order holds among the rest).
@@ -99,7 +109,10 @@ impl Coordinator {
         for effect in dispatches.into_iter().chain(rest) {
             match effect {
                 Effect::Dispatch { stage_id, task_ids } => {
-                    if let Some(sent) = self.dispatch(job, &stage_id, &task_ids).await? {
+                    let sent = self
+                        .publish_and_mark(job, &stage_id, &task_ids, MarkWhen::Later)
+                        .await?;
+                    if let Some(sent) = sent {
                         done.confirmed = done.confirmed.or(Some(sent.confirmed));
                         let at = sent.marked;
                         done.marks.push(Mark {
@@ -121,13 +134,25 @@ impl Coordinator {
         Ok(done)
     }
 
-    /// Publishes the current attempt of `task_ids` and marks them dispatched. Returns, if
+    /// Publishes the current attempt of `task_ids` and marks them dispatched, returning once
+    /// the mark is written (the sweep's re-publishes: the sweep looks again soon). Returns, if
     /// anything was published, when the broker confirmed it and the time written as the mark.
     pub async fn dispatch(
         &self,
         job: &Job,
         stage_id: &StageId,
         task_ids: &[TaskId],
+    ) -> Result<Option<Dispatched>, CoordinatorError> {
+        self.publish_and_mark(job, stage_id, task_ids, MarkWhen::Now)
+            .await
+    }
+
+    async fn publish_and_mark(
+        &self,
+        job: &Job,
+        stage_id: &StageId,
+        task_ids: &[TaskId],
+        when: MarkWhen,
     ) -> Result<Option<Dispatched>, CoordinatorError> {
         let Some(ToDispatch { worker, tasks }) = to_dispatch(job, stage_id, task_ids) else {
             return Ok(None);
@@ -149,7 +174,10 @@ impl Coordinator {
         // Written with the marks of other dispatches (see `writers`); a lost one costs a
         // re-publish, no more.
         let mark = DispatchMark::new(job, stage_id, task_ids, marked);
-        self.writers.mark(mark).await;
+        match when {
+            MarkWhen::Now => self.writers.mark(mark).await,
+            MarkWhen::Later => self.writers.mark_later(mark).await,
+        }
         // A copy kept for the next event would lack this mark: drop it (a batch that
         // dispatched keeps a marked copy of its own).
         self.cache.take(&job.id);

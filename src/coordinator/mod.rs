@@ -64,13 +64,18 @@ pub struct Coordinator {
 impl Coordinator {
     /// Must run on a tokio runtime: it starts the background writers.
     pub fn new(store: Arc<dyn JobStore>, broker: Arc<dyn Broker>) -> Self {
+        let cache = Arc::new(JobCache::default());
+        let needed: writers::StillNeeded = {
+            let cache = cache.clone();
+            Arc::new(move |mark| cache.needs_mark(mark))
+        };
         Self {
-            writers: writers::Writers::start(store.clone(), broker.clone()),
+            writers: writers::Writers::start(store.clone(), broker.clone(), needed),
             committer: commit::Committer::start(store.clone()),
             store,
             broker,
             batches: Arc::default(),
-            cache: Arc::default(),
+            cache,
             clock: Clock::default(),
         }
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 
 mod group;
+mod marks;
 
 use super::*;
 use crate::domain::{JobStatus, TaskId, TaskStatus};

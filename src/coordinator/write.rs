@@ -250,6 +250,7 @@ impl Coordinator {
         // The next batch may start from this copy, with the outbox marks the store got since
         // the write.
         let job = if !written.status.is_active() {
+            self.cache.ended(&written);
             None
         } else if done.marks.is_empty() {
             Some(written)

@@ -58,6 +58,7 @@ struct State {
     /// Archive calls: one per `archive`, one per `archive_many` with any job.
     archive_calls: usize,
     conflicts: usize,
+    marks: usize,
     loads: usize,
 }
 
@@ -162,6 +163,11 @@ impl MemoryStore {
     /// Compare-and-sets lost so far.
     pub fn conflicts(&self) -> usize {
         self.lock().conflicts
+    }
+
+    /// Outbox marks written so far.
+    pub fn marks(&self) -> usize {
+        self.lock().marks
     }
 
     fn check(&self, op: Op) -> Result<MutexGuard<'_, State>, StoreError> {
@@ -387,6 +393,7 @@ impl JobStore for MemoryStore {
         marks: &'a [DispatchMark],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         let result = self.check(Op::MarkDispatched).map(|mut state| {
+            state.marks += marks.len();
             for mark in marks {
                 let stage = state
                     .jobs

@@ -237,7 +237,10 @@ pub async fn combined(
 ) -> anyhow::Result<f64> {
     let connection = amqp::connect(url, "bench combined").await?;
     let channel = connection.create_channel().await?;
-    let (input, output) = (scratch_name(prefix, "floor-in"), scratch_name(prefix, "floor-out"));
+    let (input, output) = (
+        scratch_name(prefix, "floor-in"),
+        scratch_name(prefix, "floor-out"),
+    );
     let collection = store.database().collection::<Document>("floor_combined");
     let measured = async {
         scratch_queue(&channel, &input).await?;
