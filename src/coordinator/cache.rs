@@ -154,10 +154,12 @@ pub fn with_marks(mut job: Job, marks: &[Mark]) -> Job {
         let Some(stage) = job.current_stage.as_mut().filter(|s| s.id == mark.stage_id) else {
             continue;
         };
+        // A wide stage's mark names thousands of tasks: looked up, not searched.
+        let named: HashSet<&TaskId> = mark.task_ids.iter().collect();
         for task in stage
             .tasks
             .iter_mut()
-            .filter(|t| mark.task_ids.contains(&t.task_id))
+            .filter(|t| named.contains(&t.task_id))
         {
             task.dispatched = Some(mark.at);
         }

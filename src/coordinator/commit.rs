@@ -49,7 +49,7 @@ type Archived = Result<(), StoreError>;
 #[derive(Clone)]
 pub struct Committer {
     store: Arc<dyn JobStore>,
-    writes: Group<(Job, Job), Written>,
+    writes: Group<(Arc<Job>, Job), Written>,
     archives: Group<Arc<Job>, Archived>,
 }
 
@@ -71,7 +71,7 @@ impl Committer {
     /// Turns the stored `before` into `after` by compare-and-set, in one command with the
     /// compare-and-sets of other jobs handed in meanwhile. Returns `after` when it won and
     /// `None` when it lost; `bytes` is `after`'s size as stored.
-    pub async fn compare_and_set(&self, before: Job, after: Job, bytes: usize) -> Written {
+    pub async fn compare_and_set(&self, before: Arc<Job>, after: Job, bytes: usize) -> Written {
         if bytes > COMMIT_ALONE_BYTES {
             return write_alone(&*self.store, before, after).await;
         }
@@ -103,15 +103,15 @@ fn stopped() -> StoreError {
 }
 
 /// A compare-and-set on its own.
-async fn write_alone(store: &dyn JobStore, before: Job, after: Job) -> Written {
+async fn write_alone(store: &dyn JobStore, before: Arc<Job>, after: Job) -> Written {
     let won = store.compare_and_set(&before, &after).await?;
     Ok(won.then_some(after))
 }
 
 /// Sends a batch of compare-and-sets as one command: one outcome per write, in order.
-async fn write_many(store: Arc<dyn JobStore>, batch: Vec<(Job, Job)>) -> Vec<Written> {
+async fn write_many(store: Arc<dyn JobStore>, batch: Vec<(Arc<Job>, Job)>) -> Vec<Written> {
     meter::commit_size(batch.len());
-    let pairs: Vec<(&Job, &Job)> = batch.iter().map(|(b, a)| (b, a)).collect();
+    let pairs: Vec<(&Job, &Job)> = batch.iter().map(|(b, a)| (&**b, a)).collect();
     let outcomes = store.compare_and_set_many(&pairs).await;
     drop(pairs);
     let outcomes = one_each(outcomes, batch.len());

@@ -161,10 +161,12 @@ impl Coordinator {
     ) -> Result<Written, CoordinatorError> {
         for attempt in 0..MAX_CAS_ATTEMPTS {
             let cached = known.is_some();
+            // Shared, not copied: the batch applies to one copy of its own (`apply_events`), and
+            // the previous batch's outcomes may still hold this one.
             let (before, known_bytes) = match known.take() {
-                Some(copy) => (Arc::unwrap_or_clone(copy.job), copy.bytes),
+                Some(copy) => (copy.job, copy.bytes),
                 None => match meter::timed("load", self.store.load_job(id)).await? {
-                    Some(job) => (job, None),
+                    Some(job) => (Arc::new(job), None),
                     None => return Ok(Written::unknown(events.len())),
                 },
             };
@@ -181,7 +183,7 @@ impl Coordinator {
                 // Nothing to write; the starting point is still good for the next batch.
                 let outcomes = applied.outcomes.into_iter().flatten().collect();
                 let next = Some(JobCopy {
-                    job: Arc::new(before),
+                    job: before,
                     bytes: known_bytes,
                 });
                 return Ok(Written { outcomes, next });
