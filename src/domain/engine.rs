@@ -9,6 +9,8 @@
 
 mod stages;
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use self::stages::{advance, complete_stage};
@@ -251,7 +253,12 @@ fn on_result(
             task.completed = Some(now);
             // From the end: the tasks dispatched last are the likeliest to be pending, so a
             // wide stage's check stops at once instead of reading every task for every result.
-            if stage.tasks.iter().rev().all(|t| t.status == TaskStatus::Done) {
+            if stage
+                .tasks
+                .iter()
+                .rev()
+                .all(|t| t.status == TaskStatus::Done)
+            {
                 complete_stage(job, now, effects);
             }
         }
@@ -357,7 +364,7 @@ fn end(
         if stage.error.is_none() {
             stage.error = error.clone();
         }
-        job.stages.push(stage);
+        job.stages.push(Arc::new(stage));
     }
     job.status = status;
     job.completed = Some(now);

@@ -2,6 +2,8 @@
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 
 use super::ids::{JobId, StageId, TaskId};
@@ -142,8 +144,9 @@ pub struct Job {
     pub hash: String,
     pub file_name: String,
     pub status: JobStatus,
-    /// `init` and the stages that have ended.
-    pub stages: Vec<StageRecord>,
+    /// `init` and the stages that have ended. Shared: an ended stage never changes, and a
+    /// fan-out's is megabytes that every copy of the job would otherwise repeat.
+    pub stages: Vec<Arc<StageRecord>>,
     /// The stage in flight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_stage: Option<StageRecord>,
@@ -185,7 +188,7 @@ impl Job {
             hash: hash.to_owned(),
             file_name: file_name.to_owned(),
             status: JobStatus::Pending,
-            stages: vec![StageRecord::init(file_name, now)],
+            stages: vec![Arc::new(StageRecord::init(file_name, now))],
             current_stage: None,
             created: now,
             started: None,
@@ -208,6 +211,7 @@ impl Job {
     pub fn stage_issuing(&self, task_id: &TaskId) -> Option<&StageRecord> {
         self.stages
             .iter()
+            .map(Arc::as_ref)
             .chain(self.current_stage.iter())
             .find(|s| s.tasks.iter().any(|t| t.issued_as(task_id)))
     }
@@ -243,7 +247,7 @@ impl From<&Job> for JobView {
             run_id: job.run_id.clone(),
             machine_id: job.machine_id.clone(),
             status: job.status,
-            stages: job.stages.clone(),
+            stages: job.stages.iter().map(|s| StageRecord::clone(s)).collect(),
             current_stage: job.current_stage.clone(),
             pipeline_id: job.pipeline_id.clone(),
             created: job.created,

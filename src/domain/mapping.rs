@@ -232,7 +232,7 @@ mod tests {
             let mut record = StageRecord::init("x", now);
             record.id = StageId::parse(id).expect("stage id");
             record.outputs = outputs;
-            job.stages.push(record);
+            job.stages.push(record.into());
         }
         job
     }

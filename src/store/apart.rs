@@ -9,6 +9,7 @@
 //! the id of the record. Loads put the record back; the domain sees none of this.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use mongodb::bson::{self, Bson, Document};
 use serde::Serialize;
@@ -126,7 +127,7 @@ pub fn wanted(records: &Document) -> Result<Vec<(String, String)>, StoreError> {
 /// Puts a stage record back in place of its stub in `job`.
 pub fn put_back(job: &mut Job, record: StageRecord) {
     if let Some(stage) = job.stages.iter_mut().find(|s| s.id == record.id) {
-        *stage = record;
+        *stage = Arc::new(record);
     }
 }
 

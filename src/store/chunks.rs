@@ -12,6 +12,7 @@
 //! The domain sees none of this: [`Store::load_job`](super::Store::load_job) puts the tasks back.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use futures::TryStreamExt;
 use mongodb::bson::raw::RawDocumentBuf;
@@ -115,7 +116,10 @@ impl ChunkWrite {
 
 /// Every stage of `job`, ended and in flight.
 fn all_stages(job: &Job) -> impl Iterator<Item = &StageRecord> {
-    job.stages.iter().chain(job.current_stage.as_ref())
+    job.stages
+        .iter()
+        .map(Arc::as_ref)
+        .chain(job.current_stage.as_ref())
 }
 
 /// The chunk documents and pointers that turn `before` (as stored; `None` for a new job) into
@@ -271,9 +275,11 @@ impl Store {
                     None => return Ok(false),
                 }
             }
+            // A stage read from the store is this job's alone: `make_mut` copies nothing.
             let stage = job
                 .stages
                 .iter_mut()
+                .map(Arc::make_mut)
                 .chain(job.current_stage.as_mut())
                 .find(|s| s.id.as_str() == stage_id);
             if let Some(stage) = stage {

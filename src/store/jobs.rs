@@ -36,7 +36,7 @@ impl Store {
         // A job that starts with a wide or large stage (none does today): those first.
         let mut stored = job.clone();
         for stage in stored.stages.iter_mut() {
-            *stage = apart::stored_form(stage, &write.pointers).into_owned();
+            *stage = std::sync::Arc::new(apart::stored_form(stage, &write.pointers).into_owned());
         }
         if let Some(stage) = stored.current_stage.as_mut() {
             *stage = chunks::stored_stage(stage).into_owned();

@@ -151,7 +151,7 @@ fn changes(before: &Job, after: &Job, pointers: &[(String, Bson)]) -> Result<Cha
     let stored = |stage| stored_form(stage, pointers);
     if let Some(kept) = ended_kept(before, after) {
         if after.stages.len() > kept {
-            let added: Vec<_> = after.stages[kept..].iter().map(stored).collect();
+            let added: Vec<_> = after.stages[kept..].iter().map(|s| stored(s)).collect();
             let added = wrap(&added)?;
             let mut each = RawDocumentBuf::new();
             if let Some(list) = added.get("v").map_err(encode_error)? {
@@ -160,7 +160,7 @@ fn changes(before: &Job, after: &Job, pointers: &[(String, Bson)]) -> Result<Cha
             c.push.append("stages", each);
         }
     } else {
-        let stages: Vec<_> = after.stages.iter().map(stored).collect();
+        let stages: Vec<_> = after.stages.iter().map(|s| stored(s)).collect();
         c.put("stages", &stages)?;
     }
 

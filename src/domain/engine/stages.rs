@@ -2,6 +2,8 @@
 //! input map (one task per input set: the fan-out), stages with no tasks skipped, and the job
 //! finished after the last one (docs/semantics.md, "Fan-out and fan-in").
 
+use std::sync::Arc;
+
 use super::{Effect, MAX_STAGE_BYTES, MAX_STAGE_TASKS, Notice, end};
 use crate::domain::mapping::{TaskInputs, merge_configs, plan_inputs, planned_size};
 use crate::domain::size::{map_size, mib};
@@ -29,7 +31,7 @@ pub(super) fn complete_stage(job: &mut Job, now: Timestamp, effects: &mut Vec<Ef
     }
     stage.completed = Some(now);
     effects.push(Effect::Notify(Notice::StageCompleted(stage.id.clone())));
-    job.stages.push(stage);
+    job.stages.push(Arc::new(stage));
     advance(job, now, effects);
 }
 
@@ -59,13 +61,13 @@ pub(super) fn advance(job: &mut Job, now: Timestamp, effects: &mut Vec<Effect>) 
                 let message = format!("stage '{stage_id}' cannot start: {reason}");
                 record.error = Some(message.clone());
                 record.completed = Some(now);
-                job.stages.push(record);
+                job.stages.push(Arc::new(record));
                 end(job, JobStatus::Failed, Some(message), now, effects);
                 return;
             }
             Ok(inputs) if inputs.is_empty() => {
                 record.completed = Some(now);
-                job.stages.push(record);
+                job.stages.push(Arc::new(record));
                 effects.push(Effect::Notify(Notice::StageCompleted(stage_id)));
             }
             Ok(inputs) => {
