@@ -157,6 +157,21 @@ mod tests {
         (before, after)
     }
 
+    /// The update from `before` to `after` with `write`'s pointers, and the first stage it
+    /// pushes.
+    fn pushed(before: &Job, after: &Job, write: &ChunkWrite) -> (Document, Document) {
+        let update = job_update(before, after, &write.pointers).expect("update");
+        let update = Document::try_from(update.as_ref()).expect("a document");
+        let stage = update
+            .get_document("$push")
+            .and_then(|p| p.get_document("stages"))
+            .and_then(|s| s.get_array("$each"))
+            .ok()
+            .and_then(|each| each.first()?.as_document().cloned())
+            .expect("a stage pushed");
+        (update, stage)
+    }
+
     fn record_pointers(write: &ChunkWrite) -> Vec<&str> {
         let prefix = format!("{RECORDS}.");
         let paths = write.pointers.iter().map(|(path, _)| path.as_str());
@@ -176,14 +191,7 @@ mod tests {
         assert_eq!(write.inserts.len(), 2_000usize.div_ceil(256) + 1);
 
         // The update pushes a stub of 01: no outputs, no tasks, the rest kept.
-        let update = job_update(&before, &after, &write.pointers).expect("update");
-        let update = Document::try_from(update.as_ref()).expect("a document");
-        let pushed = update
-            .get_document("$push")
-            .and_then(|p| p.get_document("stages"))
-            .and_then(|s| s.get_array("$each"))
-            .expect("01 pushed");
-        let stub = pushed[0].as_document().expect("a stage");
+        let (update, stub) = pushed(&before, &after, &write);
         assert_eq!(stub.get_str("id"), Ok("01"));
         assert_eq!(stub.get_array("outputs").map(Vec::len), Ok(0));
         assert!(!stub.contains_key("tasks"));
@@ -204,14 +212,7 @@ mod tests {
         let (before, after) = split(3);
         let write = plan(Some(&before), &after).expect("plan");
         assert!(write.is_empty(), "{:?}", write.pointers);
-        let update = job_update(&before, &after, &write.pointers).expect("update");
-        let update = Document::try_from(update.as_ref()).expect("a document");
-        let pushed = update
-            .get_document("$push")
-            .and_then(|p| p.get_document("stages"))
-            .and_then(|s| s.get_array("$each"))
-            .expect("01 pushed");
-        let stage = pushed[0].as_document().expect("a stage");
+        let (_, stage) = pushed(&before, &after, &write);
         assert_eq!(stage.get_array("outputs").map(Vec::len), Ok(3));
     }
 
