@@ -54,8 +54,9 @@ const RECENT_ENDED: usize = 4096;
 struct Copies {
     small: HashMap<JobId, JobCopy>,
     wide: HashMap<JobId, JobCopy>,
-    /// `(job id, run id)` of runs this process ended, oldest first.
+    /// `(job id, run id)` of runs this process ended, oldest first, and the same as a set.
     ended: VecDeque<(JobId, String)>,
+    ended_set: HashSet<(JobId, String)>,
 }
 
 /// The jobs this process wrote last.
@@ -105,27 +106,37 @@ impl JobCache {
     /// Notes that this process ended `job`'s run (its copy is no longer kept).
     pub fn ended(&self, job: &Job) {
         let mut copies = self.lock();
-        if copies.ended.len() >= RECENT_ENDED {
-            copies.ended.pop_front();
+        let run = (job.id.clone(), job.run_id.clone());
+        if !copies.ended_set.insert(run.clone()) {
+            return;
         }
-        copies.ended.push_back((job.id.clone(), job.run_id.clone()));
+        if copies.ended.len() >= RECENT_ENDED
+            && let Some(oldest) = copies.ended.pop_front()
+        {
+            copies.ended_set.remove(&oldest);
+        }
+        copies.ended.push_back(run);
     }
 
     /// Whether the outbox `mark` is still worth writing: not when this process ended the run,
     /// nor when its copy shows every task the mark names answered (done, failed, or a later
     /// attempt). With no copy at hand (another replica's, or one being written now) it is.
     pub fn needs_mark(&self, mark: &DispatchMark) -> bool {
-        let copies = self.lock();
-        let ended = |(id, run): &(JobId, String)| *id == mark.job_id && *run == mark.run_id;
-        if copies.ended.iter().rev().any(ended) {
-            return false;
-        }
-        let copy = copies
-            .small
-            .get(&mark.job_id)
-            .or(copies.wide.get(&mark.job_id));
-        let Some(job) = copy.map(|c| &c.job) else {
-            return true;
+        let job = {
+            let copies = self.lock();
+            let run = (mark.job_id.clone(), mark.run_id.clone());
+            if copies.ended_set.contains(&run) {
+                return false;
+            }
+            let copy = copies
+                .small
+                .get(&mark.job_id)
+                .or(copies.wide.get(&mark.job_id));
+            match copy {
+                // Looked at outside the lock: a wide stage is thousands of tasks.
+                Some(copy) => copy.job.clone(),
+                None => return true,
+            }
         };
         if job.run_id != mark.run_id {
             return true;

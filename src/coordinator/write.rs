@@ -262,8 +262,10 @@ impl Coordinator {
                 &done.marks,
             )))
         };
-        // A failure that replaced the batch measured the job before it, not the one written.
-        let bytes = applied.failure.is_none().then_some(bytes);
+        // A failure that replaced the batch measured the job before it, not the one written;
+        // marks make the copy larger than measured (a `dispatched` per task): measure again.
+        let measured = applied.failure.is_none() && done.marks.is_empty();
+        let bytes = measured.then_some(bytes);
         let next = job.map(|job| JobCopy { job, bytes });
         Ok(Written { outcomes, next })
     }

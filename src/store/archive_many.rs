@@ -18,7 +18,7 @@ use mongodb::error::ErrorKind;
 
 use super::archive::run_document;
 use super::errors::PERMANENT_CODES;
-use super::{Store, StoreError, chunks};
+use super::{Store, StoreError};
 use crate::domain::Job;
 
 /// The outcome of one job's move.
@@ -147,16 +147,19 @@ impl Store {
             Ok(reply) => delete_failures(&reply, inserted.len()),
             Err(error) => vec![Some(StoreError::from(error)); inserted.len()],
         };
+        let mut deleted = Vec::new();
         for (&index, failure) in inserted.iter().zip(failures) {
             match failure {
                 Some(error) => outcomes[index] = Some(Err(error)),
-                // The run's task chunks go once no job document names them (wide stages).
-                None if chunks::has_wide_stage(jobs[index]) => {
-                    if let Err(error) = self.delete_chunks(jobs[index]).await {
-                        outcomes[index] = Some(Err(error));
-                    }
-                }
-                None => {}
+                None => deleted.push(index),
+            }
+        }
+        // The runs' task chunks and stage records go once no job document names them: any job
+        // may have a record (an ended stage over 16 KiB), so every run is asked, in one command.
+        let runs: Vec<&Job> = deleted.iter().map(|&index| jobs[index]).collect();
+        if let Err(error) = self.delete_runs_chunks(&runs).await {
+            for index in deleted {
+                outcomes[index] = Some(Err(error.clone()));
             }
         }
     }

@@ -36,11 +36,6 @@ pub fn is_wide(tasks: usize) -> bool {
     tasks > CHUNK_TASKS
 }
 
-/// Whether any stage of `job` keeps its tasks in chunks.
-pub fn has_wide_stage(job: &Job) -> bool {
-    all_stages(job).any(|s| is_wide(s.tasks.len()))
-}
-
 /// `stage` as the job document holds it: without its tasks when they are kept in chunks.
 pub fn stored_stage(stage: &StageRecord) -> std::borrow::Cow<'_, StageRecord> {
     if !is_wide(stage.tasks.len()) {
@@ -78,8 +73,10 @@ struct ChunkOut<'a> {
 pub(super) struct ChunkIn {
     #[serde(rename = "_id")]
     id: String,
+    /// A chunk's tasks (absent in a record).
     #[serde(default)]
-    tasks: Vec<TaskRecord>,
+    tasks: Option<Vec<TaskRecord>>,
+    /// A record's stage (absent in a chunk).
     #[serde(default)]
     record: Option<StageRecord>,
 }
@@ -131,6 +128,10 @@ pub fn plan(before: Option<&Job>, after: &Job) -> Result<ChunkWrite, StoreError>
         let earlier = before.and_then(|b| {
             all_stages(b).find(|s| s.id == stage.id && s.tasks.len() == stage.tasks.len())
         });
+        // An ended stage shared by both copies of the job (`Job::stages`) is the same record.
+        if earlier.is_some_and(|e| std::ptr::eq(e, stage)) {
+            continue;
+        }
         let mut ids = Vec::new();
         for (n, tasks) in stage.tasks.chunks(CHUNK_TASKS).enumerate() {
             let unchanged = earlier.is_some_and(|e| {
@@ -270,8 +271,13 @@ impl Store {
         for (stage_id, ids) in wanted {
             let mut tasks = Vec::new();
             for id in &ids {
-                match found.remove(id) {
-                    Some(chunk) => tasks.extend(chunk.tasks),
+                match found.remove(id).map(|chunk| chunk.tasks) {
+                    Some(Some(chunk)) => tasks.extend(chunk),
+                    Some(None) => {
+                        let held =
+                            format!("{POINTERS}.{stage_id} names {id}, which holds no tasks");
+                        return Err(malformed(held));
+                    }
                     None => return Ok(false),
                 }
             }
@@ -344,6 +350,30 @@ impl Store {
             }
         }
         Ok(ids)
+    }
+
+    /// Deletes every `job_tasks` document (task chunks, stage records) of the runs of `jobs`
+    /// (after their archive), in one unordered `delete` command.
+    pub(super) async fn delete_runs_chunks(&self, jobs: &[&Job]) -> Result<(), StoreError> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let deletes: Vec<Document> = jobs
+            .iter()
+            .map(|job| {
+                let run = doc! {"job_id": job.id.as_str(), "run_id": job.run_id.as_str()};
+                doc! {"q": run, "limit": 0}
+            })
+            .collect();
+        let mut command = doc! {"delete": self.chunks.name(), "deletes": deletes, "ordered": false};
+        self.add_write_concern(&mut command);
+        let reply = self.db.run_command(command).await?;
+        match reply.get_array("writeErrors").ok().and_then(|e| e.first()) {
+            Some(first) => Err(StoreError::Unavailable(format!(
+                "task chunks of archived runs not deleted: {first}"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Deletes every chunk document of `job`'s run (after its archive).

@@ -195,7 +195,42 @@ async fn a_wide_stage_keeps_its_tasks_in_chunks_and_leaves_none_behind() {
         .expect("history")
         .expect("on record");
     assert_eq!(record.job, ended, "every task in the history record");
+
+    // A narrow job whose ended stage went apart (100 outputs of 200 bytes): its record goes
+    // with archive_many too.
+    let narrow = large_split("records-narrow");
+    store.insert_job(&narrow).await.expect("insert");
+    let count_narrow = || chunks.count_documents(doc! {"job_id": narrow.id.as_str()});
+    assert_eq!(
+        count_narrow().await.expect("count"),
+        1,
+        "the split's record"
+    );
+    let ended = match apply(&narrow, &Event::Abort, Timestamp::now()) {
+        job_manager::domain::Decision::Apply { job, .. } => *job,
+        other => panic!("{other:?}"),
+    };
+    assert!(store.compare_and_set(&narrow, &ended).await.expect("write"));
+    let moved = store.archive_many(&[&ended]).await.expect("archive_many");
+    assert!(matches!(moved[..], [Ok(())]), "{moved:?}");
+    assert_eq!(count_narrow().await.expect("count"), 0, "no record left");
     store.shutdown().await;
+}
+
+/// A running job whose split (stage 01) ended with 100 outputs of 200 bytes each: over 16 KiB
+/// as a record, while stage 02 has 100 tasks, too few to keep apart.
+fn large_split(hash: &str) -> job_manager::domain::Job {
+    use job_manager::domain::{Event, Timestamp, apply_in_place};
+    use job_manager::fakes::{done, new_sample_job};
+    let now = Timestamp::now();
+    let mut job = new_sample_job(hash, now);
+    apply_in_place(&mut job, &Event::Start, now).expect("starts");
+    let split = job.current_stage.as_ref().expect("01").tasks[0]
+        .task_id
+        .clone();
+    let parts = (0..100).map(|n| serde_json::json!({"part": n, "text": "x".repeat(200)}));
+    apply_in_place(&mut job, &done(&split, parts.collect()), now).expect("recorded");
+    job
 }
 
 /// The write tokens of a group commit stay in the `jobs` collection: the last few per job, not

@@ -53,3 +53,19 @@ async fn a_run_that_ended_gets_no_mark() {
     coordinator.flush().await;
     assert_eq!(store.marks(), 0, "the run ended before the mark was due");
 }
+
+/// A batch that dispatched keeps a copy with its marks, larger than the job it measured: the
+/// copy's size is unknown, so the next batch measures instead of bounding from it.
+#[tokio::test]
+async fn a_copy_with_marks_is_measured_again() {
+    let (coordinator, store, _broker) = setup();
+    let id = start(&coordinator, "marks-size").await;
+    let copy = coordinator.cache.take(&id).expect("the started job's copy");
+    assert!(
+        copy.job.current_stage.as_ref().expect("01").tasks[0]
+            .dispatched
+            .is_some()
+    );
+    assert_eq!(copy.bytes, None, "marked since measured");
+    assert!(store.job(&id).is_some());
+}
