@@ -34,9 +34,10 @@ if [[ -x target/py-venv/bin/python ]] && grep -E '^\| .*Python SDK' target/bench
 fi
 # The step budget must have read the service's histogram: every step of a hop is there.
 # (`load` may be absent: a job's start begins from the job as inserted, and later hops from
-# the replica's own copy.)
-for step in apply write publish mark; do
-    if ! grep -F "| (b) where a hop's time goes" target/bench-smoke.txt | grep -qE "(^|· |\| )$step [0-9]"; then
+# the replica's own copy. A short run may write no outbox mark at all, every task answering
+# before its mark was due: then the marks skipped stand for the step.)
+for step in apply write publish 'mark|[0-9]+ marks skipped'; do
+    if ! grep -F "| (b) where a hop's time goes" target/bench-smoke.txt | grep -qE "(^|· |\| )($step)( [0-9]|$| ·)"; then
         echo "bench-smoke: the step '$step' is missing from the latency budget" >&2
         exit 1
     fi

@@ -81,6 +81,9 @@ impl Steps {
             let count = counter_in(text, &format!("{name}_count"));
             steps.insert(step.to_owned(), (sum, count));
         }
+        // Outbox marks never written (their tasks answered first), beside the marks written.
+        let skipped = counter_in(text, job_manager::meter::MARKS_SKIPPED);
+        steps.insert("skipped".to_owned(), (skipped, skipped));
         let prefix = format!("{}_", job_manager::meter::STEP_SECONDS);
         for line in text.lines().filter_map(|l| l.strip_prefix(prefix.as_str())) {
             let Some((kind, rest)) = line.split_once("{step=\"") else {
@@ -106,7 +109,8 @@ impl Steps {
     /// takes them.
     pub fn since(&self, before: &Steps) -> String {
         let order = [
-            "load", "apply", "write", "commit", "publish", "mark", "notify", "archive", "archives",
+            "load", "apply", "write", "commit", "publish", "mark", "skipped", "notify", "archive",
+            "archives",
         ];
         let shown: Vec<String> = order
             .iter()
@@ -114,6 +118,9 @@ impl Steps {
                 let (sum, count) = self.0.get(*step)?;
                 let (sum0, count0) = before.0.get(*step).copied().unwrap_or_default();
                 let count = count - count0;
+                if *step == "skipped" {
+                    return (count > 0.0).then(|| format!("{count:.0} marks skipped"));
+                }
                 if let Some(what) = [("commit", "writes"), ("archives", "archives")]
                     .iter()
                     .find_map(|(name, what)| (name == step).then_some(what))
@@ -224,6 +231,15 @@ mod steps_tests {
         );
         assert_eq!(after.since(&before), "load 1.00 ms ×2 · write 2.00 ms ×10");
         assert_eq!(before.since(&before), "no steps recorded");
+    }
+
+    #[test]
+    fn marks_skipped_are_shown_beside_the_marks_written() {
+        let before = Steps::parse("job_manager_marks_skipped_total 4\n");
+        let after = Steps::parse(
+            "job_manager_step_seconds_sum{step=\"mark\"} 0.006\njob_manager_step_seconds_count{step=\"mark\"} 2\njob_manager_marks_skipped_total 61\n",
+        );
+        assert_eq!(after.since(&before), "mark 3.00 ms ×2 · 57 marks skipped");
     }
 }
 
