@@ -182,6 +182,22 @@ pub fn plan(before: Option<&Job>, after: &Job) -> Result<ChunkWrite, StoreError>
     Ok(write)
 }
 
+/// The chunk ids a job document's `task_chunks` names, by stage id.
+fn wanted_chunks(pointers: &Document) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+    let mut wanted = Vec::new();
+    for (stage, ids) in pointers {
+        let Bson::Array(ids) = ids else {
+            return Err(malformed(format!("{POINTERS}.{stage} is not a list")));
+        };
+        let ids = ids
+            .iter()
+            .filter_map(|id| id.as_str().map(str::to_owned))
+            .collect();
+        wanted.push((stage.clone(), ids));
+    }
+    Ok(wanted)
+}
+
 impl Store {
     /// Inserts the chunk documents of a compare-and-set (unordered, one round trip).
     pub(super) async fn insert_chunks(&self, write: &ChunkWrite) -> Result<(), StoreError> {
@@ -231,17 +247,10 @@ impl Store {
         pointers: Option<&Document>,
         records: Option<&Document>,
     ) -> Result<bool, StoreError> {
-        let mut wanted: Vec<(String, Vec<String>)> = Vec::new();
-        for (stage, ids) in pointers.into_iter().flatten() {
-            let Bson::Array(ids) = ids else {
-                return Err(malformed(format!("{POINTERS}.{stage} is not a list")));
-            };
-            let ids = ids
-                .iter()
-                .filter_map(|id| id.as_str().map(str::to_owned))
-                .collect();
-            wanted.push((stage.clone(), ids));
-        }
+        let wanted = match pointers {
+            Some(pointers) => wanted_chunks(pointers)?,
+            None => Vec::new(),
+        };
         let records = match records {
             Some(records) => apart::wanted(records)?,
             None => Vec::new(),

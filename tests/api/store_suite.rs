@@ -195,9 +195,18 @@ async fn a_wide_stage_keeps_its_tasks_in_chunks_and_leaves_none_behind() {
         .expect("history")
         .expect("on record");
     assert_eq!(record.job, ended, "every task in the history record");
+    store.shutdown().await;
+}
 
-    // A narrow job whose ended stage went apart (100 outputs of 200 bytes): its record goes
-    // with archive_many too.
+/// A narrow job whose ended stage went apart (100 outputs of 200 bytes): its record goes with
+/// `archive_many` too.
+#[tokio::test]
+async fn the_record_of_a_narrow_job_goes_with_its_archive() {
+    use job_manager::domain::{Event, Timestamp, apply};
+    use mongodb::bson::{Document, doc};
+
+    let (store, _database) = fresh_store().await;
+    let chunks = store.database().collection::<Document>("job_tasks");
     let narrow = large_split("records-narrow");
     store.insert_job(&narrow).await.expect("insert");
     let count_narrow = || chunks.count_documents(doc! {"job_id": narrow.id.as_str()});
