@@ -163,32 +163,32 @@ impl Coordinator {
             let cached = known.is_some();
             // Shared, not copied: the batch applies to one copy of its own (`apply_events`), and
             // the previous batch's outcomes may still hold this one.
-            let (before, known_bytes) = match known.take() {
-                Some(copy) => (copy.job, copy.bytes),
+            let copy = match known.take() {
+                Some(copy) => copy,
                 None => match meter::timed("load", self.store.load_job(id)).await? {
-                    Some(job) => (Arc::new(job), None),
+                    Some(job) => JobCopy::new(Arc::new(job)),
                     None => return Ok(Written::unknown(events.len())),
                 },
             };
             if std::mem::take(&mut note) {
-                note_stage(before.current_stage.as_ref().map(|s| &s.id));
+                note_stage(copy.job.current_stage.as_ref().map(|s| &s.id));
             }
             let now = self.clock.now();
             let applying = std::time::Instant::now();
-            let mut applied = apply_events(&before, events, now);
+            let mut applied = apply_events(&copy.job, events, now);
             if cached && applied.steps.len() < events.len() {
                 continue;
             }
             if applied.steps.is_empty() {
                 // Nothing to write; the starting point is still good for the next batch.
                 let outcomes = applied.outcomes.into_iter().flatten().collect();
-                let next = Some(JobCopy {
-                    job: before,
-                    bytes: known_bytes,
+                return Ok(Written {
+                    outcomes,
+                    next: Some(copy),
                 });
-                return Ok(Written { outcomes, next });
             }
-            let bytes = match size_bound(known_bytes, &before, &applied, events) {
+            let before = copy.job;
+            let bytes = match size_bound(copy.bytes, &before, &applied, events) {
                 Some(bound) => bound,
                 None => self.store.job_bytes(&applied.job)?,
             };

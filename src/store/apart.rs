@@ -15,7 +15,7 @@ use mongodb::bson::{self, Bson, Document};
 use serde::Serialize;
 
 use super::StoreError;
-use super::chunks::{ChunkWrite, stored_stage};
+use super::chunks::{ChunkWrite, document_id, stored_stage};
 use super::errors::malformed;
 use crate::domain::{Job, StageRecord};
 
@@ -67,13 +67,7 @@ pub fn plan_records(
     let new = before.and_then(|b| ended_kept(b, after)).unwrap_or(0);
     for stage in &after.stages[new..] {
         let stored = stored_stage(stage);
-        let id = format!(
-            "{}/{}/{}/record/{}",
-            after.id,
-            after.run_id,
-            stage.id,
-            uuid::Uuid::new_v4().simple()
-        );
+        let id = document_id(after, stage, "record");
         let record = RecordOut {
             id: &id,
             job_id: after.id.as_str(),

@@ -23,7 +23,6 @@ use super::apart::{self, RECORDS};
 use super::errors::{malformed, typed_error};
 use super::{Store, StoreError};
 use crate::domain::{Job, StageRecord, TaskRecord};
-use crate::ports::DispatchMark;
 
 /// Tasks per chunk; a stage with more tasks than this keeps them in chunks.
 pub const CHUNK_TASKS: usize = 256;
@@ -111,6 +110,13 @@ impl ChunkWrite {
     }
 }
 
+/// A fresh id for a `job_tasks` document of `stage` of `job`'s run: `<job>/<run>/<stage>/<what>/`
+/// and a random part, so a write never reuses the id of a document another write may hold.
+pub fn document_id(job: &Job, stage: &StageRecord, what: impl std::fmt::Display) -> String {
+    let unique = uuid::Uuid::new_v4().simple();
+    format!("{}/{}/{}/{what}/{unique}", job.id, job.run_id, stage.id)
+}
+
 /// Every stage of `job`, ended and in flight.
 fn all_stages(job: &Job) -> impl Iterator<Item = &StageRecord> {
     job.stages
@@ -141,13 +147,7 @@ pub fn plan(before: Option<&Job>, after: &Job) -> Result<ChunkWrite, StoreError>
             if unchanged {
                 continue;
             }
-            let id = format!(
-                "{}/{}/{}/{n}/{}",
-                after.id,
-                after.run_id,
-                stage.id,
-                uuid::Uuid::new_v4().simple()
-            );
+            let id = document_id(after, stage, n);
             let chunk = ChunkOut {
                 id: &id,
                 job_id: after.id.as_str(),
@@ -302,94 +302,6 @@ impl Store {
             }
         }
         Ok(true)
-    }
-
-    /// Sets the outbox mark on tasks kept in chunks (any document holding them: a superseded
-    /// one changes nothing that is read).
-    pub(super) async fn mark_chunks(&self, marks: &[&DispatchMark]) -> Result<(), StoreError> {
-        if marks.is_empty() {
-            return Ok(());
-        }
-        let updates: Vec<Document> = marks
-            .iter()
-            .map(|mark| {
-                let ids: Vec<&str> = mark.task_ids.iter().map(|t| t.as_str()).collect();
-                doc! {
-                    "q": {"job_id": mark.job_id.as_str(), "run_id": mark.run_id.as_str(),
-                          "stage_id": mark.stage_id.as_str(), "tasks.task_id": {"$in": &ids}},
-                    "u": {"$set": {"tasks.$[t].dispatched": mark.at.to_string()}},
-                    "arrayFilters": [{"t.task_id": {"$in": &ids}}],
-                    "multi": true,
-                }
-            })
-            .collect();
-        let mut command = doc! {"update": self.chunks.name(), "updates": updates, "ordered": false};
-        self.add_write_concern(&mut command);
-        let reply = self.db.run_command(command).await?;
-        if let Ok(errors) = reply.get_array("writeErrors")
-            && let Some(first) = errors.first()
-        {
-            return Err(StoreError::Unavailable(format!(
-                "{} outbox marks of task chunks not written: {first}",
-                errors.len()
-            )));
-        }
-        Ok(())
-    }
-
-    /// Ids of running jobs with a task kept in chunks that `task` matches (the sweep's
-    /// conditions on a pending task), at most `limit`.
-    pub(super) async fn jobs_with_chunked_tasks(
-        &self,
-        task: Document,
-        limit: i64,
-    ) -> Result<Vec<String>, StoreError> {
-        let mut cursor = self
-            .chunks
-            .find(doc! {"tasks": {"$elemMatch": task}})
-            .projection(doc! {"job_id": 1, "_id": 0})
-            .limit(limit)
-            .await?;
-        let mut ids = Vec::new();
-        while let Some(chunk) = cursor.try_next().await? {
-            if let Ok(id) = chunk.get_str("job_id")
-                && !ids.iter().any(|known: &String| known == id)
-            {
-                ids.push(id.to_owned());
-            }
-        }
-        Ok(ids)
-    }
-
-    /// Deletes every `job_tasks` document (task chunks, stage records) of the runs of `jobs`
-    /// (after their archive), in one unordered `delete` command.
-    pub(super) async fn delete_runs_chunks(&self, jobs: &[&Job]) -> Result<(), StoreError> {
-        if jobs.is_empty() {
-            return Ok(());
-        }
-        let deletes: Vec<Document> = jobs
-            .iter()
-            .map(|job| {
-                let run = doc! {"job_id": job.id.as_str(), "run_id": job.run_id.as_str()};
-                doc! {"q": run, "limit": 0}
-            })
-            .collect();
-        let mut command = doc! {"delete": self.chunks.name(), "deletes": deletes, "ordered": false};
-        self.add_write_concern(&mut command);
-        let reply = self.db.run_command(command).await?;
-        match reply.get_array("writeErrors").ok().and_then(|e| e.first()) {
-            Some(first) => Err(StoreError::Unavailable(format!(
-                "task chunks of archived runs not deleted: {first}"
-            ))),
-            None => Ok(()),
-        }
-    }
-
-    /// Deletes every chunk document of `job`'s run (after its archive).
-    pub(super) async fn delete_chunks(&self, job: &Job) -> Result<(), StoreError> {
-        let filter = doc! {"job_id": job.id.as_str(), "run_id": job.run_id.as_str()};
-        self.chunks.delete_many(filter).await?;
-        Ok(())
     }
 }
 

@@ -160,19 +160,9 @@ impl Store {
             return Ok(());
         }
         let updates: Vec<Document> = marks.iter().map(|mark| mark_statement(mark)).collect();
-        let mut command = doc! {"update": self.jobs.name(), "updates": updates, "ordered": false};
-        self.add_write_concern(&mut command);
-        let reply = self.db.run_command(command).await?;
-        if let Ok(errors) = reply.get_array("writeErrors")
-            && let Some(first) = errors.first()
-        {
-            return Err(StoreError::Unavailable(format!(
-                "{} of {} outbox marks not written: {first}",
-                errors.len(),
-                marks.len()
-            )));
-        }
-        Ok(())
+        let command = doc! {"update": self.jobs.name(), "updates": updates, "ordered": false};
+        self.write_unordered(command, marks.len(), "outbox marks")
+            .await
     }
 
     /// Adds the collection's write concern to a command on `jobs` (a command run as such
@@ -183,6 +173,26 @@ impl Store {
             && !concern.is_empty()
         {
             command.insert("writeConcern", concern);
+        }
+    }
+
+    /// Runs an unordered write `command` (with the write concern), failing with the first of
+    /// its `writeErrors`, if any, as "`<n>` of `<count>` `<what>` not written".
+    pub(super) async fn write_unordered(
+        &self,
+        mut command: Document,
+        count: usize,
+        what: &str,
+    ) -> Result<(), StoreError> {
+        self.add_write_concern(&mut command);
+        let reply = self.db.run_command(command).await?;
+        match reply.get_array("writeErrors") {
+            Ok(errors) if !errors.is_empty() => Err(StoreError::Unavailable(format!(
+                "{} of {count} {what} not written: {}",
+                errors.len(),
+                errors[0]
+            ))),
+            _ => Ok(()),
         }
     }
 

@@ -28,6 +28,7 @@ mod apart;
 mod archive;
 mod archive_many;
 mod catalog;
+mod chunk_upkeep;
 mod chunks;
 mod documents;
 mod errors;

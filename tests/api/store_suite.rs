@@ -79,7 +79,7 @@ async fn the_mongodb_store_passes_the_shared_store_suite() {
 /// write replacing only the chunk it changed, and nothing left after the archive.
 #[tokio::test]
 async fn a_wide_stage_keeps_its_tasks_in_chunks_and_leaves_none_behind() {
-    use job_manager::domain::{Event, Timestamp, apply};
+    use job_manager::domain::{Timestamp, apply};
     use job_manager::fakes::{done, sample_job};
     use mongodb::bson::{Document, doc};
 
@@ -160,10 +160,7 @@ async fn a_wide_stage_keeps_its_tasks_in_chunks_and_leaves_none_behind() {
         Some(after.clone())
     );
 
-    let ended = match apply(&after, &Event::Abort, Timestamp::now()) {
-        job_manager::domain::Decision::Apply { job, .. } => *job,
-        other => panic!("{other:?}"),
-    };
+    let ended = aborted(&after);
     assert!(store.compare_and_set(&after, &ended).await.expect("write"));
     store.archive(&ended).await.expect("archive");
     assert_eq!(
@@ -177,10 +174,7 @@ async fn a_wide_stage_keeps_its_tasks_in_chunks_and_leaves_none_behind() {
     store.insert_job(&other).await.expect("insert");
     let count_other = || chunks.count_documents(doc! {"job_id": other.id.as_str()});
     assert_eq!(count_other().await.expect("count"), 4);
-    let ended = match apply(&other, &Event::Abort, Timestamp::now()) {
-        job_manager::domain::Decision::Apply { job, .. } => *job,
-        other => panic!("{other:?}"),
-    };
+    let ended = aborted(&other);
     assert!(store.compare_and_set(&other, &ended).await.expect("write"));
     let moved = store.archive_many(&[&ended]).await.expect("archive_many");
     assert!(matches!(moved[..], [Ok(())]), "{moved:?}");
@@ -202,7 +196,6 @@ async fn a_wide_stage_keeps_its_tasks_in_chunks_and_leaves_none_behind() {
 /// `archive_many` too.
 #[tokio::test]
 async fn the_record_of_a_narrow_job_goes_with_its_archive() {
-    use job_manager::domain::{Event, Timestamp, apply};
     use mongodb::bson::{Document, doc};
 
     let (store, _database) = fresh_store().await;
@@ -215,10 +208,7 @@ async fn the_record_of_a_narrow_job_goes_with_its_archive() {
         1,
         "the split's record"
     );
-    let ended = match apply(&narrow, &Event::Abort, Timestamp::now()) {
-        job_manager::domain::Decision::Apply { job, .. } => *job,
-        other => panic!("{other:?}"),
-    };
+    let ended = aborted(&narrow);
     assert!(store.compare_and_set(&narrow, &ended).await.expect("write"));
     let moved = store.archive_many(&[&ended]).await.expect("archive_many");
     assert!(matches!(moved[..], [Ok(())]), "{moved:?}");
@@ -303,4 +293,13 @@ async fn group_commit_tokens_stay_in_the_active_job_and_never_reach_history() {
         .expect("on record");
     assert!(!history.contains_key("write_tokens"), "{history:?}");
     store.shutdown().await;
+}
+
+/// `job` aborted, as the engine writes it.
+fn aborted(job: &job_manager::domain::Job) -> job_manager::domain::Job {
+    use job_manager::domain::{Decision, Event, Timestamp, apply};
+    match apply(job, &Event::Abort, Timestamp::now()) {
+        Decision::Apply { job, .. } => *job,
+        other => panic!("{other:?}"),
+    }
 }
