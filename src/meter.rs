@@ -20,6 +20,8 @@ pub const TASKS_COMPLETED: &str = "job_manager_tasks_completed_total";
 pub const TASKS_RETRIED: &str = "job_manager_tasks_retried_total";
 /// Task attempts that passed their deadline, by `worker`.
 pub const TASKS_TIMED_OUT: &str = "job_manager_tasks_timed_out_total";
+/// Tasks that failed in a stage that holds and were skipped with an operator's outputs, by `worker`.
+pub const TASKS_SKIPPED: &str = "job_manager_tasks_skipped_total";
 /// Seconds from a stage's start to its end, by `worker`.
 pub const STAGE_DURATION: &str = "job_manager_stage_duration_seconds";
 /// Seconds from a result being taken from the queue to the next dispatch being confirmed.
@@ -133,6 +135,10 @@ pub fn task_retried(worker: &str) {
 
 pub fn task_timed_out(worker: &str) {
     counter!(TASKS_TIMED_OUT, "worker" => worker.to_owned()).increment(1);
+}
+
+pub fn task_skipped(worker: &str) {
+    counter!(TASKS_SKIPPED, "worker" => worker.to_owned()).increment(1);
 }
 
 pub fn stage_duration(worker: &str, duration: Duration) {

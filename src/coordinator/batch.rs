@@ -147,7 +147,7 @@ fn take_batch(queue: &mut Vec<Waiter>) -> Vec<Waiter> {
 /// About how many bytes an event brings into the job.
 pub fn event_bytes(event: &Event) -> usize {
     match event {
-        Event::Result(result) => {
+        Event::Result(result) | Event::Skip(result) => {
             let text = |t: &Option<String>| t.as_ref().map_or(0, String::len);
             result.outputs.iter().map(json_size).sum::<usize>()
                 + text(&result.log)
@@ -155,7 +155,7 @@ pub fn event_bytes(event: &Event) -> usize {
                 + 64
         }
         Event::Fail { reason } => reason.len() + 64,
-        Event::Start | Event::Abort | Event::Timeout { .. } => 64,
+        Event::Start | Event::Abort | Event::Pause | Event::Resume | Event::Timeout { .. } => 64,
     }
 }
 

@@ -65,10 +65,12 @@ pub fn note_stage(stage: Option<&StageId>) {
 /// The worker of the task `event` is about, in `job` before the event.
 pub fn event_worker(job: &Job, event: &Event) -> String {
     match event {
-        Event::Result(TaskResult { task_id, .. }) | Event::Timeout { task_id } => {
-            worker_of(job, task_id)
+        Event::Result(TaskResult { task_id, .. })
+        | Event::Skip(TaskResult { task_id, .. })
+        | Event::Timeout { task_id } => worker_of(job, task_id),
+        Event::Start | Event::Abort | Event::Pause | Event::Resume | Event::Fail { .. } => {
+            String::new()
         }
-        Event::Start | Event::Abort | Event::Fail { .. } => String::new(),
     }
 }
 
@@ -97,7 +99,8 @@ pub fn observe(step: &Step, event: &Event, after: &Job) {
                 meter::task_retried(worker);
             }
         }
-        Event::Abort | Event::Fail { .. } => {}
+        Event::Skip(_) => meter::task_skipped(worker),
+        Event::Abort | Event::Pause | Event::Resume | Event::Fail { .. } => {}
     }
     for effect in &step.effects {
         match effect {

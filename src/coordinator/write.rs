@@ -97,7 +97,7 @@ fn size_bound(
     let mut bound = known?;
     for event in events {
         let text = match event {
-            Event::Result(result) => {
+            Event::Result(result) | Event::Skip(result) => {
                 let outputs =
                     serde_json::to_vec(&result.outputs).map_or(usize::MAX / 16, |v| v.len());
                 let log = result.log.as_ref().map_or(0, String::len);
@@ -105,7 +105,7 @@ fn size_bound(
                 outputs + log + error
             }
             Event::Fail { reason } => reason.len(),
-            Event::Start | Event::Abort | Event::Timeout { .. } => 0,
+            Event::Start | Event::Abort | Event::Pause | Event::Resume | Event::Timeout { .. } => 0,
         };
         bound = bound
             .saturating_add(text.saturating_mul(8))

@@ -7,6 +7,7 @@
 //! (docs/semantics.md, "Fan-out and fan-in"). Every check comes before its first change; the
 //! tests are in `engine_tests.rs`.
 
+mod control;
 mod stages;
 
 use std::sync::Arc;
@@ -28,6 +29,14 @@ pub enum Event {
     Result(TaskResult),
     /// A client asked to abort.
     Abort,
+    /// A client asked to pause: nothing new is dispatched until [`Event::Resume`].
+    Pause,
+    /// A client asked a paused or held job to run again: queued tasks are dispatched and
+    /// failed tasks of a held stage get a fresh attempt.
+    Resume,
+    /// An operator posted the outputs of a task whose last attempt failed in a stage that
+    /// holds: the task is recorded as skipped with them.
+    Skip(TaskResult),
     /// The task's deadline passed without a result.
     Timeout { task_id: TaskId },
     /// The shell cannot go on with the job (its document would outgrow what the database
@@ -86,6 +95,10 @@ pub enum Ignored {
     AlreadyStarted,
     /// The result belongs to another run of the job (an earlier run of the same file).
     OtherRun,
+    /// The job is already in the status asked for (pause or resume).
+    AlreadyInStatus(JobStatus),
+    /// Outputs posted to skip a task that has not failed.
+    NotFailed,
 }
 
 impl Ignored {
@@ -97,6 +110,8 @@ impl Ignored {
             Self::StaleAttempt => "stale attempt",
             Self::AlreadyStarted => "already started",
             Self::OtherRun => "result of another run",
+            Self::AlreadyInStatus(_) => "already in that status",
+            Self::NotFailed => "the task has not failed",
         }
     }
 }
@@ -165,6 +180,9 @@ pub fn apply_in_place(
             now,
             &mut effects,
         ),
+        Event::Pause => control::pause(job, &mut effects)?,
+        Event::Resume => control::resume(job, now, &mut effects)?,
+        Event::Skip(result) => control::skip(job, result, now, &mut effects)?,
         Event::Timeout { task_id } => on_timeout(job, task_id, now, &mut effects)?,
         Event::Fail { reason } => end(
             job,
@@ -212,18 +230,24 @@ fn find_task(job: &Job, task_id: &TaskId) -> Found {
     }
 }
 
+/// Whether `job` takes `result` at all: it has started, and the result is not another run's.
+fn takes_results(job: &Job, result: &TaskResult) -> Result<(), Ignored> {
+    if job.status == JobStatus::Pending {
+        return Err(Ignored::JobNotActive(job.status));
+    }
+    if result.run_id.as_ref().is_some_and(|run| run != &job.run_id) {
+        return Err(Ignored::OtherRun);
+    }
+    Ok(())
+}
+
 fn on_result(
     job: &mut Job,
     result: &TaskResult,
     now: Timestamp,
     effects: &mut Vec<Effect>,
 ) -> Result<(), Ignored> {
-    if job.status != JobStatus::Running {
-        return Err(Ignored::JobNotActive(job.status));
-    }
-    if result.run_id.as_ref().is_some_and(|run| run != &job.run_id) {
-        return Err(Ignored::OtherRun);
-    }
+    takes_results(job, result)?;
     let (index, is_latest) = match find_task(job, &result.task_id) {
         Found::Current { index, is_latest } => (index, is_latest),
         Found::Ended => return Err(Ignored::Duplicate),
@@ -233,7 +257,7 @@ fn on_result(
         return Err(Ignored::UnknownTask);
     };
     let task = &mut stage.tasks[index];
-    if task.status != TaskStatus::Pending {
+    if !matches!(task.status, TaskStatus::Pending | TaskStatus::Queued) {
         return Err(Ignored::Duplicate);
     }
     match &result.error {
@@ -251,14 +275,8 @@ fn on_result(
             task.log = result.log.clone();
             task.error = None;
             task.completed = Some(now);
-            // From the end: the tasks dispatched last are the likeliest to be pending, so a
-            // wide stage's check stops at once instead of reading every task for every result.
-            if stage
-                .tasks
-                .iter()
-                .rev()
-                .all(|t| t.status == TaskStatus::Done)
-            {
+            // A paused or held job records the result; what it sets off waits for the resume.
+            if job.status == JobStatus::Running && control::stage_done(stage) {
                 complete_stage(job, now, effects);
             }
         }
@@ -323,31 +341,37 @@ fn failed_attempt(
     let spec = stage.id.index().and_then(|i| job.pipeline.get(i));
     let max_attempts = spec.map_or(super::pipeline::DEFAULT_MAX_ATTEMPTS, |s| s.max_attempts());
     let timeout_s = spec.map_or(super::pipeline::DEFAULT_TIMEOUT_S, |s| s.timeout_s());
+    let holds = spec.is_some_and(|s| s.holds_on_failure());
     let stage_id = stage.id.clone();
     let task = &mut stage.tasks[index];
     if task.attempt < max_attempts {
-        task.previous_ids.push(task.task_id.clone());
-        task.attempt += 1;
-        task.task_id = super::ids::TaskId::derive(&job.run_id, &stage_id, index, task.attempt);
-        task.issued = now;
-        task.deadline = now.plus_seconds(timeout_s);
-        task.dispatched = None;
+        control::next_attempt(task, &job.run_id, &stage_id, index, now, timeout_s);
         task.error = Some(reason);
-        effects.push(Effect::Dispatch {
-            stage_id,
-            task_ids: vec![task.task_id.clone()],
-        });
+        // A paused or held job dispatches nothing new: the retry waits for the resume.
+        if job.status == JobStatus::Running {
+            effects.push(Effect::Dispatch {
+                stage_id,
+                task_ids: vec![task.task_id.clone()],
+            });
+        } else {
+            task.status = TaskStatus::Queued;
+        }
     } else {
         let attempts = task.attempt;
         task.status = TaskStatus::Failed;
         task.error = Some(reason.clone());
         task.completed = Some(now);
+        let holding = if holds { " and holds the job" } else { "" };
         let message = format!(
-            "task {} of stage '{stage_id}' failed after {attempts} attempt(s): {reason}",
+            "task {} of stage '{stage_id}' failed after {attempts} attempt(s){holding}: {reason}",
             index + 1
         );
-        stage.error = Some(message.clone());
-        end(job, JobStatus::Failed, Some(message), now, effects);
+        if holds {
+            control::hold(job, message, effects);
+        } else {
+            stage.error = Some(message.clone());
+            end(job, JobStatus::Failed, Some(message), now, effects);
+        }
     }
 }
 

@@ -22,6 +22,12 @@ pub enum JobStatus {
     /// Created; nothing dispatched yet.
     Pending,
     Running,
+    /// An operator paused it: nothing new is dispatched until it is resumed; results of tasks
+    /// in flight are recorded, and what they would set off waits.
+    Paused,
+    /// A task of a stage with `"on_failure": "hold"` used up its attempts: nothing new is
+    /// dispatched until an operator posts the task's outputs or resumes the job.
+    Held,
     Finished,
     Failed,
     Aborted,
@@ -29,13 +35,18 @@ pub enum JobStatus {
 
 impl JobStatus {
     pub fn is_active(self) -> bool {
-        matches!(self, Self::Pending | Self::Running)
+        matches!(
+            self,
+            Self::Pending | Self::Running | Self::Paused | Self::Held
+        )
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
             Self::Running => "running",
+            Self::Paused => "paused",
+            Self::Held => "held",
             Self::Finished => "finished",
             Self::Failed => "failed",
             Self::Aborted => "aborted",
@@ -49,10 +60,22 @@ impl JobStatus {
 pub enum TaskStatus {
     /// Recorded and (about to be) published; waiting for a result.
     Pending,
+    /// Recorded but not published: its job is paused or held. Its attempt is published, with
+    /// a fresh deadline, when the job runs again.
+    Queued,
     /// A result arrived.
     Done,
     /// The last attempt failed.
     Failed,
+    /// Its last attempt failed in a stage that holds, and an operator posted its outputs.
+    Skipped,
+}
+
+impl TaskStatus {
+    /// Whether the task has outputs the stage can end with.
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Done | Self::Skipped)
+    }
 }
 
 /// One task of a stage: one input set for the stage's worker.
@@ -205,6 +228,12 @@ impl Job {
     /// Whether `task_id` was issued by this run (any attempt of any stage).
     pub fn issued(&self, task_id: &TaskId) -> bool {
         self.stage_issuing(task_id).is_some()
+    }
+
+    /// The task of the stage in flight that `task_id` names (any attempt).
+    pub fn current_task(&self, task_id: &TaskId) -> Option<&TaskRecord> {
+        let stage = self.current_stage.as_ref()?;
+        stage.tasks.iter().find(|t| t.issued_as(task_id))
     }
 
     /// The stage of this run that issued `task_id` (any attempt), ended or in flight.

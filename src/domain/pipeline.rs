@@ -89,9 +89,27 @@ pub struct StageSpec {
     pub timeout_s: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
+    /// What a task that uses up its attempts does to the job: `fail` it (the default), or
+    /// `hold` it for an operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<OnFailure>,
+}
+
+/// What a task that uses up its attempts does to its job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// The job fails (the default).
+    Fail,
+    /// The job is held: an operator posts the task's outputs or resumes the job.
+    Hold,
 }
 
 impl StageSpec {
+    pub fn holds_on_failure(&self) -> bool {
+        self.on_failure == Some(OnFailure::Hold)
+    }
+
     pub fn timeout_s(&self) -> u64 {
         self.timeout_s.unwrap_or(DEFAULT_TIMEOUT_S)
     }
@@ -219,6 +237,7 @@ pub(crate) mod fixtures {
                 .collect(),
             timeout_s: None,
             max_attempts: None,
+            on_failure: None,
         }
     }
 

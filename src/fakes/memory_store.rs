@@ -509,10 +509,12 @@ impl Catalog for MemoryStore {
 fn needs_attention(job: &Job, now: Timestamp, cutoff: Timestamp) -> bool {
     match job.status {
         JobStatus::Pending => job.created < cutoff,
-        JobStatus::Running => job.current_stage.iter().flat_map(|s| &s.tasks).any(|task| {
-            task.status == TaskStatus::Pending
-                && (task.deadline < now || (task.dispatched.is_none() && task.issued < cutoff))
-        }),
+        JobStatus::Running | JobStatus::Paused | JobStatus::Held => {
+            job.current_stage.iter().flat_map(|s| &s.tasks).any(|task| {
+                task.status == TaskStatus::Pending
+                    && (task.deadline < now || (task.dispatched.is_none() && task.issued < cutoff))
+            })
+        }
         _ => false,
     }
 }

@@ -1,10 +1,12 @@
 //! Results posted over HTTP, the seed's advance form (`POST /jobs/{job}` with
 //! `{"<task_id>": <outputs>, …}`): each task id must have been issued for the job, a result of
 //! an earlier run is acknowledged and ignored as over AMQP, and the rest are recorded by the
-//! coordinator (docs/semantics.md, "Reruns and run ids").
+//! coordinator (docs/semantics.md, "Reruns and run ids"). Outputs posted for a task whose last
+//! attempt failed in a stage that holds skip the task (docs/semantics.md, "Pause, resume and
+//! hold").
 
 use crate::coordinator::{Coordinator, CoordinatorError, Handled};
-use crate::domain::{Event, Ignored, JobId, TaskId, TaskResult};
+use crate::domain::{Event, Ignored, JobId, TaskId, TaskResult, TaskStatus};
 
 use super::{Failure, HistoryRecord, Queries};
 
@@ -83,7 +85,15 @@ impl Results {
             }
         }
         for result in current {
-            match self.coordinator.handle(id, Event::Result(result)).await? {
+            // Outputs posted for a task whose last attempt failed (a held stage) skip it.
+            let failed = job
+                .current_task(&result.task_id)
+                .is_some_and(|t| t.status == TaskStatus::Failed);
+            let event = match failed {
+                true => Event::Skip(result),
+                false => Event::Result(result),
+            };
+            match self.coordinator.handle(id, event).await? {
                 Handled::Applied { .. } => {}
                 Handled::Ignored(Ignored::Duplicate) => outcome = Recorded::Duplicate,
                 Handled::Ignored(reason) => outcome = Recorded::Ignored(reason.as_str().into()),

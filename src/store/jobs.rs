@@ -8,7 +8,9 @@ use mongodb::bson::{self, Bson, Document, doc};
 
 use super::documents::{insert, to_doc};
 use super::errors::{PERMANENT_CODES, malformed};
-use super::{ACTIVE_STATUSES, Found, Inserted, Store, StoreError, apart, chunks, update};
+use super::{
+    ACTIVE_STATUSES, Found, Inserted, STARTED_STATUSES, Store, StoreError, apart, chunks, update,
+};
 
 /// How often a job is read again when one of its task chunks went missing between reading the
 /// job and its chunks (another write superseded it).
@@ -273,11 +275,12 @@ impl Store {
             self.jobs_with_chunked_tasks(unconfirmed.clone(), CHUNKED_SCAN_LIMIT)
                 .await?,
         );
-        let running = JobStatus::Running.as_str();
+        // A paused or held job still has tasks in flight: they time out and are re-published.
+        let running = doc! {"$in": &STARTED_STATUSES[..]};
         let filter = doc! {"$or": [
             {"status": JobStatus::Pending.as_str(), "created": {"$lt": cutoff.to_string()}},
-            {"status": running, "current_stage.tasks": {"$elemMatch": overdue}},
-            {"status": running, "current_stage.tasks": {"$elemMatch": unconfirmed}},
+            {"status": running.clone(), "current_stage.tasks": {"$elemMatch": overdue}},
+            {"status": running.clone(), "current_stage.tasks": {"$elemMatch": unconfirmed}},
             {"status": running, "_id": {"$in": wide}},
         ]};
         self.find_jobs(filter, after, limit).await

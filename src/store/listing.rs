@@ -199,7 +199,10 @@ mod tests {
         let document = filter_document(Listing::Active, &filter);
         assert_eq!(document, doc! {"status": {"$in": Vec::<&str>::new()}});
         let document = filter_document(Listing::Active, &ListFilter::default());
-        assert_eq!(document, doc! {"status": {"$in": ["pending", "running"]}});
+        assert_eq!(
+            document,
+            doc! {"status": {"$in": ["pending", "running", "paused", "held"]}}
+        );
         assert_eq!(
             filter_document(Listing::History, &ListFilter::default()),
             doc! {}

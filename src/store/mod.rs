@@ -44,7 +44,9 @@ pub use listing::{ListFilter, Listed, Listing, PageCursor};
 use errors::server_code;
 
 /// The statuses of an active job, as stored.
-const ACTIVE_STATUSES: [&str; 2] = ["pending", "running"];
+const ACTIVE_STATUSES: [&str; 4] = ["pending", "running", "paused", "held"];
+/// The statuses of an active job that has started, and so has tasks that may be in flight.
+const STARTED_STATUSES: [&str; 3] = ["running", "paused", "held"];
 
 pub use crate::ports::{
     Found, HistoryRecord, Inserted, MAX_JOB_BYTES, MAX_PREVIOUS_RUNS, StoreError, Written,

@@ -111,6 +111,8 @@ pub(super) async fn ended_jobs_selects_exactly_the_ended_jobs_in_id_order(
         JobStatus::Aborted,
         JobStatus::Pending,
         JobStatus::Running,
+        JobStatus::Paused,
+        JobStatus::Held,
     ];
     let mut ours = Vec::new();
     for (n, status) in statuses.into_iter().enumerate() {
@@ -158,10 +160,12 @@ fn wide(index: usize, odd: TaskShape) -> Vec<TaskShape> {
 fn needs_attention(job: &Job, now: Timestamp, cutoff: Timestamp) -> bool {
     match job.status {
         JobStatus::Pending => job.created < cutoff,
-        JobStatus::Running => job.current_stage.iter().flat_map(|s| &s.tasks).any(|t| {
-            t.status == TaskStatus::Pending
-                && (t.deadline < now || (t.dispatched.is_none() && t.issued < cutoff))
-        }),
+        JobStatus::Running | JobStatus::Paused | JobStatus::Held => {
+            job.current_stage.iter().flat_map(|s| &s.tasks).any(|t| {
+                t.status == TaskStatus::Pending
+                    && (t.deadline < now || (t.dispatched.is_none() && t.issued < cutoff))
+            })
+        }
         _ => false,
     }
 }
@@ -170,11 +174,15 @@ pub(super) async fn jobs_needing_attention_selects_exactly_what_the_sweep_must_s
     store: &dyn JobStore,
     _: &dyn Catalog,
 ) {
-    use TaskStatus::{Done, Failed, Pending};
+    use TaskStatus::{Done, Failed, Pending, Queued, Skipped};
     let (now, cutoff) = (at(1000), at(500));
     let h = |n| hash("attention", n);
     let mut failed = running(&h(10), &[(Pending, 100, 900, None)]);
     failed.status = JobStatus::Failed;
+    let with_status = |mut job: Job, status| {
+        job.status = status;
+        job
+    };
     // (job, whether the sweep must see it)
     let cases = [
         (new_sample_job(&h(0), at(100)), true),
@@ -213,6 +221,39 @@ pub(super) async fn jobs_needing_attention_selects_exactly_what_the_sweep_must_s
         ), // never marked
         (
             running(&h(14), &wide(299, (Pending, 100, 5000, Some(150)))),
+            false,
+        ),
+        // A paused or held job's tasks in flight still time out and are re-published;
+        // queued and skipped tasks wait for nothing.
+        (
+            with_status(
+                running(&h(15), &[(Pending, 100, 900, Some(150))]),
+                JobStatus::Paused,
+            ),
+            true,
+        ),
+        (
+            with_status(
+                running(&h(16), &[(Pending, 100, 5000, None)]),
+                JobStatus::Held,
+            ),
+            true,
+        ),
+        (
+            with_status(
+                running(&h(17), &[(Queued, 100, 900, None)]),
+                JobStatus::Paused,
+            ),
+            false,
+        ),
+        (
+            with_status(
+                running(
+                    &h(18),
+                    &[(Skipped, 100, 900, None), (Failed, 100, 900, None)],
+                ),
+                JobStatus::Held,
+            ),
             false,
         ),
     ];
