@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::access::hideable_task_ids;
 use crate::domain::{JobView, MachineBody, NewJobBody, PipelineBody};
+use crate::http::bodies::StatusChange;
 use crate::http::error::ErrorBody;
 use crate::messages::{JobEvent, StageDispatch, StageResult};
 use crate::services::HistoryView;
@@ -29,6 +30,7 @@ pub fn all() -> Vec<(&'static str, Value)> {
         ("job.schema.json", job_response::<JobView>()),
         ("history-record.schema.json", job_response::<HistoryView>()),
         ("id-list.schema.json", schema::<Vec<String>>()),
+        ("status-change.schema.json", schema::<StatusChange>()),
         ("pipeline.schema.json", schema::<PipelineBody>()),
         ("machine.schema.json", schema::<MachineBody>()),
         ("error.schema.json", schema::<ErrorBody>()),

@@ -53,6 +53,35 @@ pub async fn abort(client: &Client, id: &str) -> anyhow::Result<()> {
     }
 }
 
+/// Pauses or resumes a job and prints its status after.
+pub async fn set_status(client: &Client, id: &str, status: &str) -> anyhow::Result<()> {
+    let body = json!({"status": status});
+    let path = format!("/jobs/{}", segment(id));
+    let (_, answer) = client
+        .call(reqwest::Method::POST, &path, Some(&body))
+        .await?;
+    let now = answer["status"].as_str().unwrap_or("?");
+    println!("job {} is {}", escape(id), escape(now));
+    Ok(())
+}
+
+/// Records `outputs` for a held task, which skips it, and prints how it was taken.
+pub async fn skip(client: &Client, id: &str, task_id: &str, outputs: &str) -> anyhow::Result<()> {
+    let outputs: Value =
+        serde_json::from_str(outputs).context("--outputs must be JSON: a list of objects")?;
+    let body = json!({ task_id: outputs });
+    let path = format!("/jobs/{}", segment(id));
+    let (_, answer) = client
+        .call(reqwest::Method::POST, &path, Some(&body))
+        .await?;
+    let outcome = answer["outcome"].as_str().unwrap_or("?");
+    match answer["reason"].as_str() {
+        Some(reason) => println!("task {}: {outcome} ({})", escape(task_id), escape(reason)),
+        None => println!("task {}: {outcome}", escape(task_id)),
+    }
+    Ok(())
+}
+
 pub async fn list_pipelines(client: &Client) -> anyhow::Result<()> {
     let ids = client.get("/pipelines").await?;
     for id in ids

@@ -86,6 +86,18 @@ pub enum Command {
     },
     /// Abort a job and wait until it is in history.
     Abort { id: String },
+    /// Pause a job: it dispatches nothing new until it is resumed.
+    Pause { id: String },
+    /// Resume a paused or held job: queued tasks are dispatched, and held tasks get a fresh
+    /// attempt.
+    Resume { id: String },
+    /// Skip a held task: record it with these outputs (a JSON list of objects, or one object).
+    Skip {
+        id: String,
+        task_id: String,
+        #[arg(long, default_value = "[]")]
+        outputs: String,
+    },
     /// List ended jobs.
     History(ListArgs),
     /// Register, replace and list pipelines.
@@ -251,6 +263,13 @@ pub async fn run(api: ApiArgs, command: Command) -> anyhow::Result<()> {
         Command::History(args) => print_list(&client, "history", &args).await,
         Command::Job { id, watch } => commands::show_job(&client, &id, watch).await,
         Command::Abort { id } => commands::abort(&client, &id).await,
+        Command::Pause { id } => commands::set_status(&client, &id, "paused").await,
+        Command::Resume { id } => commands::set_status(&client, &id, "running").await,
+        Command::Skip {
+            id,
+            task_id,
+            outputs,
+        } => commands::skip(&client, &id, &task_id, &outputs).await,
         Command::Pipelines(PipelinesCommand::List) => commands::list_pipelines(&client).await,
         Command::Pipelines(PipelinesCommand::Apply { file }) => {
             commands::apply_pipeline(&client, &file).await

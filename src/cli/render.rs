@@ -82,20 +82,23 @@ pub fn render_job(job: &Value) -> String {
     );
     let mut line = |stage: &Value, state: &str| {
         let tasks = stage["tasks"].as_array().map_or(0, Vec::len);
-        let pending = stage["tasks"]
-            .as_array()
-            .map_or(0, |t| t.iter().filter(|t| t["status"] == "pending").count());
+        let count = |status: &str| {
+            stage["tasks"]
+                .as_array()
+                .map_or(0, |t| t.iter().filter(|t| t["status"] == status).count())
+        };
         let retries: u64 = stage["tasks"].as_array().map_or(0, |t| {
             t.iter()
                 .map(|t| t["attempt"].as_u64().unwrap_or(1).saturating_sub(1))
                 .sum()
         });
         out.push_str(&format!(
-            "  {:<5} {:<8} {:>3} task(s) {:>3} pending {:>3} retries {:>4} output(s) {}\n",
+            "  {:<5} {:<8} {:>3} task(s) {:>3} pending {:>3} queued {:>3} retries {:>4} output(s) {}\n",
             text(&stage["id"]),
             state,
             tasks,
-            pending,
+            count("pending"),
+            count("queued"),
             retries,
             stage["outputs"].as_array().map_or(0, Vec::len),
             seconds(&stage["started"], &stage["completed"]),
@@ -115,7 +118,23 @@ pub fn render_job(job: &Value) -> String {
         );
     }
     if job["current_stage"].is_object() {
-        line(&job["current_stage"], "running");
+        let state = job["status"]
+            .as_str()
+            .filter(|s| matches!(*s, "paused" | "held"))
+            .unwrap_or("running");
+        line(&job["current_stage"], state);
+        // What an operator needs to release a hold: the task ids to skip or retry.
+        let tasks = job["current_stage"]["tasks"]
+            .as_array()
+            .into_iter()
+            .flatten();
+        for task in tasks.filter(|t| t["status"] == "failed") {
+            out.push_str(&format!(
+                "        held task {}: {}\n",
+                text(&task["task_id"]),
+                text(&task["error"])
+            ));
+        }
     }
     if let Some(error) = job["error"].as_str() {
         out.push_str(&format!("  error: {}\n", escape(error)));
@@ -152,6 +171,26 @@ mod tests {
                 && lines[5].contains("running")
                 && lines[5].contains("1 pending")
         );
+    }
+
+    #[test]
+    fn a_held_job_shows_its_queued_tasks_and_the_held_ones_by_id() {
+        let job = json!({"id": "j", "status": "held", "stages": [],
+            "current_stage": {"id": "01", "outputs": [], "tasks": [
+                {"task_id": "aa", "status": "failed", "attempt": 3, "error": "worker error: \u{1b}[2Jboom"},
+                {"task_id": "bb", "status": "queued", "attempt": 2},
+                {"task_id": "cc", "status": "done", "attempt": 1}]}});
+        let view = render_job(&job);
+        let stage = view.lines().find(|l| l.contains("01")).expect("the stage");
+        assert!(
+            stage.contains("held") && stage.contains("0 pending") && stage.contains("1 queued"),
+            "{stage}"
+        );
+        assert!(
+            view.contains("held task aa: worker error: \\u{1b}[2Jboom"),
+            "{view}"
+        );
+        assert!(!view.contains("held task bb") && !view.contains("held task cc"));
     }
 
     #[test]

@@ -36,9 +36,28 @@ pub struct ResultAccepted {
     pub reason: Option<String>,
 }
 
-/// The answer to an abort.
+/// A status a client may set on an active job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SettableStatus {
+    /// End the job now; it moves to history.
+    Aborted,
+    /// Dispatch nothing new until it is resumed; results of tasks in flight are still recorded.
+    Paused,
+    /// Resume a paused or held job: queued tasks are dispatched, held tasks get a fresh attempt.
+    Running,
+}
+
+/// `POST /jobs/{job}` with a status: abort, pause or resume.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-pub struct AbortAccepted {
+#[serde(deny_unknown_fields)]
+pub struct StatusChange {
+    pub status: SettableStatus,
+}
+
+/// The answer to an abort, a pause or a resume: the job's status after it.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct StatusAccepted {
     pub id: JobId,
     pub status: JobStatus,
 }

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 
 use super::AppState;
 use super::auth::as_seen_by;
-use super::bodies::{AbortAccepted, IdBody, ResultAccepted, ResultOutcome};
+use super::bodies::{IdBody, ResultAccepted, ResultOutcome, StatusAccepted, StatusChange};
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParam};
 use super::listing;
@@ -25,10 +25,13 @@ use crate::openapi::{Operation, Response as Doc, schema_of};
 use crate::services::Recorded;
 
 /// Summary of `POST /jobs/{job}`.
-const UPDATE: &str =
-    "record results ({\"<task_id>\": outputs}) or abort ({\"status\": \"aborted\"})";
+const UPDATE: &str = "record results ({\"<task_id>\": outputs}), or set the status: abort \
+     ({\"status\": \"aborted\"}), pause ({\"status\": \"paused\"}) or resume ({\"status\": \"running\"})";
 /// What `POST /jobs/{job}` answers when it took the body.
-const ACCEPTED: &str = "recorded, already recorded, or ignored for an ended job; or aborted";
+const ACCEPTED: &str = "recorded, already recorded, or ignored for an ended job; or the status \
+     after an abort, pause or resume (also when the job already had it)";
+/// The statuses a client may set, and what each asks of the job.
+const SETTABLE: &str = "the status a client may set is \"aborted\", \"paused\" or \"running\"";
 
 pub fn routes() -> Vec<ApiRoute> {
     let started = id_doc("the job id, as text or as {\"id\"} when Accept asks for JSON only");
@@ -64,7 +67,7 @@ pub fn routes() -> Vec<ApiRoute> {
                     .body(job_update_schema)
                     .errors(BODY_ERRORS)
                     .error(404, "no such job")
-                    .error(409, "the job already ended (abort)")
+                    .error(409, "the job already ended (abort, pause, resume)")
                     .response(202, Doc::new(ACCEPTED).json(accepted_schema)),
                 update,
             ),
@@ -81,12 +84,12 @@ fn id_doc(description: &'static str) -> Doc {
         .json(schema_of::<IdBody>)
 }
 
-/// Body of `POST /jobs/{job}`: an abort, or results keyed by task id.
+/// Body of `POST /jobs/{job}`: a status change, or results keyed by task id.
 fn job_update_schema(generator: &mut SchemaGenerator) -> Value {
+    let status = schema_of::<StatusChange>(generator);
     let outputs = outputs_schema(generator).to_value();
     json!({"oneOf": [
-        {"type": "object", "required": ["status"], "additionalProperties": false,
-         "properties": {"status": {"const": "aborted"}}},
+        status,
         {"type": "object", "minProperties": 1,
          "propertyNames": {"pattern": "^[0-9a-f]{32}$"},
          "additionalProperties": outputs}
@@ -95,8 +98,8 @@ fn job_update_schema(generator: &mut SchemaGenerator) -> Value {
 
 fn accepted_schema(generator: &mut SchemaGenerator) -> Value {
     let recorded = schema_of::<ResultAccepted>(generator);
-    let aborted = schema_of::<AbortAccepted>(generator);
-    json!({"oneOf": [recorded, aborted]})
+    let status = schema_of::<StatusAccepted>(generator);
+    json!({"oneOf": [recorded, status]})
 }
 
 /// Whether the client wants the id as JSON: `Accept` names `application/json` but not `text/plain`.
@@ -167,7 +170,8 @@ async fn show(
     as_seen_by(&view, role)
 }
 
-/// `{"status": "aborted"}` aborts; `{"<task_id>": <outputs>, …}` records results.
+/// `{"status": "aborted" | "paused" | "running"}` sets the status; `{"<task_id>": <outputs>, …}`
+/// records results.
 async fn update(
     State(state): State<AppState>,
     PathParam(job): PathParam<String>,
@@ -175,20 +179,30 @@ async fn update(
 ) -> Result<Response, ApiError> {
     let id = parse_job_id(&job)?;
     if let Some(status) = body.get("status") {
-        if body.len() != 1 || status != "aborted" {
-            return Err(ApiError::Unprocessable {
-                message: "the only status a client may set is {\"status\": \"aborted\"}".into(),
-                path: Some("$.status".into()),
-            });
+        let event = match status.as_str() {
+            Some("aborted") => Event::Abort,
+            Some("paused") => Event::Pause,
+            Some("running") => Event::Resume,
+            _ => return Err(status_error(SETTABLE)),
+        };
+        if body.len() != 1 {
+            return Err(status_error("a status change takes no other key"));
         }
-        return abort(&state, &id).await;
+        return set_status(&state, &id, event).await;
     }
     if body.is_empty() {
         return Err(ApiError::unprocessable(
-            "expected {\"status\": \"aborted\"} or {\"<task_id>\": <outputs>}",
+            "expected {\"status\": \"aborted\" | \"paused\" | \"running\"} or {\"<task_id>\": <outputs>}",
         ));
     }
     record_results(&state, &id, body).await
+}
+
+fn status_error(message: &str) -> ApiError {
+    ApiError::Unprocessable {
+        message: message.into(),
+        path: Some("$.status".into()),
+    }
 }
 
 async fn ended_or_missing(state: &AppState, id: &JobId) -> Result<ApiError, ApiError> {
@@ -201,26 +215,31 @@ async fn ended_or_missing(state: &AppState, id: &JobId) -> Result<ApiError, ApiE
     })
 }
 
-async fn abort(state: &AppState, id: &JobId) -> Result<Response, ApiError> {
-    match state.coordinator.handle(id, Event::Abort).await? {
-        Handled::Applied { job, .. } => Ok((
-            StatusCode::ACCEPTED,
-            Json(AbortAccepted {
-                id: job.id.clone(),
-                status: job.status,
-            }),
-        )
-            .into_response()),
-        Handled::Ignored(Ignored::JobNotActive(status)) => Err(ApiError::Conflict(format!(
-            "job '{id}' already ended as {}",
-            status.as_str()
-        ))),
-        Handled::Ignored(other) => Err(ApiError::Conflict(format!(
-            "abort of job '{id}' changed nothing: {}",
-            other.as_str()
-        ))),
-        Handled::UnknownJob => Err(ended_or_missing(state, id).await?),
-    }
+/// Aborts, pauses or resumes. Pause and resume are idempotent: a job already in the status
+/// asked for answers as if it had just changed.
+async fn set_status(state: &AppState, id: &JobId, event: Event) -> Result<Response, ApiError> {
+    let status = match state.coordinator.handle(id, event).await? {
+        Handled::Applied { job, .. } => job.status,
+        Handled::Ignored(Ignored::AlreadyInStatus(status)) => status,
+        Handled::Ignored(Ignored::JobNotActive(status)) => {
+            return Err(ApiError::Conflict(format!(
+                "job '{id}' already ended as {}",
+                status.as_str()
+            )));
+        }
+        Handled::Ignored(other) => {
+            return Err(ApiError::Conflict(format!(
+                "the status of job '{id}' did not change: {}",
+                other.as_str()
+            )));
+        }
+        Handled::UnknownJob => return Err(ended_or_missing(state, id).await?),
+    };
+    let body = StatusAccepted {
+        id: id.clone(),
+        status,
+    };
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
 /// The results of a body, each with a parsed task id and outputs that can be stored.

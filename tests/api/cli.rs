@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{silent_pipeline, spawn_app};
 
 async fn cli(base: &str, args: &[&str]) -> (bool, String, String) {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_job-manager"))
@@ -70,6 +70,14 @@ async fn operators_apply_pipelines_set_machines_and_follow_and_abort_jobs() {
         out.contains("01    running") && out.contains("1 pending"),
         "{out}"
     );
+    let (ok, out, err) = cli(&base, &["pause", &id]).await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), format!("job {id} is paused"));
+    let (ok, out, _) = cli(&base, &["job", &id]).await;
+    assert!(ok && out.contains("01    paused"), "{out}");
+    let (ok, out, err) = cli(&base, &["resume", &id]).await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), format!("job {id} is running"));
     let (ok, out, err) = cli(&base, &["abort", &id]).await;
     assert!(ok, "{err}");
     assert!(
@@ -90,5 +98,47 @@ async fn operators_apply_pipelines_set_machines_and_follow_and_abort_jobs() {
     );
     let _ = std::fs::remove_dir_all(&dir);
     tokio::time::sleep(Duration::from_millis(10)).await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn operators_see_a_held_task_and_skip_it_with_outputs() {
+    let app = spawn_app().await;
+    let base = app.url("");
+    let mut pipeline = silent_pipeline("cli-held");
+    pipeline["stages"][0]["on_failure"] = serde_json::json!("hold");
+    pipeline["stages"][0]["max_attempts"] = serde_json::json!(1);
+    app.register(&pipeline, "cli-held-machine").await;
+    let id = app.start_job_on("cli-held-machine", "cli-held").await;
+    let started = std::time::Instant::now();
+    let task_id = loop {
+        let (_, job) = app.get(&format!("/jobs/{id}")).await;
+        if job["status"] == "held" {
+            break job["current_stage"]["tasks"][0]["task_id"]
+                .as_str()
+                .expect("id")
+                .to_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "never held: {job}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (ok, out, _) = cli(&base, &["job", &id]).await;
+    assert!(ok);
+    assert!(
+        out.contains("01    held") && out.contains(&format!("held task {task_id}: timed out")),
+        "{out}"
+    );
+    let outputs = "[{\"out\": \"by the operator\"}]";
+    let (ok, out, err) = cli(&base, &["skip", &id, &task_id, "--outputs", outputs]).await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), format!("task {task_id}: recorded"));
+    let record = app.wait_for_history(&id, Duration::from_secs(10)).await;
+    assert_eq!(record["status"], "finished");
+    assert_eq!(record["stages"][1]["outputs"][0]["out"], "by the operator");
+    let (ok, _, err) = cli(&base, &["skip", &id, &task_id, "--outputs", "not json"]).await;
+    assert!(!ok && err.contains("--outputs must be JSON"), "{err}");
     app.cleanup().await;
 }

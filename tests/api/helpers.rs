@@ -148,6 +148,20 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}, true).await
 }
 
+/// A second replica on the same database and queues as `app`.
+pub async fn replica_of(app: &TestApp) -> TestApp {
+    let database = app.store.database().name().to_owned();
+    let prefix = app.names.prefix().to_owned();
+    spawn_app_with(
+        move |config| {
+            config.database = database;
+            config.prefix = prefix;
+        },
+        true,
+    )
+    .await
+}
+
 /// Like [`spawn_app`], with a chance to change the config; `wait_ready` waits for readiness,
 /// otherwise only for liveness.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config), wait_ready: bool) -> TestApp {

@@ -6,6 +6,7 @@ mod access;
 mod budgets;
 mod cli;
 mod contract;
+mod control;
 mod dashboard;
 mod errors;
 mod faults;

@@ -7,21 +7,7 @@ use job_manager::amqp::publisher::{Outgoing, Publisher};
 use job_manager::demo;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app, spawn_app_with, stage_outputs};
-
-/// A second replica on the same database and queues as `app`.
-async fn replica_of(app: &TestApp) -> TestApp {
-    let database = app.store.database().name().to_owned();
-    let prefix = app.names.prefix().to_owned();
-    spawn_app_with(
-        move |config| {
-            config.database = database;
-            config.prefix = prefix;
-        },
-        true,
-    )
-    .await
-}
+use crate::helpers::{replica_of, spawn_app, stage_outputs};
 
 fn first_task(job: &Value) -> String {
     job["current_stage"]["tasks"][0]["task_id"]
