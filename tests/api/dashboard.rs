@@ -5,35 +5,17 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app, spawn_app_with};
+use crate::browser::{self, Browser};
+use crate::helpers::{TestApp, silent_pipeline, spawn_app, spawn_app_with};
 
 /// Runs headless Chromium on `url` with `extra` flags; returns what it printed.
 async fn chromium(url: &str, extra: &[&str]) -> String {
     let profile =
         std::env::temp_dir().join(format!("jm-chromium-{}", uuid::Uuid::new_v4().simple()));
-    let binary = ["chromium", "chromium-browser"]
-        .into_iter()
-        .find(|b| {
-            std::process::Command::new(b)
-                .arg("--version")
-                .output()
-                .is_ok()
-        })
-        .expect(
-            "Chromium is needed for the dashboard test: scripts/test.sh installs Debian's chromium",
-        );
-    let mut command = tokio::process::Command::new(binary);
-    command.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-quic",
-        "--no-first-run",
-        "--virtual-time-budget=5000",
-    ]);
+    let mut command = tokio::process::Command::new(browser::binary());
+    command
+        .args(browser::FLAGS)
+        .arg("--virtual-time-budget=5000");
     command
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(extra)
@@ -122,7 +104,6 @@ async fn the_dashboard_shows_a_job_advance_through_its_stages() {
         &[
             &format!("--screenshot={}", shot.display()),
             "--window-size=1400,800",
-            "--hide-scrollbars",
         ],
     )
     .await;
@@ -144,5 +125,69 @@ async fn the_dashboard_reports_a_missing_token_when_access_control_is_on() {
     .await;
     let page = chromium(&app.url("/dashboard"), &["--dump-dom"]).await;
     assert!(page.contains("401: a bearer token is required"), "{page}");
+    app.cleanup().await;
+}
+
+/// The job page's status, as shown.
+const STATUS: &str = "(document.getElementById('job-status') || {}).textContent";
+
+#[tokio::test]
+async fn the_dashboard_pauses_resumes_and_releases_a_held_task() {
+    let app = spawn_app().await;
+    let mut pipeline = silent_pipeline("dash-held");
+    pipeline["stages"][0]["on_failure"] = json!("hold");
+    app.register(&pipeline, "dash-machine").await;
+    let id = app.start_job_on("dash-machine", "dash-held").await;
+    let mut page = Browser::open(&app.url(&format!("/dashboard#job={id}"))).await;
+    page.wait_for(&format!("{STATUS} === 'running'")).await;
+
+    // Pause: the first attempt times out and its retry waits, queued.
+    page.click("#pause").await;
+    page.wait_for(&format!("{STATUS} === 'paused'")).await;
+    assert_eq!(app.get(&format!("/jobs/{id}")).await.1["status"], "paused");
+    page.wait_for("document.querySelector('[data-task-status=queued]')")
+        .await;
+    let stage = page
+        .eval("document.querySelector('[data-stage=\"01\"]').dataset.state + ' ' + document.querySelector('[data-stage=\"01\"]').textContent")
+        .await;
+    let stage = stage.as_str().expect("text");
+    assert!(
+        stage.starts_with("paused") && stage.contains("1 queued"),
+        "{stage}"
+    );
+    assert_eq!(
+        page.eval("!!document.getElementById('pause')").await,
+        json!(false)
+    );
+
+    // Resume: the retry is dispatched, times out too, and the stage holds the job.
+    page.click("#resume").await;
+    page.wait_for(&format!("{STATUS} === 'held'")).await;
+    let held = page
+        .wait_for("document.querySelector('.skip') && document.querySelector('.skip').dataset.task")
+        .await;
+    let (_, job) = app.get(&format!("/jobs/{id}")).await;
+    assert_eq!(job["status"], "held");
+    assert_eq!(held, job["current_stage"]["tasks"][0]["task_id"]);
+    let shown = page.eval("document.body.innerText").await;
+    assert!(
+        shown.as_str().is_some_and(|t| t.contains("holds the job")),
+        "the reason is shown: {shown}"
+    );
+    let shot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/dashboard-held.png");
+    assert!(page.screenshot(&shot).await > 10_000);
+
+    // Skip it with outputs typed into the page: the job finishes with them.
+    page.eval("document.querySelector('.skip textarea').value = '[{\"out\": \"from the dashboard\"}]'; true")
+        .await;
+    page.click(".skip button").await;
+    page.wait_for(&format!("{STATUS} === 'finished'")).await;
+    let record = app.wait_for_history(&id, Duration::from_secs(10)).await;
+    assert_eq!(record["stages"][1]["tasks"][0]["status"], "skipped");
+    assert_eq!(
+        record["stages"][1]["outputs"],
+        json!([{"out": "from the dashboard"}])
+    );
+    page.close().await;
     app.cleanup().await;
 }

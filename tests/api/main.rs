@@ -3,6 +3,7 @@
 
 mod abort;
 mod access;
+mod browser;
 mod budgets;
 mod cli;
 mod contract;
