@@ -24,6 +24,7 @@ use job_manager::demo;
 
 mod check;
 mod cluster;
+mod control;
 mod faults;
 mod proxy;
 mod services;
@@ -71,6 +72,10 @@ pub struct ChaosArgs {
     /// Where replica logs and the run's own database files go.
     #[arg(long, default_value = "target/chaos")]
     pub work_dir: PathBuf,
+    /// Pause every Nth job shortly after it starts and resume it 1.5 s later, each through
+    /// another replica than the one that started it (0: never).
+    #[arg(long, default_value_t = 10)]
+    pub pause_every: usize,
     /// Give up waiting for jobs after this many seconds; jobs still active then count as stuck.
     #[arg(long, default_value_t = 300)]
     pub timeout_s: u64,
@@ -131,13 +136,21 @@ async fn scenario(run: Arc<Run>) -> anyhow::Result<Report> {
     let started = Instant::now();
     let submitter = tokio::spawn(submit(run.clone()));
     let injector = tokio::spawn(inject_all(run.clone()));
-    let jobs = submitter.await??;
+    let (jobs, pausers) = submitter.await??;
     injector.await??;
     println!(
         "  {} jobs submitted in {:.1} s",
         jobs.len(),
         started.elapsed().as_secs_f64()
     );
+    let (mut resumed, mut late) = (0, 0);
+    for pauser in pausers {
+        match pauser.await?? {
+            control::Paused::Resumed => resumed += 1,
+            control::Paused::Late => late += 1,
+        }
+    }
+    println!("  {resumed} jobs paused and resumed, {late} ended before their pause");
     let deadline = started + Duration::from_secs(run.args.timeout_s);
     let archived = wait_for_history(&run, &jobs, deadline).await?;
     let elapsed = started.elapsed();
@@ -173,9 +186,16 @@ async fn register(run: &Run) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts the run's jobs, spread over the replicas; returns each job's id and file name.
-async fn submit(run: Arc<Run>) -> anyhow::Result<Vec<(String, String)>> {
+/// Started jobs (id and file name), and the pauses under way.
+type Submitted = (
+    Vec<(String, String)>,
+    Vec<tokio::task::JoinHandle<anyhow::Result<control::Paused>>>,
+);
+
+/// Starts the run's jobs, spread over the replicas, and pauses every `--pause-every`th.
+async fn submit(run: Arc<Run>) -> anyhow::Result<Submitted> {
     let mut ids = Vec::new();
+    let mut pausers = Vec::new();
     for n in 0..run.args.jobs {
         let file = format!("file-{n:05}");
         let body = json!({"hash": format!("{}-{n}", run.prefix), "machine_id": demo::MACHINE_ID, "file_name": file});
@@ -185,12 +205,17 @@ async fn submit(run: Arc<Run>) -> anyhow::Result<Vec<(String, String)>> {
         if status != 201 && status != 409 {
             bail!("starting job {n}: {status} {text}");
         }
+        let every = run.args.pause_every;
+        if every > 0 && n % every == 0 {
+            let pause = control::pause_and_resume(run.clone(), text.clone(), n);
+            pausers.push(tokio::spawn(pause));
+        }
         ids.push((text, file));
         if n % 10 == 9 {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    Ok(ids)
+    Ok((ids, pausers))
 }
 
 /// Injects the run's timed faults, `--fault-interval-s` apart.
