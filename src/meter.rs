@@ -10,7 +10,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub const JOBS_STARTED: &str = "job_manager_jobs_started_total";
 /// Jobs ended, by `status`.
 pub const JOBS_ENDED: &str = "job_manager_jobs_ended_total";
-/// Pending and running jobs (across replicas: counted in the database at scrape time).
+/// Active jobs: pending, running, paused, held (across replicas: counted in the database at scrape time).
 pub const JOBS_ACTIVE: &str = "job_manager_jobs_active";
 /// Task attempts published, by `worker`.
 pub const TASKS_DISPATCHED: &str = "job_manager_tasks_dispatched_total";

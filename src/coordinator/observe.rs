@@ -3,7 +3,7 @@
 
 use tracing::field;
 
-use crate::domain::{Effect, Event, Job, Notice, StageId, TaskId, TaskResult};
+use crate::domain::{Effect, Event, Job, Notice, StageId, TaskId, TaskResult, TaskStatus};
 use crate::meter;
 
 /// One applied event of a batch, with what its metrics need from before it was applied.
@@ -13,30 +13,40 @@ pub struct Step {
     pub index: usize,
     /// The worker of the task the event is about (empty for job-level events).
     pub worker: String,
-    /// The event put a failed or overdue task up for another attempt.
+    /// The event put a failed or overdue task up for another attempt (dispatched, or queued
+    /// in a paused or held job).
     pub retried: bool,
+    /// The event started the job (a start, or the resume of a job paused before it started).
+    pub started: bool,
     pub effects: Vec<Effect>,
 }
 
 impl Step {
-    /// Describes `event`, about to be applied to `job`, once applying it gave `effects`;
-    /// `stage_before` is the stage in flight before it.
+    /// Describes `event`, applied to a job that had `started_before` or not, once applying it
+    /// gave `job` and `effects`.
     pub fn new(
         index: usize,
         worker: String,
         event: &Event,
-        stage_before: Option<&StageId>,
+        started_before: bool,
         job: &Job,
         effects: Vec<Effect>,
     ) -> Self {
-        let stage_after = job.current_stage.as_ref().map(|s| &s.id);
-        let retried = !matches!(event, Event::Start)
-            && stage_after == stage_before
-            && effects.iter().any(|e| matches!(e, Effect::Dispatch { .. }));
+        // The attempt the event was about gave way to a newer one, pending or queued.
+        let retried = match event {
+            Event::Result(TaskResult { task_id, .. }) | Event::Timeout { task_id } => {
+                job.current_task(task_id).is_some_and(|t| {
+                    &t.task_id != task_id
+                        && matches!(t.status, TaskStatus::Pending | TaskStatus::Queued)
+                })
+            }
+            _ => false,
+        };
         Self {
             index,
             worker,
             retried,
+            started: !started_before && job.started.is_some(),
             effects,
         }
     }
@@ -84,8 +94,11 @@ fn worker_of(job: &Job, task_id: &TaskId) -> String {
 /// Records the metrics of one applied event; `after` is the job as written.
 pub fn observe(step: &Step, event: &Event, after: &Job) {
     let worker = step.worker.as_str();
+    if step.started {
+        meter::job_started();
+    }
     match event {
-        Event::Start => meter::job_started(),
+        Event::Start | Event::Pause | Event::Resume => {}
         Event::Result(result) => {
             if result.error.is_none() {
                 meter::task_completed(worker);
@@ -100,7 +113,7 @@ pub fn observe(step: &Step, event: &Event, after: &Job) {
             }
         }
         Event::Skip(_) => meter::task_skipped(worker),
-        Event::Abort | Event::Pause | Event::Resume | Event::Fail { .. } => {}
+        Event::Abort | Event::Fail { .. } => {}
     }
     for effect in &step.effects {
         match effect {

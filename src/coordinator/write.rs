@@ -47,11 +47,11 @@ fn apply_events(before: &Job, events: &[Event], now: Timestamp) -> Applied {
     let mut outcomes = Vec::with_capacity(events.len());
     for (index, event) in events.iter().enumerate() {
         let worker = event_worker(&job, event);
-        let stage_before = job.current_stage.as_ref().map(|s| s.id.clone());
+        let started_before = job.started.is_some();
         match apply_in_place(&mut job, event, now) {
             Err(reason) => outcomes.push(Some(Handled::Ignored(reason))),
             Ok(effects) => {
-                let step = Step::new(index, worker, event, stage_before.as_ref(), &job, effects);
+                let step = Step::new(index, worker, event, started_before, &job, effects);
                 steps.push(step);
                 outcomes.push(None);
             }
@@ -130,7 +130,15 @@ fn hold_size(before: &Job, applied: &mut Applied, bytes: usize, now: Timestamp) 
     let mut job = before.clone();
     let effects = apply_in_place(&mut job, &event, now).unwrap_or_default();
     job.version = before.version + 1;
-    applied.steps = vec![Step::new(0, String::new(), &event, None, &job, effects)];
+    let started_before = before.started.is_some();
+    applied.steps = vec![Step::new(
+        0,
+        String::new(),
+        &event,
+        started_before,
+        &job,
+        effects,
+    )];
     applied.job = job;
     applied.failure = Some(event);
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use self::stages::{advance, complete_stage};
+use self::stages::advance;
 
 use super::ids::{StageId, TaskId};
 use super::job::{Job, JobStatus, TaskRecord, TaskStatus};
@@ -257,7 +257,14 @@ fn on_result(
         return Err(Ignored::UnknownTask);
     };
     let task = &mut stage.tasks[index];
-    if !matches!(task.status, TaskStatus::Pending | TaskStatus::Queued) {
+    // A task that failed in a stage that holds still takes a late success: its outputs are
+    // what the operator would have posted.
+    let open = match task.status {
+        TaskStatus::Pending | TaskStatus::Queued => true,
+        TaskStatus::Failed => result.error.is_none(),
+        TaskStatus::Done | TaskStatus::Skipped => false,
+    };
+    if !open {
         return Err(Ignored::Duplicate);
     }
     match &result.error {
@@ -275,10 +282,7 @@ fn on_result(
             task.log = result.log.clone();
             task.error = None;
             task.completed = Some(now);
-            // A paused or held job records the result; what it sets off waits for the resume.
-            if job.status == JobStatus::Running && control::stage_done(stage) {
-                complete_stage(job, now, effects);
-            }
+            control::settle(job, now, effects);
         }
     }
     Ok(())
@@ -327,7 +331,8 @@ fn stage_spec_timeout(job: &Job, stage_id: &StageId) -> u64 {
         .map_or(super::pipeline::DEFAULT_TIMEOUT_S, |s| s.timeout_s())
 }
 
-/// Retries the task at `index` of the stage in flight, or fails the job after its last attempt.
+/// Retries the task at `index` of the stage in flight (dispatched, or queued while the job is
+/// paused or held), or after its last attempt fails the job, or holds it in a stage that holds.
 fn failed_attempt(
     job: &mut Job,
     index: usize,

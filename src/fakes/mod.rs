@@ -72,3 +72,18 @@ pub fn done(task_id: &TaskId, outputs: Vec<Value>) -> Event {
         error: None,
     })
 }
+
+/// `seconds` after the start of 2026, the clock of engine tests.
+pub fn at(seconds: i64) -> Timestamp {
+    let start = Timestamp::parse("2026-01-01T00:00:00Z").expect("valid");
+    Timestamp::from(start.as_datetime() + chrono::TimeDelta::seconds(seconds))
+}
+
+/// `job` after `event` at [`at`]`(seconds)`, and the effects; panics when the event changed
+/// nothing.
+pub fn applied(job: &Job, event: Event, seconds: i64) -> (Job, Vec<crate::domain::Effect>) {
+    match crate::domain::engine::apply(job, &event, at(seconds)) {
+        crate::domain::engine::Decision::Apply { job, effects } => (*job, effects),
+        crate::domain::engine::Decision::Ignore(why) => panic!("expected a change, got {why:?}"),
+    }
+}

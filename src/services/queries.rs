@@ -117,7 +117,7 @@ impl Queries {
         })
     }
 
-    /// How many jobs are pending or running.
+    /// How many jobs are active (pending, running, paused or held).
     pub async fn count_active(&self) -> Result<u64, Failure> {
         Ok(self.store.count_active().await?)
     }

@@ -33,7 +33,7 @@ impl Store {
             .await
     }
 
-    /// Ids of running jobs with a task kept in chunks that `task` matches (the sweep's
+    /// Ids of started jobs (running, paused, held) with a task kept in chunks that `task` matches (the sweep's
     /// conditions on a pending task), at most `limit`.
     pub(super) async fn jobs_with_chunked_tasks(
         &self,

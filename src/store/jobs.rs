@@ -198,7 +198,7 @@ impl Store {
         }
     }
 
-    /// How many jobs are pending or running.
+    /// How many jobs are active (pending, running, paused or held).
     pub async fn count_active(&self) -> Result<u64, StoreError> {
         let filter = doc! {"status": {"$in": &ACTIVE_STATUSES[..]}};
         Ok(self.jobs.count_documents(filter).await?)
@@ -254,7 +254,7 @@ impl Store {
     }
 
     /// Active jobs the sweep should look at, in id order after `after`: pending since before
-    /// `cutoff`, or running with a task that is overdue at `now` or was recorded before
+    /// `cutoff`, or started (running, paused or held) with a task that is overdue at `now` or was recorded before
     /// `cutoff` and never confirmed. The last id read lets the next call go on from there (so
     /// a batch of jobs that fail every time cannot hide the rest).
     pub async fn jobs_needing_attention(

@@ -15,7 +15,7 @@ const BATCH_SIZE: u32 = 1000;
 /// Which collection a listing reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listing {
-    /// `jobs`, and only pending and running jobs in it.
+    /// `jobs`, and only active jobs in it (pending, running, paused, held).
     Active,
     /// `history`.
     History,

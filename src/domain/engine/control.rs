@@ -47,7 +47,7 @@ pub(super) fn hold(job: &mut Job, message: String, effects: &mut Vec<Effect>) {
         stage.error = Some(message.clone());
     }
     job.error = Some(message);
-    // A paused job stays paused; it is held as well once resumed, if the task still has no outputs.
+    // A paused job stays paused; a resume gives the task a fresh attempt.
     if job.status == JobStatus::Running {
         job.status = JobStatus::Held;
         effects.push(Effect::Notify(Notice::Job(JobStatus::Held)));
@@ -112,10 +112,21 @@ pub(super) fn skip(
     task.outputs = Some(result.outputs.clone());
     task.log = result.log.clone();
     task.completed = Some(now);
-    if job.status == JobStatus::Held && !has_failed(stage) {
-        run_again(job, now, effects);
-    }
+    settle(job, now, effects);
     Ok(())
+}
+
+/// After a task of the stage in flight got its outputs: a running job ends the stage once
+/// every task has them; a held job with no failed task left runs again; a paused job waits.
+pub(super) fn settle(job: &mut Job, now: Timestamp, effects: &mut Vec<Effect>) {
+    let Some(stage) = job.current_stage.as_ref() else {
+        return;
+    };
+    match job.status {
+        JobStatus::Running if stage_done(stage) => complete_stage(job, now, effects),
+        JobStatus::Held if !has_failed(stage) => run_again(job, now, effects),
+        _ => {}
+    }
 }
 
 /// The task deadline of the stage in flight, in seconds.

@@ -5,12 +5,8 @@ use serde_json::{Map, json};
 use crate::domain::engine::{Decision, Effect, Event, Ignored, Notice, TaskResult, apply};
 use crate::domain::pipeline::OnFailure;
 use crate::domain::pipeline::fixtures::seed_pipeline;
-use crate::domain::{Job, JobStatus, StageId, TaskId, TaskStatus, Timestamp};
-
-fn at(seconds: i64) -> Timestamp {
-    let start = Timestamp::parse("2026-01-01T00:00:00Z").expect("valid");
-    Timestamp::from(start.as_datetime() + chrono::TimeDelta::seconds(seconds))
-}
+use crate::domain::{Job, JobStatus, StageId, TaskId, TaskStatus};
+use crate::fakes::{applied, at};
 
 /// A started job of the seed's pipeline (stage 01 in flight, one task), holding on failure
 /// when `hold`, with two attempts per task.
@@ -31,13 +27,6 @@ fn started(hold: bool) -> Job {
         spec.on_failure = hold.then_some(OnFailure::Hold);
     }
     applied(&job, Event::Start, 0).0
-}
-
-fn applied(job: &Job, event: Event, seconds: i64) -> (Job, Vec<Effect>) {
-    match apply(job, &event, at(seconds)) {
-        Decision::Apply { job, effects } => (*job, effects),
-        Decision::Ignore(why) => panic!("expected a change, got {why:?}"),
-    }
 }
 
 fn ignored(job: &Job, event: Event) -> Ignored {
@@ -209,11 +198,6 @@ fn held() -> Job {
 fn skipping_the_held_task_records_its_outputs_and_runs_the_job_on() {
     let job = held();
     let id = task(&job).task_id.clone();
-    // A worker's late answer is not a skip.
-    assert_eq!(
-        ignored(&job, Event::Result(result(&id, None))),
-        Ignored::Duplicate
-    );
     let (skipped, effects) = applied(&job, Event::Skip(result(&id, None)), 3);
     assert_eq!(skipped.status, JobStatus::Running);
     assert_eq!(skipped.error, None);
@@ -269,5 +253,28 @@ fn a_held_job_can_be_paused_aborted_and_its_skip_keeps_it_paused() {
     assert_eq!(
         ignored(&aborted, Event::Resume),
         Ignored::JobNotActive(JobStatus::Aborted)
+    );
+}
+
+#[test]
+fn a_late_success_of_the_held_task_is_its_result_and_releases_the_hold() {
+    let job = held();
+    let id = task(&job).task_id.clone();
+    // A late error says nothing new.
+    assert_eq!(
+        ignored(&job, Event::Result(result(&id, Some("again")))),
+        Ignored::Duplicate
+    );
+    let (done, effects) = applied(&job, Event::Result(result(&id, None)), 3);
+    assert_eq!(done.status, JobStatus::Running);
+    assert_eq!(done.stages[1].tasks[0].status, TaskStatus::Done);
+    assert_eq!(
+        done.current_stage.as_ref().map(|s| s.id.as_str()),
+        Some("02")
+    );
+    assert_eq!(dispatched(&effects).len(), 1);
+    assert_eq!(
+        ignored(&done, Event::Result(result(&id, None))),
+        Ignored::Duplicate
     );
 }

@@ -256,6 +256,21 @@ pub(super) async fn jobs_needing_attention_selects_exactly_what_the_sweep_must_s
             ),
             false,
         ),
+        // The same for wide stages, whose tasks the MongoDB store keeps apart.
+        (
+            with_status(
+                running(&h(19), &wide(299, (Pending, 100, 900, Some(150)))),
+                JobStatus::Paused,
+            ),
+            true,
+        ),
+        (
+            with_status(
+                running(&h(20), &wide(280, (Queued, 100, 900, None))),
+                JobStatus::Held,
+            ),
+            false,
+        ),
     ];
     for (job, _) in &cases {
         insert(store, job).await;

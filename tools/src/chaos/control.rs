@@ -17,6 +17,10 @@ pub enum Paused {
     Resumed,
     /// The job had ended before the pause reached it.
     Late,
+    /// The resume answered that the job had ended: an earlier try of it that timed out (a 503
+    /// while a server was slow) went through after all, and the job ran on to its end. A
+    /// resume that never went through would leave the job paused, and the run stuck.
+    EndedBeforeResume,
 }
 
 /// How long a paused job stays paused.
@@ -43,8 +47,9 @@ pub async fn pause_and_resume(run: Arc<Run>, id: String, n: usize) -> anyhow::Re
         .await?;
     // The answer's status is the job's after the resume: `finished` when the results that
     // came in while it was paused completed its last stage.
-    if status != 202 {
-        bail!("resuming job {id}: {status} {text}");
+    match status {
+        202 => Ok(Paused::Resumed),
+        409 => Ok(Paused::EndedBeforeResume),
+        _ => bail!("resuming job {id}: {status} {text}"),
     }
-    Ok(Paused::Resumed)
 }

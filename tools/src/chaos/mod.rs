@@ -143,14 +143,14 @@ async fn scenario(run: Arc<Run>) -> anyhow::Result<Report> {
         jobs.len(),
         started.elapsed().as_secs_f64()
     );
-    let (mut resumed, mut late) = (0, 0);
+    let mut counts = [0; 3];
     for pauser in pausers {
-        match pauser.await?? {
-            control::Paused::Resumed => resumed += 1,
-            control::Paused::Late => late += 1,
-        }
+        counts[pauser.await?? as usize] += 1;
     }
-    println!("  {resumed} jobs paused and resumed, {late} ended before their pause");
+    let [resumed, late, ended] = counts;
+    println!(
+        "  {resumed} jobs paused and resumed, {late} ended before their pause, {ended} before the answer to their resume"
+    );
     let deadline = started + Duration::from_secs(run.args.timeout_s);
     let archived = wait_for_history(&run, &jobs, deadline).await?;
     let elapsed = started.elapsed();
