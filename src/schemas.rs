@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde_json::Value;
 
 use crate::access::hideable_task_ids;
+use crate::domain::changes::JobChange;
 use crate::domain::{JobView, MachineBody, NewJobBody, PipelineBody};
 use crate::http::bodies::StatusChange;
 use crate::http::error::ErrorBody;
@@ -37,6 +38,7 @@ pub fn all() -> Vec<(&'static str, Value)> {
         ("stage-dispatch.schema.json", schema::<StageDispatch>()),
         ("stage-result.schema.json", schema::<StageResult>()),
         ("job-event.schema.json", schema::<JobEvent>()),
+        ("job-change.schema.json", schema::<JobChange>()),
     ]
 }
 

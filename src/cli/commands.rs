@@ -9,22 +9,58 @@ use serde_json::{Value, json};
 
 use super::{Client, escape, pretty_json, read_pipeline, render_job, segment};
 
-/// Prints a job; with `watch`, prints it again on every change until it ends.
+/// Prints a job; with `watch`, follows its event stream (`GET /jobs/{job}/events`) and prints
+/// it again after every change until it ends.
 pub async fn show_job(client: &Client, id: &str, watch: bool) -> anyhow::Result<()> {
-    let (mut job, mut ended) = client.job(id).await?;
-    print!("{}", render_job(&job));
+    let (job, mut ended) = client.job(id).await?;
     let mut last = render_job(&job);
+    print!("{last}");
     while watch && !ended {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        (job, ended) = client.job(id).await?;
-        let view = render_job(&job);
-        if view != last {
-            println!("---");
-            print!("{view}");
-            last = view;
+        // A stream that breaks (a replica restarting, a proxy timing out) is opened again: it
+        // starts with the job's status, so nothing is missed but the moments in between.
+        let mut stream = client
+            .stream(&format!("/jobs/{}/events", segment(id)))
+            .await?;
+        let mut buffer = String::new();
+        while let Some(chunk) = next_chunk(&mut stream).await {
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+            if !take_events(&mut buffer) {
+                continue;
+            }
+            let (job, _) = client.job(id).await?;
+            let view = render_job(&job);
+            if view != last {
+                println!("---");
+                print!("{view}");
+                last = view;
+            }
+        }
+        (_, ended) = client.job(id).await?;
+        if !ended {
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
     Ok(())
+}
+
+/// The next piece of an event stream; `None` when it ended, broke, or was silent for longer
+/// than three keep-alives.
+async fn next_chunk(stream: &mut reqwest::Response) -> Option<Vec<u8>> {
+    match tokio::time::timeout(Duration::from_secs(45), stream.chunk()).await {
+        Ok(Ok(Some(chunk))) => Some(chunk.to_vec()),
+        _ => None,
+    }
+}
+
+/// Drops the whole events at the front of `buffer`; whether one of them was an event (not a
+/// keep-alive comment).
+fn take_events(buffer: &mut String) -> bool {
+    let mut any = false;
+    while let Some(end) = buffer.find("\n\n") {
+        let block: String = buffer.drain(..end + 2).collect();
+        any |= block.lines().any(|l| l.starts_with("event:"));
+    }
+    any
 }
 
 /// Aborts a job and waits (at most a minute) for it to reach history, then prints it.
@@ -65,12 +101,41 @@ pub async fn set_status(client: &Client, id: &str, status: &str) -> anyhow::Resu
     Ok(())
 }
 
-/// Records `outputs` for a held task, which skips it, and prints how it was taken.
+/// Records `outputs` for a held task, which skips it, and prints how it was taken. Only a task
+/// whose last attempt failed: posted for a task still running, the outputs would be its result.
 pub async fn skip(client: &Client, id: &str, task_id: &str, outputs: &str) -> anyhow::Result<()> {
     let outputs: Value =
         serde_json::from_str(outputs).context("--outputs must be JSON: a list of objects")?;
-    let body = json!({ task_id: outputs });
     let path = format!("/jobs/{}", segment(id));
+    let job = client.get(&path).await?;
+    let tasks = job["current_stage"]["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten();
+    let named = |t: &&Value| {
+        t["task_id"] == task_id
+            || t["previous_ids"]
+                .as_array()
+                .is_some_and(|ids| ids.iter().any(|p| p == task_id))
+    };
+    match tasks
+        .clone()
+        .find(named)
+        .map(|t| t["status"].as_str().unwrap_or("?"))
+    {
+        Some("failed") => {}
+        Some(status) => bail!(
+            "task {} is {}, not held: only a task whose last attempt failed can be skipped",
+            escape(task_id),
+            escape(status)
+        ),
+        None => bail!(
+            "job {} has no task {} in its stage in flight",
+            escape(id),
+            escape(task_id)
+        ),
+    }
+    let body = json!({ task_id: outputs });
     let (_, answer) = client
         .call(reqwest::Method::POST, &path, Some(&body))
         .await?;

@@ -159,6 +159,30 @@ impl Client {
         Ok((status, value))
     }
 
+    /// Opens a stream: no overall timeout (it lasts as long as the job), a non-2xx answer is an
+    /// error with the API's message.
+    async fn stream(&self, path: &str) -> anyhow::Result<reqwest::Response> {
+        let mut request = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("accept", "text/event-stream")
+            .timeout(Duration::from_secs(365 * 24 * 3600));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        if !response.status().is_success() {
+            let status = response.status().as_u16();
+            let value: Value = response.json().await.unwrap_or(Value::Null);
+            let message = value["error"]["message"].as_str().unwrap_or("?");
+            bail!("{status}: {}", escape(message));
+        }
+        Ok(response)
+    }
+
     async fn get(&self, path: &str) -> anyhow::Result<Value> {
         Ok(self.call(reqwest::Method::GET, path, None).await?.1)
     }

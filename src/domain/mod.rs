@@ -2,6 +2,7 @@
 //! job state machine. No I/O, no async (docs/README.md, "The parts and how they depend on each
 //! other").
 
+pub mod changes;
 pub mod engine;
 pub mod ids;
 pub mod job;

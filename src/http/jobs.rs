@@ -16,13 +16,19 @@ use super::error::ApiError;
 use super::extract::{JsonBody, PathParam};
 use super::listing;
 use super::routes::{ApiRoute, BODY_ERRORS, READ_ERRORS};
+use super::watch;
 use crate::access::Role;
 use crate::coordinator::{Created, Handled};
+use crate::domain::changes::JobChange;
 use crate::domain::engine::Ignored;
 use crate::domain::{Event, JobId, JobView, NewJob, NewJobBody, TaskId, TaskResult};
 use crate::messages::{normalize_outputs, outputs_schema};
+use crate::openapi::Param;
 use crate::openapi::{Operation, Response as Doc, schema_of};
 use crate::services::Recorded;
+use axum::extract::Query;
+use axum::extract::rejection::QueryRejection;
+use serde::Deserialize;
 
 /// Summary of `POST /jobs/{job}`.
 const UPDATE: &str = "record results ({\"<task_id>\": outputs}), or set the status: abort \
@@ -39,10 +45,13 @@ pub fn routes() -> Vec<ApiRoute> {
     vec![
         ApiRoute::new("/jobs")
             .get(
-                Operation::new("listJobs", "ids of pending and running jobs")
-                    .params(listing::params())
-                    .errors(READ_ERRORS)
-                    .response(200, listing::ids_response()),
+                Operation::new(
+                    "listJobs",
+                    "ids of active jobs: pending, running, paused, held",
+                )
+                .params(listing::params())
+                .errors(READ_ERRORS)
+                .response(200, listing::ids_response()),
                 listing::active,
             )
             .post(
@@ -56,10 +65,18 @@ pub fn routes() -> Vec<ApiRoute> {
         ApiRoute::new("/jobs/{job}")
             .param("job", "the 22-character job id")
             .get(
-                Operation::new("getJob", "a running job")
-                    .errors(READ_ERRORS)
-                    .error(404, "no such active job")
-                    .response(200, Doc::new("the job record").json(schema_of::<JobView>)),
+                Operation::new(
+                    "getJob",
+                    "an active job; with wait, once it ends or the seconds pass",
+                )
+                .params([Param::query(
+                    "wait",
+                    WAIT,
+                    json!({"type": "integer", "minimum": 0}),
+                )])
+                .errors(READ_ERRORS)
+                .error(404, "no such active job (with wait: no such job)")
+                .response(200, Doc::new("the job record").json(schema_of::<JobView>)),
                 show,
             )
             .post(
@@ -71,8 +88,31 @@ pub fn routes() -> Vec<ApiRoute> {
                     .response(202, Doc::new(ACCEPTED).json(accepted_schema)),
                 update,
             ),
+        ApiRoute::new("/jobs/{job}/events")
+            .param("job", "the 22-character job id")
+            .get(
+                Operation::new("watchJob", EVENTS)
+                    .errors(READ_ERRORS)
+                    .error(404, "no such job, active or ended")
+                    .error(503, "too many streams open on this replica")
+                    .response(
+                        200,
+                        Doc::new(STREAM).content("text/event-stream", schema_of::<JobChange>),
+                    ),
+                watch_events,
+            ),
     ]
 }
+
+/// What `wait` on `GET /jobs/{job}` does.
+const WAIT: &str = "seconds to wait for the job to end (at most the request timeout less 2 s): \
+     the answer is the job once it ended (from history) or as it is when the time is up";
+/// Summary of `GET /jobs/{job}/events`.
+const EVENTS: &str = "the job's transitions as Server-Sent Events, from now until it ends";
+/// The stream of `GET /jobs/{job}/events`.
+const STREAM: &str = "events `status` (first, and on every change), `stage.started`, \
+     `result.recorded`, `stage.completed`, each with a JobChange as JSON data; the stream ends \
+     after the job's final status";
 
 /// The id of a started (or already active) job, as text or JSON.
 fn id_doc(description: &'static str) -> Doc {
@@ -160,14 +200,40 @@ async fn show(
     State(state): State<AppState>,
     role: Option<Extension<Role>>,
     PathParam(job): PathParam<String>,
+    params: Result<Query<ShowParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_job_id(&job)?;
+    let Query(params) =
+        params.map_err(|e| ApiError::BadRequest(format!("invalid query: {}", e.body_text())))?;
+    if let Some(seconds) = params.wait.filter(|s| *s > 0) {
+        let wait = state.watchers.wait(seconds);
+        let (job, _) = watch::wait_for_end(&state.queries, &id, wait)
+            .await?
+            .ok_or_else(|| ApiError::not_found("job", &job))?;
+        return as_seen_by(&JobView::from(&job), role);
+    }
     let view = state
         .queries
         .job_view(&id)
         .await?
         .ok_or_else(|| ApiError::not_found("job", &job))?;
     as_seen_by(&view, role)
+}
+
+/// Query of `GET /jobs/{job}`.
+#[derive(Debug, Default, Deserialize)]
+struct ShowParams {
+    wait: Option<u64>,
+}
+
+async fn watch_events(
+    State(state): State<AppState>,
+    role: Option<Extension<Role>>,
+    PathParam(job): PathParam<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_job_id(&job)?;
+    let task_ids = crate::access::may_see_task_ids(role.map(|Extension(role)| role));
+    watch::events(state.queries.clone(), state.watchers.clone(), id, task_ids).await
 }
 
 /// `{"status": "aborted" | "paused" | "running"}` sets the status; `{"<task_id>": <outputs>, …}`

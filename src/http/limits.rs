@@ -56,10 +56,18 @@ pub async fn enforce(State(limits): State<Limits>, request: Request, next: Next)
     }
 }
 
+/// Marks a response whose streamed body does not hold a request slot: a job's event stream,
+/// which lasts as long as the job and is bounded by its own count (`watch.rs`).
+#[derive(Clone, Copy, Debug)]
+pub struct Unmetered;
+
 /// Keeps `slot` until a streamed body ends (or is dropped); a body already whole frees it now.
 fn hold_until_sent(response: Response, slot: OwnedSemaphorePermit) -> Response {
     let body = response.body();
-    if body.is_end_stream() || body.size_hint().exact().is_some() {
+    if response.extensions().get::<Unmetered>().is_some()
+        || body.is_end_stream()
+        || body.size_hint().exact().is_some()
+    {
         return response;
     }
     let (parts, body) = response.into_parts();

@@ -78,7 +78,7 @@ impl ListParams {
             ))
             .map_err(|_| {
                 bad(format!(
-                    "unknown status '{}'; use pending, running, finished, failed or aborted",
+                    "unknown status '{}'; use pending, running, paused, held, finished, failed or aborted",
                     name.chars().take(40).collect::<String>()
                 ))
             })?;
@@ -164,7 +164,7 @@ pub fn params() -> Vec<Param> {
     vec![
         Param::query(
             "status",
-            "comma-separated statuses: pending, running, finished, failed, aborted",
+            "comma-separated statuses: pending, running, paused, held, finished, failed, aborted",
             json!({"type": "string"}),
         ),
         Param::query(

@@ -18,6 +18,7 @@ mod pipelines;
 pub mod routes;
 pub mod security;
 pub mod serve;
+pub mod watch;
 
 use std::sync::Arc;
 
@@ -43,6 +44,8 @@ pub struct AppState {
     pub queries: Queries,
     /// Results posted for a job.
     pub results: Results,
+    /// The streams and long polls that watch jobs.
+    pub watchers: watch::Watchers,
 }
 
 /// Every route of the API, each with its documentation.

@@ -71,7 +71,7 @@ fn the_document_has_every_route_of_the_table_once_with_unique_operation_ids() {
             assert!(ids.insert(operation.id()), "{} used twice", operation.id());
         }
     }
-    assert_eq!(ids.len(), 19, "{ids:?}");
+    assert_eq!(ids.len(), 20, "{ids:?}");
 }
 
 #[test]

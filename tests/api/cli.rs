@@ -70,6 +70,14 @@ async fn operators_apply_pipelines_set_machines_and_follow_and_abort_jobs() {
         out.contains("01    running") && out.contains("1 pending"),
         "{out}"
     );
+    // `job --watch` follows the job's event stream until it ends.
+    let watcher = tokio::process::Command::new(env!("CARGO_BIN_EXE_job-manager"))
+        .args(["job", &id, "--watch"])
+        .env("JOB_MANAGER_API_URL", &base)
+        .kill_on_drop(true)
+        .output();
+    let watcher = tokio::spawn(watcher);
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let (ok, out, err) = cli(&base, &["pause", &id]).await;
     assert!(ok, "{err}");
     assert_eq!(out.trim(), format!("job {id} is paused"));
@@ -78,6 +86,14 @@ async fn operators_apply_pipelines_set_machines_and_follow_and_abort_jobs() {
     let (ok, out, err) = cli(&base, &["resume", &id]).await;
     assert!(ok, "{err}");
     assert_eq!(out.trim(), format!("job {id} is running"));
+    // A task still running cannot be skipped: its outputs would be its result.
+    let (_, job) = app.get(&format!("/jobs/{id}")).await;
+    let running = job["current_stage"]["tasks"][0]["task_id"]
+        .as_str()
+        .expect("a task")
+        .to_owned();
+    let (ok, _, err) = cli(&base, &["skip", &id, &running, "--outputs", "[{}]"]).await;
+    assert!(!ok && err.contains("is pending, not held"), "{err}");
     let (ok, out, err) = cli(&base, &["abort", &id]).await;
     assert!(ok, "{err}");
     assert!(
@@ -85,6 +101,20 @@ async fn operators_apply_pipelines_set_machines_and_follow_and_abort_jobs() {
         "progress is shown: {err}"
     );
     assert!(out.contains("aborted"), "{out}");
+    let watched = tokio::time::timeout(Duration::from_secs(10), watcher)
+        .await
+        .expect("the watch ends with the job")
+        .expect("joined")
+        .expect("ran");
+    let shown = String::from_utf8_lossy(&watched.stdout);
+    let views: Vec<&str> = shown.split("---\n").collect();
+    assert!(watched.status.success(), "{shown}");
+    assert!(views.len() >= 3, "a view per change: {shown}");
+    assert!(views.iter().any(|v| v.contains("01    paused")), "{shown}");
+    assert!(
+        views.last().is_some_and(|v| v.contains("aborted")),
+        "{shown}"
+    );
     let (ok, out, _) = cli(&base, &["history", "--status", "aborted"]).await;
     assert!(ok);
     assert!(out.contains(&id), "{out}");
@@ -140,5 +170,10 @@ async fn operators_see_a_held_task_and_skip_it_with_outputs() {
     assert_eq!(record["stages"][1]["outputs"][0]["out"], "by the operator");
     let (ok, _, err) = cli(&base, &["skip", &id, &task_id, "--outputs", "not json"]).await;
     assert!(!ok && err.contains("--outputs must be JSON"), "{err}");
+    let (ok, _, err) = cli(&base, &["skip", &id, &task_id, "--outputs", "[]"]).await;
+    assert!(
+        !ok && err.contains("404"),
+        "an ended job has no task to skip: {err}"
+    );
     app.cleanup().await;
 }

@@ -136,17 +136,28 @@ async fn the_dashboard_pauses_resumes_and_releases_a_held_task() {
     let app = spawn_app().await;
     let mut pipeline = silent_pipeline("dash-held");
     pipeline["stages"][0]["on_failure"] = json!("hold");
+    // Three attempts: the one in flight when the pause lands may time out before or after it.
+    pipeline["stages"][0]["max_attempts"] = json!(3);
     app.register(&pipeline, "dash-machine").await;
     let id = app.start_job_on("dash-machine", "dash-held").await;
     let mut page = Browser::open(&app.url(&format!("/dashboard#job={id}"))).await;
     page.wait_for(&format!("{STATUS} === 'running'")).await;
 
-    // Pause: the first attempt times out and its retry waits, queued.
+    // Pause: the attempt in flight times out and its retry waits, queued.
     page.click("#pause").await;
+    // The page follows the job's event stream, and does not poll while it is open: what it
+    // shows next without a click (a retry queued by a timeout) came over the stream.
+    page.wait_for("document.body.dataset.live === 'stream'")
+        .await;
     page.wait_for(&format!("{STATUS} === 'paused'")).await;
     assert_eq!(app.get(&format!("/jobs/{id}")).await.1["status"], "paused");
     page.wait_for("document.querySelector('[data-task-status=queued]')")
         .await;
+    assert_eq!(page.eval("document.body.dataset.live").await, "stream");
+    let events = page
+        .eval("Number(document.body.dataset.streamEvents)")
+        .await;
+    assert!(events.as_u64().is_some_and(|n| n >= 2), "{events}");
     let stage = page
         .eval("document.querySelector('[data-stage=\"01\"]').dataset.state + ' ' + document.querySelector('[data-stage=\"01\"]').textContent")
         .await;

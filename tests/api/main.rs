@@ -25,3 +25,4 @@ mod runs;
 mod store_suite;
 mod topology;
 mod trust;
+mod watch;
