@@ -84,7 +84,11 @@ pub async fn run(
         coordinator,
         catalog: Catalog::new(store.clone()),
         queries,
-        watchers: http::watch::Watchers::new(shutdown.clone(), config.request_timeout()),
+        watchers: http::watch::Watchers::new(
+            shutdown.clone(),
+            config.request_timeout(),
+            config.max_requests as usize,
+        ),
     };
     let app = http::router(state, &base_path, tokens, limits);
     info!(address = %listener.local_addr()?, base_path = %base_path, "serving");

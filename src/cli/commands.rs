@@ -10,34 +10,40 @@ use serde_json::{Value, json};
 use super::{Client, escape, pretty_json, read_pipeline, render_job, segment};
 
 /// Prints a job; with `watch`, follows its event stream (`GET /jobs/{job}/events`) and prints
-/// it again after every change until it ends.
+/// it again after every change until it ends. Where no stream opens (a replica at its limit,
+/// or one that has no stream), it polls every half second instead.
 pub async fn show_job(client: &Client, id: &str, watch: bool) -> anyhow::Result<()> {
     let (job, mut ended) = client.job(id).await?;
     let mut last = render_job(&job);
     print!("{last}");
+    let mut show = |job: &Value| {
+        let view = render_job(job);
+        if view != last {
+            println!("---");
+            print!("{view}");
+            last = view;
+        }
+    };
     while watch && !ended {
         // A stream that breaks (a replica restarting, a proxy timing out) is opened again: it
         // starts with the job's status, so nothing is missed but the moments in between.
-        let mut stream = client
+        if let Ok(mut stream) = client
             .stream(&format!("/jobs/{}/events", segment(id)))
-            .await?;
-        let mut buffer = String::new();
-        while let Some(chunk) = next_chunk(&mut stream).await {
-            buffer.push_str(&String::from_utf8_lossy(&chunk));
-            if !take_events(&mut buffer) {
-                continue;
-            }
-            let (job, _) = client.job(id).await?;
-            let view = render_job(&job);
-            if view != last {
-                println!("---");
-                print!("{view}");
-                last = view;
+            .await
+        {
+            let mut buffer = String::new();
+            while let Some(chunk) = next_chunk(&mut stream).await {
+                buffer.push_str(&String::from_utf8_lossy(&chunk));
+                if take_events(&mut buffer) {
+                    show(&client.job(id).await?.0);
+                }
             }
         }
-        (_, ended) = client.job(id).await?;
+        let job;
+        (job, ended) = client.job(id).await?;
+        show(&job);
         if !ended {
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
     Ok(())

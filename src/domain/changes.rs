@@ -73,11 +73,23 @@ pub fn current(job: &Job, now: Timestamp) -> JobChange {
     change
 }
 
-/// The changes from `before` to `after`, in the order they happened. A different run of the
+/// The changes from `before` to `after`, in the order they happened: a status that makes the
+/// job run (a start, a resume) comes before what the run then did, a status that pauses, holds
+/// or ends it comes after. Within a stage, results come in task order. A different run of the
 /// same job (a rerun) starts its story over: its status, then its stages.
 pub fn between(before: &Job, after: &Job, now: Timestamp) -> Vec<JobChange> {
     let mut changes = Vec::new();
     let same_run = before.run_id == after.run_id;
+    let status_changed = !same_run || before.status != after.status;
+    let status = || {
+        let mut status = JobChange::new(after, ChangeKind::Status, after.completed.unwrap_or(now));
+        status.error = after.error.clone();
+        status
+    };
+    let runs_on = matches!(after.status, JobStatus::Pending | JobStatus::Running);
+    if status_changed && runs_on {
+        changes.push(status());
+    }
     let empty = Vec::new();
     let (old_stages, old_current) = if same_run {
         (&before.stages, before.current_stage.as_ref())
@@ -108,10 +120,8 @@ pub fn between(before: &Job, after: &Job, now: Timestamp) -> Vec<JobChange> {
         }
         results(after, was, stage, &mut changes);
     }
-    if !same_run || before.status != after.status {
-        let mut status = JobChange::new(after, ChangeKind::Status, after.completed.unwrap_or(now));
-        status.error = after.error.clone();
-        changes.push(status);
+    if status_changed && !runs_on {
+        changes.push(status());
     }
     changes
 }
@@ -140,9 +150,10 @@ fn started(job: &Job, stage: &StageRecord, now: Timestamp) -> JobChange {
     change
 }
 
-/// A `result.recorded` for every task of `stage` whose attempt or status moved on since
-/// `before` (every task that has moved on from its first attempt's pending, when `before` is
-/// `None`).
+/// A `result.recorded` for every task of `stage` that got a result since `before`: it became
+/// done, failed or skipped, or an attempt in flight failed and gave way to the next one (every
+/// task that has moved on from its first attempt's pending, when `before` is `None`). An
+/// operator's resume (queued to pending, failed to a fresh attempt) is no result.
 fn results(
     job: &Job,
     before: Option<&StageRecord>,
@@ -150,8 +161,15 @@ fn results(
     changes: &mut Vec<JobChange>,
 ) {
     for (index, task) in stage.tasks.iter().enumerate() {
+        let ended = matches!(
+            task.status,
+            TaskStatus::Done | TaskStatus::Failed | TaskStatus::Skipped
+        );
         let moved = match before.and_then(|b| b.tasks.get(index)) {
-            Some(old) => old.status != task.status || old.attempt != task.attempt,
+            Some(old) => {
+                (ended && old.status != task.status)
+                    || (old.status == TaskStatus::Pending && old.attempt != task.attempt)
+            }
             None => task.status != TaskStatus::Pending || task.attempt > 1,
         };
         if moved {

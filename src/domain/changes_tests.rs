@@ -151,9 +151,43 @@ fn a_rerun_starts_the_story_over() {
     assert_eq!(
         story(&changes),
         [
-            step("stage.started", "01", None),
-            ("status".to_owned(), None, None)
+            ("status".to_owned(), None, None),
+            step("stage.started", "01", None)
         ]
     );
     assert!(changes.iter().all(|c| c.run_id == "r2"));
+}
+
+#[test]
+fn a_resume_is_told_first_and_is_no_result() {
+    let running = applied(&new_job("r"), Event::Start, 1);
+    let paused = applied(&running, Event::Pause, 2);
+    let task_id = paused.current_stage.as_ref().expect("01").tasks[0]
+        .task_id
+        .clone();
+    let recorded = answer(&paused, json!({"csv_file": "c"}), 3);
+    let failed = Event::Result(crate::domain::TaskResult {
+        task_id,
+        run_id: None,
+        outputs: vec![Value::Null],
+        log: None,
+        error: Some("boom".into()),
+    });
+    let queued = applied(&paused, failed, 3);
+    // The queued retry goes out on resume: the status, and no result.
+    let resumed = applied(&queued, Event::Resume, 4);
+    assert_eq!(
+        story(&between(&queued, &resumed, at(5))),
+        [("status".to_owned(), None, None)]
+    );
+    // A stage that ended while paused ends on resume: the status first, then the stages.
+    let resumed = applied(&recorded, Event::Resume, 4);
+    assert_eq!(
+        story(&between(&recorded, &resumed, at(5))),
+        [
+            ("status".to_owned(), None, None),
+            step("stage.completed", "01", None),
+            step("stage.started", "02", None),
+        ]
+    );
 }

@@ -72,7 +72,7 @@ pub fn routes() -> Vec<ApiRoute> {
                 .params([Param::query(
                     "wait",
                     WAIT,
-                    json!({"type": "integer", "minimum": 0}),
+                    json!({"type": "integer", "minimum": 0, "maximum": u64::MAX}),
                 )])
                 .errors(READ_ERRORS)
                 .error(404, "no such active job (with wait: no such job)")
@@ -94,7 +94,6 @@ pub fn routes() -> Vec<ApiRoute> {
                 Operation::new("watchJob", EVENTS)
                     .errors(READ_ERRORS)
                     .error(404, "no such job, active or ended")
-                    .error(503, "too many streams open on this replica")
                     .response(
                         200,
                         Doc::new(STREAM).content("text/event-stream", schema_of::<JobChange>),
@@ -105,14 +104,18 @@ pub fn routes() -> Vec<ApiRoute> {
 }
 
 /// What `wait` on `GET /jobs/{job}` does.
-const WAIT: &str = "seconds to wait for the job to end (at most the request timeout less 2 s): \
-     the answer is the job once it ended (from history) or as it is when the time is up";
+const WAIT: &str = "seconds to wait for the job to end (capped at the request timeout less \
+     2 s): the answer is the job once it ended (from history) or as it is when the time is up; \
+     a long poll holds a request slot while it waits, and a replica takes a quarter of its \
+     request slots in long polls at once (503 overloaded beyond)";
 /// Summary of `GET /jobs/{job}/events`.
 const EVENTS: &str = "the job's transitions as Server-Sent Events, from now until it ends";
 /// The stream of `GET /jobs/{job}/events`.
 const STREAM: &str = "events `status` (first, and on every change), `stage.started`, \
-     `result.recorded`, `stage.completed`, each with a JobChange as JSON data; the stream ends \
-     after the job's final status";
+     `result.recorded`, `stage.completed`; the data of each event is a JobChange as JSON (the \
+     schema below is of one event's data, not of the whole body). The stream ends after the \
+     job's final status; an end without one (a replica shutting down, an hour passed) means \
+     reconnect. 503 overloaded when the replica serves 1,024 streams";
 
 /// The id of a started (or already active) job, as text or JSON.
 fn id_doc(description: &'static str) -> Doc {
@@ -206,10 +209,8 @@ async fn show(
     let Query(params) =
         params.map_err(|e| ApiError::BadRequest(format!("invalid query: {}", e.body_text())))?;
     if let Some(seconds) = params.wait.filter(|s| *s > 0) {
-        let wait = state.watchers.wait(seconds);
-        let (job, _) = watch::wait_for_end(&state.queries, &id, wait)
-            .await?
-            .ok_or_else(|| ApiError::not_found("job", &job))?;
+        let found = watch::long_poll(&state.queries, &state.watchers, &id, seconds).await?;
+        let job = found.ok_or_else(|| ApiError::not_found("job", &job))?;
         return as_seen_by(&JobView::from(&job), role);
     }
     let view = state
@@ -220,8 +221,9 @@ async fn show(
     as_seen_by(&view, role)
 }
 
-/// Query of `GET /jobs/{job}`.
+/// Query of `GET /jobs/{job}`: an unknown parameter is a 400, as on the listings.
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ShowParams {
     wait: Option<u64>,
 }

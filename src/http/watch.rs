@@ -24,38 +24,56 @@ use crate::domain::changes::{self, JobChange};
 use crate::domain::{Job, JobId, Timestamp};
 use crate::services::{Failure, Queries};
 
-/// How often a watcher reads the job.
+/// How often a watcher looks at the job: a read of its run and version, and a full read only
+/// when they changed.
 pub const POLL: Duration = Duration::from_millis(250);
-/// A comment line this often keeps an idle stream (and its proxies) open.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Streams one replica serves at once; one more is a 503 `overloaded`.
 pub const MAX_WATCHERS: usize = 1024;
 /// A stream whose reads keep failing this long ends; the client reconnects.
 const GIVE_UP: Duration = Duration::from_secs(30);
+/// A stream lasts at most this long, then ends (the client reconnects), so a client that
+/// stopped reading cannot hold a slot for the life of a job held for days.
+const MAX_STREAM: Duration = Duration::from_secs(3600);
 
 /// The watchers of one server: their count, and the signal that ends them at shutdown.
 #[derive(Clone, Debug)]
 pub struct Watchers {
     slots: Arc<Semaphore>,
+    /// Long polls at once: a quarter of the request slots, since each holds one for its wait.
+    polls: Arc<Semaphore>,
     shutdown: CancellationToken,
-    /// The longest `?wait`: 2 s less than the request timeout, so the answer beats it.
+    /// The longest `?wait`: 2 s less than the request timeout (three quarters of a short
+    /// one), so the answer beats the timeout.
     max_wait: Duration,
+    /// A comment line this often keeps an idle stream (and its proxies) open: 15 s, or the
+    /// request timeout when shorter (a silent connection is cut after twice that).
+    keep_alive: Duration,
 }
 
 impl Watchers {
-    pub fn new(shutdown: CancellationToken, request_timeout: Duration) -> Self {
-        let max_wait = request_timeout.saturating_sub(Duration::from_secs(2));
+    pub fn new(
+        shutdown: CancellationToken,
+        request_timeout: Duration,
+        max_requests: usize,
+    ) -> Self {
+        let max_wait = match request_timeout.checked_sub(Duration::from_secs(2)) {
+            Some(wait) if wait >= Duration::from_secs(6) => wait,
+            _ => request_timeout * 3 / 4,
+        };
         Self {
             slots: Arc::new(Semaphore::new(MAX_WATCHERS)),
+            polls: Arc::new(Semaphore::new((max_requests / 4).max(1))),
             shutdown,
-            max_wait: max_wait.max(Duration::from_secs(1)),
+            max_wait,
+            keep_alive: request_timeout.min(Duration::from_secs(15)),
         }
     }
+}
 
-    /// `seconds`, at most the longest wait.
-    pub fn wait(&self, seconds: u64) -> Duration {
-        Duration::from_secs(seconds).min(self.max_wait)
-    }
+/// Whether job `id` is no longer `last` as read: another version or run, or gone.
+async fn changed(queries: &Queries, id: &JobId, last: &Job) -> Result<bool, Failure> {
+    let stamp = queries.job_stamp(id).await?;
+    Ok(stamp.is_none_or(|(run, version)| run != last.run_id || version != last.version))
 }
 
 /// A job as one read found it.
@@ -116,12 +134,14 @@ pub async fn events(
     } else {
         Watch::Done
     };
+    let keep_alive = watchers.keep_alive;
     let state = State {
         queries,
         id,
         watch: first,
         shutdown: watchers.shutdown,
         failing_since: None,
+        opened: Instant::now(),
         _permit: permit,
     };
     let stream = stream::once(async move { vec![opening] })
@@ -133,7 +153,7 @@ pub async fn events(
             }
             Ok::<_, Infallible>(sse_event(&change))
         });
-    let sse = Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE));
+    let sse = Sse::new(stream).keep_alive(KeepAlive::new().interval(keep_alive));
     let mut response = sse.into_response();
     response.extensions_mut().insert(Unmetered);
     Ok(response)
@@ -158,6 +178,7 @@ struct State {
     watch: Watch,
     shutdown: CancellationToken,
     failing_since: Option<Instant>,
+    opened: Instant,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -172,8 +193,22 @@ impl State {
                 () = self.shutdown.cancelled() => return None,
                 () = tokio::time::sleep(POLL) => {}
             }
-            let seen = match read(&self.queries, &self.id, Some(&last.run_id)).await {
-                Ok(seen) => seen,
+            if self.opened.elapsed() > MAX_STREAM {
+                return None;
+            }
+            let seen = match changed(&self.queries, &self.id, last).await {
+                Ok(false) => Ok(None),
+                Ok(true) => read(&self.queries, &self.id, Some(&last.run_id))
+                    .await
+                    .map(Some),
+                Err(error) => Err(error),
+            };
+            let seen = match seen {
+                Ok(None) => {
+                    self.failing_since = None;
+                    continue;
+                }
+                Ok(Some(seen)) => seen,
                 Err(error) => {
                     let since = *self.failing_since.get_or_insert_with(Instant::now);
                     debug!(job_id = %self.id, %error, "a watcher could not read the job");
@@ -202,24 +237,39 @@ impl State {
     }
 }
 
-/// Waits until job `id` ends or `wait` passes; the job as it is then, `None` if there is none.
-pub async fn wait_for_end(
+/// `GET /jobs/{job}?wait=N`: waits until job `id` ends, `seconds` pass (at most the longest
+/// wait) or the server shuts down; the job as it is then (ended or not), `None` if there is
+/// none. One of the long-poll slots, or 503 `overloaded`.
+pub async fn long_poll(
     queries: &Queries,
+    watchers: &Watchers,
     id: &JobId,
-    wait: Duration,
-) -> Result<Option<(Job, bool)>, Failure> {
-    let deadline = Instant::now() + wait;
-    let mut run = None;
+    seconds: u64,
+) -> Result<Option<Job>, ApiError> {
+    let Ok(_permit) = watchers.polls.clone().try_acquire_owned() else {
+        return Err(ApiError::Overloaded);
+    };
+    let deadline = Instant::now() + Duration::from_secs(seconds).min(watchers.max_wait);
+    let mut last = match read(queries, id, None).await? {
+        Seen::Missing => return Ok(None),
+        Seen::Ended(job) => return Ok(Some(job)),
+        Seen::Active(job) => job,
+    };
     loop {
-        let seen = read(queries, id, run.as_deref()).await?;
-        match seen {
-            Seen::Missing => return Ok(None),
-            Seen::Ended(job) => return Ok(Some((job, true))),
-            Seen::Active(job) if Instant::now() + POLL >= deadline => {
-                return Ok(Some((job, false)));
-            }
-            Seen::Active(job) => run = Some(job.run_id),
+        if Instant::now() + POLL >= deadline {
+            return Ok(Some(last));
         }
-        tokio::time::sleep(POLL).await;
+        tokio::select! {
+            () = watchers.shutdown.cancelled() => return Ok(Some(last)),
+            () = tokio::time::sleep(POLL) => {}
+        }
+        if !changed(queries, id, &last).await? {
+            continue;
+        }
+        match read(queries, id, Some(&last.run_id)).await? {
+            Seen::Missing => return Ok(Some(last)),
+            Seen::Ended(job) => return Ok(Some(job)),
+            Seen::Active(job) => last = job,
+        }
     }
 }

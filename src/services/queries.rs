@@ -58,6 +58,11 @@ impl Queries {
         Ok(self.store.load_job(id).await?)
     }
 
+    /// The run and version of the active job `id` (a cheap read: has it changed?).
+    pub async fn job_stamp(&self, id: &JobId) -> Result<Option<(String, i64)>, Failure> {
+        Ok(self.store.job_stamp(id).await?)
+    }
+
     /// The active job `id` as clients see it.
     pub async fn job_view(&self, id: &JobId) -> Result<Option<JobView>, Failure> {
         Ok(self.job(id).await?.as_ref().map(JobView::from))

@@ -79,6 +79,25 @@ impl Store {
         )))
     }
 
+    /// The run and version of the active job `id`, without reading the rest of it: what a
+    /// watcher reads to learn whether the job changed since its last full read.
+    pub async fn job_stamp(&self, id: &JobId) -> Result<Option<(String, i64)>, StoreError> {
+        let found = self
+            .raw_jobs
+            .find_one(doc! {"_id": id.as_str()})
+            .projection(doc! {"run_id": 1, "version": 1})
+            .await?;
+        let Some(raw) = found else {
+            return Ok(None);
+        };
+        let run_id = raw.get_str("run_id").map_err(malformed)?.to_owned();
+        let version = match raw.get_i64("version") {
+            Ok(version) => version,
+            Err(_) => i64::from(raw.get_i32("version").map_err(malformed)?),
+        };
+        Ok(Some((run_id, version)))
+    }
+
     /// A stored job document as a [`Job`], its wide stages' tasks read from their chunks;
     /// `None` when a chunk is gone (the job was written since: read it again).
     async fn decode_job(&self, raw: &RawDocumentBuf) -> Result<Option<Job>, StoreError> {
