@@ -107,6 +107,31 @@ pub async fn set_status(client: &Client, id: &str, status: &str) -> anyhow::Resu
     Ok(())
 }
 
+/// Starts ended job `id` again from stage `from` (`POST /jobs` with the history record's file
+/// and `from_stage`), and says what it reused.
+pub async fn rerun(client: &Client, id: &str, from: &str, current: bool) -> anyhow::Result<()> {
+    let record = client.get(&format!("/history/{}", segment(id))).await?;
+    let mut body = json!({
+        "hash": record["hash"], "machine_id": record["machine_id"],
+        "file_name": record["file_name"], "from_stage": from,
+    });
+    if current {
+        body["pipeline"] = json!("current");
+    }
+    let (_, answer) = client
+        .call(reqwest::Method::POST, "/jobs", Some(&body))
+        .await?;
+    let started = answer["id"].as_str().unwrap_or(id);
+    let run = record["run_id"].as_str().unwrap_or("?");
+    println!(
+        "job {} runs again from stage {}, reusing the earlier stages of run {}",
+        escape(started),
+        escape(from),
+        escape(run)
+    );
+    Ok(())
+}
+
 /// Records `outputs` for a held task, which skips it, and prints how it was taken. Only a task
 /// whose last attempt failed: posted for a task still running, the outputs would be its result.
 pub async fn skip(client: &Client, id: &str, task_id: &str, outputs: &str) -> anyhow::Result<()> {

@@ -91,6 +91,16 @@ pub enum Command {
     /// Resume a paused or held job: queued tasks are dispatched, and held tasks get a fresh
     /// attempt.
     Resume { id: String },
+    /// Run an ended job's file again from a stage, reusing the latest run's earlier stages.
+    Rerun {
+        id: String,
+        /// The stage to start from, e.g. `03`.
+        #[arg(long)]
+        from: String,
+        /// Run the machine's current pipeline instead of the earlier run's snapshot.
+        #[arg(long)]
+        current_pipeline: bool,
+    },
     /// Skip a held task: record it with these outputs (a JSON list of objects, or one object).
     Skip {
         id: String,
@@ -289,6 +299,11 @@ pub async fn run(api: ApiArgs, command: Command) -> anyhow::Result<()> {
         Command::Abort { id } => commands::abort(&client, &id).await,
         Command::Pause { id } => commands::set_status(&client, &id, "paused").await,
         Command::Resume { id } => commands::set_status(&client, &id, "running").await,
+        Command::Rerun {
+            id,
+            from,
+            current_pipeline,
+        } => commands::rerun(&client, &id, &from, current_pipeline).await,
         Command::Skip {
             id,
             task_id,

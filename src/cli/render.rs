@@ -108,14 +108,14 @@ pub fn render_job(job: &Value) -> String {
         }
     };
     for stage in job["stages"].as_array().into_iter().flatten() {
-        line(
-            stage,
-            if stage["error"].is_string() {
-                "failed"
-            } else {
-                "done"
-            },
-        );
+        let state = if stage["error"].is_string() {
+            "failed"
+        } else if stage["reused_from"].is_string() {
+            "reused"
+        } else {
+            "done"
+        };
+        line(stage, state);
     }
     if job["current_stage"].is_object() {
         let state = job["status"]
@@ -191,6 +191,16 @@ mod tests {
             "{view}"
         );
         assert!(!view.contains("held task bb") && !view.contains("held task cc"));
+    }
+
+    #[test]
+    fn a_stage_a_rerun_reused_says_so() {
+        let job = json!({"id": "j", "status": "running", "stages": [
+            {"id": "init", "outputs": [{}]},
+            {"id": "01", "outputs": [{}], "reused_from": "run-1"}]});
+        let view = render_job(&job);
+        let stage = view.lines().find(|l| l.contains("01")).expect("the stage");
+        assert!(stage.contains("reused"), "{stage}");
     }
 
     #[test]

@@ -54,4 +54,6 @@ pub enum Created {
     AlreadyActive(JobId),
     UnknownMachine,
     UnknownPipeline(String),
+    /// A rerun from a stage cannot start: why, and the request field at fault.
+    CannotRerun(crate::domain::rerun::RerunRefused),
 }

@@ -41,7 +41,8 @@ pub use crate::domain::NewJob;
 use self::batch::{Batches, Joined, Waiter};
 use self::cache::{JobCache, JobCopy};
 use crate::clock::Clock;
-use crate::domain::{Event, Job, JobId, Timestamp};
+use crate::domain::rerun::{self, PipelineChoice, RerunRefused, RunPipeline};
+use crate::domain::{Event, Job, JobId, StageId, Timestamp};
 use crate::ports::{Broker, Inserted, JobStore, StoreError};
 
 /// Joins the store, the broker and the engine. Cheap to clone.
@@ -128,16 +129,28 @@ impl Coordinator {
         let Some(pipeline) = self.store.get_pipeline(&machine.pipeline_id).await? else {
             return Ok(Created::UnknownPipeline(machine.pipeline_id));
         };
-        let job = Job::new(
-            &request.machine_id,
-            &request.hash,
-            &request.file_name,
-            &pipeline.id,
-            pipeline.stages,
-            machine.configs,
-            uuid::Uuid::new_v4().simple().to_string(),
-            self.clock.now(),
-        );
+        let run_id = uuid::Uuid::new_v4().simple().to_string();
+        let current = RunPipeline {
+            id: pipeline.id,
+            stages: pipeline.stages,
+            configs: machine.configs,
+        };
+        let job = match &request.from_stage {
+            None => Job::new(
+                &request.machine_id,
+                &request.hash,
+                &request.file_name,
+                &current.id,
+                current.stages,
+                current.configs,
+                run_id,
+                self.clock.now(),
+            ),
+            Some(from) => match self.plan_rerun(&request, from, current, run_id).await? {
+                Ok(job) => job,
+                Err(created) => return Ok(created),
+            },
+        };
         let id = job.id.clone();
         if self.store.insert_job(&job).await? == Inserted::AlreadyExists {
             return Ok(Created::AlreadyActive(id));
@@ -151,6 +164,36 @@ impl Coordinator {
             warn!(job_id = %id, %error, "job created but not started yet; the sweep will retry");
         }
         Ok(Created::Started(id))
+    }
+
+    /// The rerun `request` asks for, from stage `from` of the latest ended run; or what to
+    /// answer instead: the job is active, or the rerun cannot start.
+    async fn plan_rerun(
+        &self,
+        request: &NewJob,
+        from: &StageId,
+        current: RunPipeline,
+        run_id: String,
+    ) -> Result<Result<Job, Created>, CoordinatorError> {
+        let id = JobId::derive(&request.machine_id, &request.hash);
+        if self.store.load_job(&id).await?.is_some() {
+            return Ok(Err(Created::AlreadyActive(id)));
+        }
+        let Some(record) = self.store.load_history(&id).await? else {
+            let message = format!("job '{id}' has no earlier run to rerun from a stage");
+            let refused = RerunRefused {
+                path: "$.from_stage",
+                message,
+            };
+            return Ok(Err(Created::CannotRerun(refused)));
+        };
+        let pipeline = match request.pipeline {
+            PipelineChoice::Snapshot => RunPipeline::of(&record.job),
+            PipelineChoice::Current => current,
+        };
+        let now = self.clock.now();
+        let planned = rerun::plan(&record.job, &request.file_name, from, pipeline, run_id, now);
+        Ok(planned.map_err(Created::CannotRerun))
     }
 
     /// Applies `event` to the job with `id`, retrying lost compare-and-set races.

@@ -134,6 +134,9 @@ pub struct StageRecord {
     pub log: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The run whose record of this stage a rerun from a later stage reused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<String>,
 }
 
 impl StageRecord {
@@ -150,6 +153,7 @@ impl StageRecord {
             completed: Some(now),
             log: None,
             error: None,
+            reused_from: None,
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod machine;
 pub mod mapping;
 pub mod new_job;
 pub mod pipeline;
+pub mod rerun;
 pub mod size;
 pub mod time;
 pub mod validation;

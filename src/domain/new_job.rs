@@ -4,6 +4,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::ids::StageId;
+use super::rerun::PipelineChoice;
 use super::validation::{ValidationError, invalid};
 
 /// Longest accepted `hash`, `machine_id` or `file_name`, in bytes.
@@ -15,6 +17,24 @@ pub struct NewJobBody {
     pub hash: String,
     pub machine_id: String,
     pub file_name: String,
+    /// Rerun the file from this stage (`"03"`), reusing what the latest ended run recorded for
+    /// the stages before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]{2,}$"))]
+    pub from_stage: Option<String>,
+    /// `"current"`: a rerun from a stage runs the machine's current pipeline instead of the
+    /// earlier run's snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<CurrentPipeline>")]
+    pub pipeline: Option<String>,
+}
+
+/// The only pipeline a request may name.
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+enum CurrentPipeline {
+    #[serde(rename = "current")]
+    Current,
 }
 
 /// A request to start a job whose fields keep the rules: none is blank, none is longer than
@@ -24,6 +44,10 @@ pub struct NewJob {
     pub hash: String,
     pub machine_id: String,
     pub file_name: String,
+    /// A rerun from this stage, when set.
+    pub from_stage: Option<StageId>,
+    /// Which pipeline a rerun from a stage runs.
+    pub pipeline: PipelineChoice,
     /// Keeps the struct from being built around [`NewJob::new`], in this crate too (which
     /// `#[non_exhaustive]` would not).
     _checked: Checked,
@@ -48,8 +72,17 @@ impl NewJob {
             hash,
             machine_id,
             file_name,
+            from_stage: None,
+            pipeline: PipelineChoice::Snapshot,
             _checked: Checked,
         })
+    }
+
+    /// The same request, as a rerun from stage `from` on `pipeline`.
+    pub fn rerun_from(mut self, from: StageId, pipeline: PipelineChoice) -> Self {
+        self.from_stage = Some(from);
+        self.pipeline = pipeline;
+        self
     }
 }
 
@@ -57,7 +90,22 @@ impl TryFrom<NewJobBody> for NewJob {
     type Error = ValidationError;
 
     fn try_from(body: NewJobBody) -> Result<Self, Self::Error> {
-        Self::new(body.hash, body.machine_id, body.file_name)
+        let request = Self::new(body.hash, body.machine_id, body.file_name)?;
+        let pipeline = match body.pipeline.as_deref() {
+            None => PipelineChoice::Snapshot,
+            Some("current") => PipelineChoice::Current,
+            Some(_) => {
+                return Err(invalid(
+                    "$.pipeline",
+                    "the only pipeline a request may name is \"current\"",
+                ));
+            }
+        };
+        let Some(from) = body.from_stage else {
+            return Ok(request);
+        };
+        let from = StageId::parse(&from).map_err(|e| invalid("$.from_stage", e.to_string()))?;
+        Ok(request.rerun_from(from, pipeline))
     }
 }
 
@@ -123,8 +171,40 @@ mod tests {
             hash: "h".into(),
             machine_id: String::new(),
             file_name: "f".into(),
+            from_stage: None,
+            pipeline: None,
         };
         let error = NewJob::try_from(body).expect_err("refused");
         assert_eq!(error.path, "$.machine_id");
+    }
+
+    fn rerun_body(from_stage: Option<&str>, pipeline: Option<&str>) -> NewJobBody {
+        NewJobBody {
+            hash: "h".into(),
+            machine_id: "m".into(),
+            file_name: "f".into(),
+            from_stage: from_stage.map(str::to_owned),
+            pipeline: pipeline.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_rerun_names_a_stage_and_may_name_the_current_pipeline() {
+        let request = NewJob::try_from(rerun_body(Some("03"), Some("current"))).expect("valid");
+        assert_eq!(request.from_stage.as_ref().map(StageId::as_str), Some("03"));
+        assert_eq!(request.pipeline, PipelineChoice::Current);
+        let request = NewJob::try_from(rerun_body(Some("02"), None)).expect("valid");
+        assert_eq!(request.pipeline, PipelineChoice::Snapshot);
+        let plain = NewJob::try_from(rerun_body(None, Some("current"))).expect("valid");
+        assert_eq!(plain.from_stage, None);
+        for (from, pipeline, path) in [
+            (Some("3"), None, "$.from_stage"),
+            (Some("stage 03"), None, "$.from_stage"),
+            (Some("03"), Some("latest"), "$.pipeline"),
+            (None, Some(""), "$.pipeline"),
+        ] {
+            let error = NewJob::try_from(rerun_body(from, pipeline)).expect_err("refused");
+            assert_eq!(error.path, path, "{from:?} {pipeline:?}");
+        }
     }
 }

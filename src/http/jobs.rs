@@ -55,11 +55,14 @@ pub fn routes() -> Vec<ApiRoute> {
                 listing::active,
             )
             .post(
-                Operation::new("startJob", "start a job")
-                    .body(schema_of::<NewJobBody>)
-                    .errors(BODY_ERRORS)
-                    .response(201, started)
-                    .response(409, active),
+                Operation::new(
+                    "startJob",
+                    "start a job, or rerun an ended one from a stage (from_stage)",
+                )
+                .body(schema_of::<NewJobBody>)
+                .errors(BODY_ERRORS)
+                .response(201, started)
+                .response(409, active),
                 create,
             ),
         ApiRoute::new("/jobs/{job}")
@@ -187,6 +190,10 @@ async fn create(
                 machine_id.chars().take(100).collect::<String>()
             ),
             path: Some("$.machine_id".into()),
+        }),
+        Created::CannotRerun(refused) => Err(ApiError::Unprocessable {
+            message: refused.message,
+            path: Some(refused.path.into()),
         }),
         Created::UnknownPipeline(pipeline) => Err(ApiError::Unprocessable {
             message: format!("machine's pipeline '{pipeline}' is not registered"),

@@ -49,6 +49,7 @@ pub fn stored_stage(stage: &StageRecord) -> std::borrow::Cow<'_, StageRecord> {
         completed: stage.completed,
         log: stage.log.clone(),
         error: stage.error.clone(),
+        reused_from: stage.reused_from.clone(),
     })
 }
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::helpers::{silent_pipeline, spawn_app};
 
-async fn cli(base: &str, args: &[&str]) -> (bool, String, String) {
+pub async fn cli(base: &str, args: &[&str]) -> (bool, String, String) {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_job-manager"))
         .args(args)
         .env("JOB_MANAGER_API_URL", base)

@@ -24,20 +24,6 @@ async fn wait_job(app: &TestApp, id: &str, what: &str, done: impl Fn(&Value) -> 
     }
 }
 
-/// The messages ready in `queue`; 0 when no dispatch declared it yet.
-async fn depth(app: &TestApp, queue: &str) -> u32 {
-    let channel = app.amqp.create_channel().await.expect("channel");
-    let options = lapin::options::QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    let declared = channel
-        .queue_declare(queue.into(), options, lapin::types::FieldTable::default())
-        .await;
-    let _ = channel.close(200, "done".into()).await;
-    declared.map_or(0, |q| q.message_count())
-}
-
 async fn set_status(app: &TestApp, id: &str, status: &str) -> Value {
     let (code, body) = app
         .post_json(&format!("/jobs/{id}"), &json!({ "status": status }))
@@ -107,7 +93,7 @@ async fn a_job_paused_on_one_replica_records_a_result_taken_by_another_and_waits
     assert_eq!(paused["current_stage"]["id"], "01");
     assert_schema("job", &paused);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(depth(&a, &a.names.worker_queue("trim-csv")).await, 0);
+    assert_eq!(a.queue_depth(&a.names.worker_queue("trim-csv")).await, 0);
 
     // Resumed on A: stage 01 ends and 02 is dispatched.
     assert_eq!(set_status(&a, &id, "running").await["status"], "running");
@@ -115,7 +101,7 @@ async fn a_job_paused_on_one_replica_records_a_result_taken_by_another_and_waits
     assert_eq!(next_event(&a, &events).await["status"], "running");
     let next = b.wait_for_stage(&id, "02").await;
     assert_eq!(next["status"], "running");
-    assert_eq!(depth(&a, &a.names.worker_queue("trim-csv")).await, 1);
+    assert_eq!(a.queue_depth(&a.names.worker_queue("trim-csv")).await, 1);
 
     b.stop().await;
     a.cleanup().await;
@@ -148,7 +134,7 @@ async fn a_stage_that_holds_queues_retries_while_paused_and_is_released_by_an_op
     );
     assert_schema("job", &queued);
     assert_eq!(
-        depth(&app, &queue).await,
+        app.queue_depth(&queue).await,
         1,
         "only the first attempt was published"
     );
@@ -160,7 +146,7 @@ async fn a_stage_that_holds_queues_retries_while_paused_and_is_released_by_an_op
         task(j)["dispatched"].is_string()
     })
     .await;
-    assert_eq!(depth(&app, &queue).await, 2);
+    assert_eq!(app.queue_depth(&queue).await, 2);
     let held = wait_job(&app, &id, "held", |j| j["status"] == "held").await;
     assert_eq!(task(&held)["status"], "failed");
     let error = held["error"].as_str().expect("the reason");
@@ -178,7 +164,7 @@ async fn a_stage_that_holds_queues_retries_while_paused_and_is_released_by_an_op
         j["status"] == "held" && task(j)["attempt"] == 3
     })
     .await;
-    assert_eq!(depth(&app, &queue).await, 3);
+    assert_eq!(app.queue_depth(&queue).await, 3);
 
     // Posting the task's outputs skips it, and the job finishes with them.
     let task_id = task(&again)["task_id"].as_str().expect("id").to_owned();

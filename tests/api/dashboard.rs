@@ -32,17 +32,6 @@ async fn job_page(app: &TestApp, id: &str) -> String {
     chromium(&app.url(&format!("/dashboard#job={id}")), &["--dump-dom"]).await
 }
 
-async fn answer_stage(app: &TestApp, id: &str, stage: &str, outputs: Value) {
-    let record = app.wait_for_stage(id, stage).await;
-    for task in record["current_stage"]["tasks"].as_array().expect("tasks") {
-        let task_id = task["task_id"].as_str().expect("task id");
-        let (status, body) = app
-            .post_json(&format!("/jobs/{id}"), &json!({ task_id: outputs.clone() }))
-            .await;
-        assert_eq!(status, 202, "{body}");
-    }
-}
-
 #[tokio::test]
 async fn the_dashboard_shows_a_job_advance_through_its_stages() {
     let app = spawn_app().await;
@@ -77,12 +66,13 @@ async fn the_dashboard_shows_a_job_advance_through_its_stages() {
         "a running job offers an abort button"
     );
 
-    answer_stage(&app, &id, "01", json!({"csv_file": "c"})).await;
-    answer_stage(&app, &id, "02", json!({"output_csv": "o"})).await;
+    app.answer_stage(&id, "01", json!({"csv_file": "c"})).await;
+    app.answer_stage(&id, "02", json!({"output_csv": "o"}))
+        .await;
     let tables: Vec<Value> = (1..=3)
         .map(|n| json!({"unique_id": format!("s{n}"), "result_table": format!("t{n}")}))
         .collect();
-    answer_stage(&app, &id, "03", Value::Array(tables)).await;
+    app.answer_stage(&id, "03", Value::Array(tables)).await;
     app.wait_for_stage(&id, "04").await;
     let page = job_page(&app, &id).await;
     assert!(
@@ -199,6 +189,40 @@ async fn the_dashboard_pauses_resumes_and_releases_a_held_task() {
         record["stages"][1]["outputs"],
         json!([{"out": "from the dashboard"}])
     );
+    page.close().await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_dashboard_reruns_an_ended_job_from_a_stage_and_shows_what_it_reused() {
+    let app = spawn_app().await;
+    app.register_seed_pipeline().await;
+    let id = app.start_job("dashboard-rerun").await;
+    app.answer_stage(&id, "01", json!({"csv_file": "c"})).await;
+    app.answer_stage(&id, "02", json!({"output_csv": "o"}))
+        .await;
+    app.wait_for_stage(&id, "03").await;
+    app.post_json(&format!("/jobs/{id}"), &json!({"status": "aborted"}))
+        .await;
+    let run_1 = app.wait_for_history(&id, Duration::from_secs(10)).await["run_id"].clone();
+
+    let mut page = Browser::open(&app.url(&format!("/dashboard#job={id}"))).await;
+    page.wait_for(&format!("{STATUS} === 'aborted'")).await;
+    page.eval("document.getElementById('f-rerun-stage').value = '03'; true")
+        .await;
+    page.click("#f-rerun-button").await;
+    page.wait_for(&format!("{STATUS} === 'running'")).await;
+    let reused = page
+        .wait_for("[...document.querySelectorAll('[data-reused]')].map((e) => e.dataset.reused).join(',')")
+        .await;
+    let run_1 = run_1.as_str().expect("a run id");
+    assert_eq!(reused, json!(format!("{run_1},{run_1}")), "01 and 02");
+    page.wait_for("document.querySelector('[data-stage=\"03\"]').dataset.state === 'running'")
+        .await;
+    let (_, job) = app.get(&format!("/jobs/{id}")).await;
+    assert_eq!(job["stages"][2]["reused_from"], run_1);
+    let shot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/dashboard-rerun.png");
+    assert!(page.screenshot(&shot).await > 10_000);
     page.close().await;
     app.cleanup().await;
 }

@@ -437,6 +437,33 @@ impl TestApp {
         }
     }
 
+    /// Answers every task of stage `stage` of job `id` over HTTP with `outputs`, once the stage
+    /// is in flight.
+    pub async fn answer_stage(&self, id: &str, stage: &str, outputs: Value) {
+        let job = self.wait_for_stage(id, stage).await;
+        for task in job["current_stage"]["tasks"].as_array().expect("tasks") {
+            let task_id = task["task_id"].as_str().expect("task id");
+            let (code, body) = self
+                .post_json(&format!("/jobs/{id}"), &json!({ task_id: outputs.clone() }))
+                .await;
+            assert_eq!(code, 202, "{body}");
+        }
+    }
+
+    /// The messages ready in `queue`; 0 when nothing declared it yet (no dispatch went there).
+    pub async fn queue_depth(&self, queue: &str) -> u32 {
+        let channel = self.amqp.create_channel().await.expect("channel");
+        let options = lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let declared = channel
+            .queue_declare(queue.into(), options, lapin::types::FieldTable::default())
+            .await;
+        let _ = channel.close(200, "done".into()).await;
+        declared.map_or(0, |q| q.message_count())
+    }
+
     /// Takes one message from `queue`, waiting up to `limit`.
     pub async fn take(
         &self,

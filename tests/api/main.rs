@@ -20,6 +20,7 @@ mod messages;
 #[cfg(feature = "otel")]
 mod otel;
 mod partitions;
+mod rerun_from;
 mod routes;
 mod runs;
 mod store_suite;

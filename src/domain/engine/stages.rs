@@ -54,6 +54,7 @@ pub(super) fn advance(job: &mut Job, now: Timestamp, effects: &mut Vec<Effect>) 
             completed: None,
             log: None,
             error: None,
+            reused_from: None,
         };
         let planned = check_plan(job, index, &spec).and_then(|()| plan_inputs(job, index, &spec));
         match planned {

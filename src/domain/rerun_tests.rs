@@ -1,0 +1,116 @@
+//! Planning a rerun from a stage out of the latest ended run.
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::domain::engine::Event;
+use crate::domain::pipeline::fixtures::seed_pipeline;
+use crate::fakes::{applied, at};
+
+/// A run of the seed's pipeline that ended in stage 03: 01 and 02 completed, then an abort.
+fn earlier() -> Job {
+    let pipeline = seed_pipeline();
+    let job = Job::new(
+        "m",
+        "h",
+        "f.csv",
+        &pipeline.id,
+        pipeline.stages,
+        Map::new(),
+        "run-1".into(),
+        at(0),
+    );
+    let mut job = applied(&job, Event::Start, 1).0;
+    for (seconds, outputs) in [
+        (2, json!({"csv_file": "c"})),
+        (3, json!({"output_csv": "o"})),
+    ] {
+        let task_id = job.current_stage.as_ref().expect("a stage").tasks[0]
+            .task_id
+            .clone();
+        job = applied(&job, crate::fakes::done(&task_id, vec![outputs]), seconds).0;
+    }
+    applied(&job, Event::Abort, 4).0
+}
+
+fn stage(id: &str) -> StageId {
+    StageId::parse(id).expect("a stage id")
+}
+
+#[test]
+fn a_rerun_from_03_keeps_01_and_02_as_reused_and_starts_at_03() {
+    let earlier = earlier();
+    let job = plan(
+        &earlier,
+        "f.csv",
+        &stage("03"),
+        RunPipeline::of(&earlier),
+        "run-2".into(),
+        at(10),
+    )
+    .expect("a rerun");
+    assert_eq!(
+        (job.id.clone(), job.run_id.as_str(), job.status),
+        (earlier.id.clone(), "run-2", JobStatus::Pending)
+    );
+    let ids: Vec<&str> = job.stages.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["init", "01", "02"]);
+    for (new, old) in job.stages[1..].iter().zip(&earlier.stages[1..3]) {
+        assert_eq!(new.reused_from.as_deref(), Some("run-1"));
+        assert_eq!((&new.outputs, &new.tasks), (&old.outputs, &old.tasks));
+    }
+    assert_eq!(job.stages[0].reused_from, None);
+    // Started, it plans stage 03 from the reused outputs and dispatches nothing for 01 or 02.
+    let (started, effects) = applied(&job, Event::Start, 11);
+    assert_eq!(
+        started.current_stage.as_ref().map(|s| s.id.as_str()),
+        Some("03")
+    );
+    let dispatched: Vec<String> = effects
+        .iter()
+        .filter_map(|e| match e {
+            crate::domain::Effect::Dispatch { stage_id, .. } => Some(stage_id.as_str().to_owned()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dispatched, ["03"]);
+    let task = &started.current_stage.as_ref().expect("03").tasks[0];
+    assert_eq!(
+        task.inputs["input_csv"],
+        Value::String("o".into()),
+        "fed by the reused 02"
+    );
+}
+
+#[test]
+fn a_rerun_refuses_what_it_cannot_reuse() {
+    let earlier = earlier();
+    let snapshot = || RunPipeline::of(&earlier);
+    let refusal = |file: &str, from: &str, pipeline: RunPipeline| {
+        plan(&earlier, file, &stage(from), pipeline, "r".into(), at(10)).expect_err("refused")
+    };
+    // Stage 03 never completed in the earlier run: a rerun from 04 would need it.
+    let error = refusal("f.csv", "04", snapshot());
+    assert_eq!(error.path, "$.from_stage");
+    assert!(error.message.contains("stage '03'"), "{}", error.message);
+    assert_eq!(refusal("f.csv", "init", snapshot()).path, "$.from_stage");
+    assert!(
+        refusal("f.csv", "05", snapshot())
+            .message
+            .contains("4 stage(s)")
+    );
+    assert_eq!(refusal("other.csv", "02", snapshot()).path, "$.file_name");
+    // The current pipeline changed stage 01's worker: its outputs cannot be reused.
+    let mut changed = snapshot();
+    changed.stages[0]
+        .worker
+        .configs
+        .insert("delimiter".into(), json!(";"));
+    let error = refusal("f.csv", "02", changed.clone());
+    assert_eq!(error.path, "$.pipeline");
+    // A rerun from 01 reuses nothing, so any pipeline will do; so does a change of deadline.
+    assert!(plan(&earlier, "f.csv", &stage("01"), changed, "r".into(), at(10)).is_ok());
+    let mut slower = snapshot();
+    slower.stages[0].timeout_s = Some(60);
+    assert!(plan(&earlier, "f.csv", &stage("03"), slower, "r".into(), at(10)).is_ok());
+}
