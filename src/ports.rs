@@ -138,6 +138,12 @@ pub trait JobStore: Send + Sync {
     /// The active job with `id`, if any.
     fn load_job<'a>(&'a self, id: &'a JobId) -> BoxFuture<'a, Result<Option<Job>, StoreError>>;
 
+    /// The run and version of the active job with `id`, if any, without reading the rest of it.
+    fn job_stamp<'a>(
+        &'a self,
+        id: &'a JobId,
+    ) -> BoxFuture<'a, Result<Option<(String, i64)>, StoreError>>;
+
     /// Turns the stored `before` into `after` if the stored job is still `before`'s run at
     /// `before.version` (`after.version` is one more). Returns whether it won.
     fn compare_and_set<'a>(
@@ -181,6 +187,10 @@ pub trait JobStore: Send + Sync {
         &'a self,
         id: &'a JobId,
     ) -> BoxFuture<'a, Result<Option<HistoryRecord>, StoreError>>;
+
+    /// The latest ended run of the file with job id `id` (the top of its history record),
+    /// without reading the earlier runs.
+    fn latest_run<'a>(&'a self, id: &'a JobId) -> BoxFuture<'a, Result<Option<Job>, StoreError>>;
 
     /// Ended jobs still among the active ones (a move to history that did not complete), in id
     /// order after `after`, at most `limit` (none for a limit of 0 or less).

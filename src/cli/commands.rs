@@ -123,11 +123,14 @@ pub async fn rerun(client: &Client, id: &str, from: &str, current: bool) -> anyh
         .await?;
     let started = answer["id"].as_str().unwrap_or(id);
     let run = record["run_id"].as_str().unwrap_or("?");
+    let reused = match from {
+        "01" => "reusing nothing".to_owned(),
+        _ => format!("reusing the earlier stages of run {}", escape(run)),
+    };
     println!(
-        "job {} runs again from stage {}, reusing the earlier stages of run {}",
+        "job {} runs again from stage {}, {reused}",
         escape(started),
-        escape(from),
-        escape(run)
+        escape(from)
     );
     Ok(())
 }

@@ -176,10 +176,11 @@ impl Coordinator {
         run_id: String,
     ) -> Result<Result<Job, Created>, CoordinatorError> {
         let id = JobId::derive(&request.machine_id, &request.hash);
-        if self.store.load_job(&id).await?.is_some() {
+        // Cheap reads: whether a run is in `jobs`, then the latest ended run alone.
+        if self.store.job_stamp(&id).await?.is_some() {
             return Ok(Err(Created::AlreadyActive(id)));
         }
-        let Some(record) = self.store.load_history(&id).await? else {
+        let Some(earlier) = self.store.latest_run(&id).await? else {
             let message = format!("job '{id}' has no earlier run to rerun from a stage");
             let refused = RerunRefused {
                 path: "$.from_stage",
@@ -188,11 +189,11 @@ impl Coordinator {
             return Ok(Err(Created::CannotRerun(refused)));
         };
         let pipeline = match request.pipeline {
-            PipelineChoice::Snapshot => RunPipeline::of(&record.job),
+            PipelineChoice::Snapshot => RunPipeline::of(&earlier),
             PipelineChoice::Current => current,
         };
         let now = self.clock.now();
-        let planned = rerun::plan(&record.job, &request.file_name, from, pipeline, run_id, now);
+        let planned = rerun::plan(&earlier, request, from, pipeline, run_id, now);
         Ok(planned.map_err(Created::CannotRerun))
     }
 

@@ -158,7 +158,7 @@ impl StageId {
 
     /// Zero-based pipeline index, or `None` for `init`.
     pub fn index(&self) -> Option<usize> {
-        self.0.parse::<usize>().ok().map(|n| n - 1)
+        self.0.parse::<usize>().ok().and_then(|n| n.checked_sub(1))
     }
 
     pub fn as_str(&self) -> &str {

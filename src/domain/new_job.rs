@@ -20,7 +20,7 @@ pub struct NewJobBody {
     /// Rerun the file from this stage (`"03"`), reusing what the latest ended run recorded for
     /// the stages before it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[0-9]{2,}$"))]
+    #[schemars(regex(pattern = r"^(0[1-9]|[1-9][0-9])$"))]
     pub from_stage: Option<String>,
     /// `"current"`: a rerun from a stage runs the machine's current pipeline instead of the
     /// earlier run's snapshot.
@@ -104,7 +104,16 @@ impl TryFrom<NewJobBody> for NewJob {
         let Some(from) = body.from_stage else {
             return Ok(request);
         };
-        let from = StageId::parse(&from).map_err(|e| invalid("$.from_stage", e.to_string()))?;
+        let from = StageId::parse(&from)
+            .ok()
+            // Canonical ids only: "0003" is not stage 03.
+            .filter(|s| s.index().is_some_and(|i| StageId::for_index(i) == *s))
+            .ok_or_else(|| {
+                invalid(
+                    "$.from_stage",
+                    "a rerun starts from a pipeline stage: '01', '02', …",
+                )
+            })?;
         Ok(request.rerun_from(from, pipeline))
     }
 }
@@ -200,6 +209,9 @@ mod tests {
         for (from, pipeline, path) in [
             (Some("3"), None, "$.from_stage"),
             (Some("stage 03"), None, "$.from_stage"),
+            (Some("init"), None, "$.from_stage"),
+            (Some("00"), None, "$.from_stage"),
+            (Some("0003"), None, "$.from_stage"),
             (Some("03"), Some("latest"), "$.pipeline"),
             (None, Some(""), "$.pipeline"),
         ] {

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 
 use super::ids::StageId;
 use super::job::{Job, JobStatus, StageRecord};
+use super::new_job::NewJob;
 use super::pipeline::StageSpec;
 use super::time::Timestamp;
 
@@ -56,7 +57,7 @@ fn refused(path: &'static str, message: String) -> RerunRefused {
 /// and the run is pending, to be started like any new job.
 pub fn plan(
     earlier: &Job,
-    file_name: &str,
+    request: &NewJob,
     from: &StageId,
     pipeline: RunPipeline,
     run_id: String,
@@ -77,6 +78,14 @@ pub fn plan(
             ),
         ));
     }
+    // The job id is a digest of the two: another pair with the same digest is another file.
+    if request.machine_id != earlier.machine_id || request.hash != earlier.hash {
+        return Err(refused(
+            "$.machine_id",
+            "the earlier run is of another machine and hash with the same job id".into(),
+        ));
+    }
+    let file_name = request.file_name.as_str();
     if file_name != earlier.file_name {
         return Err(refused(
             "$.file_name",
@@ -111,12 +120,15 @@ pub fn plan(
             return Err(refused(
                 "$.pipeline",
                 format!(
-                    "stage '{id}' of the current pipeline does not match the earlier run's (worker, inputs, outputs, input map or configs differ), so its outputs cannot be reused"
+                    "stage '{id}' of the current pipeline does not match the earlier run's (its worker, with the worker's configs, or its input map differ), so its outputs cannot be reused"
                 ),
             ));
         }
         let mut kept = StageRecord::clone(stage);
-        kept.reused_from = Some(earlier.run_id.clone());
+        // The run that did the work: a stage the earlier run reused in turn keeps its origin.
+        if kept.reused_from.is_none() {
+            kept.reused_from = Some(earlier.run_id.clone());
+        }
         reused.push(Arc::new(kept));
     }
     let mut job = Job::new(

@@ -33,6 +33,10 @@ fn earlier() -> Job {
     applied(&job, Event::Abort, 4).0
 }
 
+fn request(file: &str) -> NewJob {
+    NewJob::new("h".into(), "m".into(), file.into()).expect("a valid request")
+}
+
 fn stage(id: &str) -> StageId {
     StageId::parse(id).expect("a stage id")
 }
@@ -42,7 +46,7 @@ fn a_rerun_from_03_keeps_01_and_02_as_reused_and_starts_at_03() {
     let earlier = earlier();
     let job = plan(
         &earlier,
-        "f.csv",
+        &request("f.csv"),
         &stage("03"),
         RunPipeline::of(&earlier),
         "run-2".into(),
@@ -87,7 +91,15 @@ fn a_rerun_refuses_what_it_cannot_reuse() {
     let earlier = earlier();
     let snapshot = || RunPipeline::of(&earlier);
     let refusal = |file: &str, from: &str, pipeline: RunPipeline| {
-        plan(&earlier, file, &stage(from), pipeline, "r".into(), at(10)).expect_err("refused")
+        plan(
+            &earlier,
+            &request(file),
+            &stage(from),
+            pipeline,
+            "r".into(),
+            at(10),
+        )
+        .expect_err("refused")
     };
     // Stage 03 never completed in the earlier run: a rerun from 04 would need it.
     let error = refusal("f.csv", "04", snapshot());
@@ -109,8 +121,66 @@ fn a_rerun_refuses_what_it_cannot_reuse() {
     let error = refusal("f.csv", "02", changed.clone());
     assert_eq!(error.path, "$.pipeline");
     // A rerun from 01 reuses nothing, so any pipeline will do; so does a change of deadline.
-    assert!(plan(&earlier, "f.csv", &stage("01"), changed, "r".into(), at(10)).is_ok());
+    assert!(
+        plan(
+            &earlier,
+            &request("f.csv"),
+            &stage("01"),
+            changed,
+            "r".into(),
+            at(10)
+        )
+        .is_ok()
+    );
     let mut slower = snapshot();
     slower.stages[0].timeout_s = Some(60);
-    assert!(plan(&earlier, "f.csv", &stage("03"), slower, "r".into(), at(10)).is_ok());
+    assert!(
+        plan(
+            &earlier,
+            &request("f.csv"),
+            &stage("03"),
+            slower,
+            "r".into(),
+            at(10)
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn a_rerun_of_a_rerun_names_the_run_that_did_the_work() {
+    let earlier = earlier();
+    let second = plan(
+        &earlier,
+        &request("f.csv"),
+        &stage("03"),
+        RunPipeline::of(&earlier),
+        "run-2".into(),
+        at(10),
+    )
+    .expect("a rerun");
+    let second = crate::fakes::applied(&second, Event::Abort, 11).0;
+    let third = plan(
+        &second,
+        &request("f.csv"),
+        &stage("03"),
+        RunPipeline::of(&second),
+        "run-3".into(),
+        at(12),
+    )
+    .expect("a rerun");
+    assert_eq!(third.stages[1].reused_from.as_deref(), Some("run-1"));
+    // Machine "mh" with an empty hash has the same job id ("m" + "h"), but is another file.
+    let mut twin = request("f.csv");
+    (twin.machine_id, twin.hash) = ("mh".into(), String::new());
+    let error = plan(
+        &earlier,
+        &twin,
+        &stage("03"),
+        RunPipeline::of(&earlier),
+        "r".into(),
+        at(10),
+    )
+    .expect_err("refused");
+    assert_eq!(error.path, "$.machine_id");
 }

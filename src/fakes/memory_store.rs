@@ -424,6 +424,24 @@ impl JobStore for MemoryStore {
         async move { result }.boxed()
     }
 
+    fn job_stamp<'a>(
+        &'a self,
+        id: &'a JobId,
+    ) -> BoxFuture<'a, Result<Option<(String, i64)>, StoreError>> {
+        let result = self.check(Op::Load).map(|state| {
+            let job = state.jobs.get(id.as_str());
+            job.map(|job| (job.run_id.clone(), job.version))
+        });
+        async move { result }.boxed()
+    }
+
+    fn latest_run<'a>(&'a self, id: &'a JobId) -> BoxFuture<'a, Result<Option<Job>, StoreError>> {
+        let record = self
+            .check(Op::History)
+            .map(|state| state.history.get(id.as_str()).map(|r| r.job.clone()));
+        async move { record }.boxed()
+    }
+
     fn load_history<'a>(
         &'a self,
         id: &'a JobId,

@@ -54,6 +54,7 @@ macro_rules! checks {
 checks![
     writes::insert_then_already_exists_for_the_same_id,
     writes::load_of_an_unknown_id_is_none,
+    writes::the_stamp_is_the_run_and_version_of_the_active_job,
     writes::compare_and_set_wins_on_its_run_and_version,
     writes::compare_and_set_stores_each_step_of_a_run_exactly,
     writes::compare_and_set_loses_on_a_stale_version,
@@ -72,6 +73,7 @@ checks![
     archive::archive_moves_the_run_to_history_and_is_idempotent,
     archive::archive_after_a_crash_between_its_steps_only_deletes,
     archive::archive_keeps_earlier_runs_oldest_first,
+    archive::the_latest_run_is_the_top_of_history,
     archive::archive_keeps_at_most_max_previous_runs_and_never_revives_a_dropped_one,
     archive::a_late_archive_of_an_earlier_run_keeps_the_later_active_run,
     archive::archive_many_moves_each_run_as_archive_alone_does,
@@ -245,6 +247,20 @@ mod tests {
 
         fn load_job<'a>(&'a self, id: &'a JobId) -> BoxFuture<'a, Result<Option<Job>, StoreError>> {
             self.0.load_job(id)
+        }
+
+        fn job_stamp<'a>(
+            &'a self,
+            id: &'a JobId,
+        ) -> BoxFuture<'a, Result<Option<(String, i64)>, StoreError>> {
+            self.0.job_stamp(id)
+        }
+
+        fn latest_run<'a>(
+            &'a self,
+            id: &'a JobId,
+        ) -> BoxFuture<'a, Result<Option<Job>, StoreError>> {
+            self.0.latest_run(id)
         }
 
         fn compare_and_set<'a>(

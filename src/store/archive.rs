@@ -115,6 +115,16 @@ impl Store {
         }))
     }
 
+    /// The run on top of the history record of job `id`, read without its earlier runs.
+    pub async fn latest_run(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
+        let found = self
+            .history
+            .find_one(doc! {"_id": id.as_str()})
+            .projection(doc! {"previous_runs": 0})
+            .await?;
+        found.map(|document| from_doc(document, "id")).transpose()
+    }
+
     /// Whether `jobs` still holds this run of the job.
     async fn holds_run(&self, job: &Job) -> Result<bool, StoreError> {
         let filter = doc! {"_id": job.id.as_str(), "run_id": job.run_id.as_str()};

@@ -17,6 +17,17 @@ impl JobStore for Store {
         Store::load_job(self, id).boxed()
     }
 
+    fn job_stamp<'a>(
+        &'a self,
+        id: &'a JobId,
+    ) -> BoxFuture<'a, Result<Option<(String, i64)>, StoreError>> {
+        Store::job_stamp(self, id).boxed()
+    }
+
+    fn latest_run<'a>(&'a self, id: &'a JobId) -> BoxFuture<'a, Result<Option<Job>, StoreError>> {
+        Store::latest_run(self, id).boxed()
+    }
+
     fn compare_and_set<'a>(
         &'a self,
         before: &'a Job,

@@ -303,20 +303,3 @@ fn aborted(job: &job_manager::domain::Job) -> job_manager::domain::Job {
         other => panic!("{other:?}"),
     }
 }
-
-/// What a watcher reads to learn whether a job changed: its run and version, and nothing for a
-/// job that is not active.
-#[tokio::test]
-async fn the_stamp_of_a_job_is_its_run_and_version() {
-    let (store, _database) = fresh_store().await;
-    let job = large_split("stamped");
-    assert_eq!(store.job_stamp(&job.id).await.expect("read"), None);
-    store.insert_job(&job).await.expect("insert");
-    let stamp = store.job_stamp(&job.id).await.expect("read");
-    assert_eq!(stamp, Some((job.run_id.clone(), job.version)));
-    let ended = aborted(&job);
-    assert!(store.compare_and_set(&job, &ended).await.expect("write"));
-    let stamp = store.job_stamp(&job.id).await.expect("read");
-    assert_eq!(stamp, Some((job.run_id.clone(), job.version + 1)));
-    store.shutdown().await;
-}

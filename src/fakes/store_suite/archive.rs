@@ -196,3 +196,18 @@ pub(super) async fn archive_many_moves_each_run_as_archive_alone_does(
     let none = store.archive_many(&[]).await.expect("archive_many");
     assert!(none.is_empty(), "no jobs, no outcomes");
 }
+
+pub(super) async fn the_latest_run_is_the_top_of_history(store: &dyn JobStore, _: &dyn Catalog) {
+    let file = hash("latest", 0);
+    let id = new_sample_job(&file, Timestamp::now()).id;
+    assert_eq!(store.latest_run(&id).await.expect("latest_run"), None);
+    archived_run(store, &file, "run-1").await;
+    let second = archived_run(store, &file, "run-2").await;
+    let latest = store
+        .latest_run(&id)
+        .await
+        .expect("latest_run")
+        .expect("a run");
+    assert_job(&latest, &second, "the latest run");
+    assert_eq!(run_ids(&history(store, &id).await), ["run-1", "run-2"]);
+}

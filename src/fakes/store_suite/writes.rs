@@ -35,6 +35,21 @@ pub(super) async fn load_of_an_unknown_id_is_none(store: &dyn JobStore, _: &dyn 
     assert!(history.is_none(), "no history of an unknown job");
 }
 
+pub(super) async fn the_stamp_is_the_run_and_version_of_the_active_job(
+    store: &dyn JobStore,
+    _: &dyn Catalog,
+) {
+    let job = new_sample_job(&hash("stamp", 0), Timestamp::now());
+    assert_eq!(store.job_stamp(&job.id).await.expect("job_stamp"), None);
+    insert(store, &job).await;
+    let stamp = store.job_stamp(&job.id).await.expect("job_stamp");
+    assert_eq!(stamp, Some((job.run_id.clone(), job.version)));
+    let started = applied(&job, &Event::Start, Timestamp::now());
+    write(store, &job, &started).await;
+    let stamp = store.job_stamp(&job.id).await.expect("job_stamp");
+    assert_eq!(stamp, Some((job.run_id.clone(), job.version + 1)));
+}
+
 pub(super) async fn compare_and_set_wins_on_its_run_and_version(
     store: &dyn JobStore,
     _: &dyn Catalog,
