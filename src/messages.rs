@@ -17,6 +17,8 @@ pub const DISPATCH_TYPE: &str = "stage-dispatch";
 pub const RESULT_TYPE: &str = "stage-result";
 /// The AMQP `type` property of a job event.
 pub const EVENT_TYPE: &str = "job-event";
+/// The AMQP `type` property of a cleanup event.
+pub const CLEANUP_TYPE: &str = "job-cleanup";
 /// Longest `log` or `error` text kept from a result, in bytes; longer text is cut.
 pub const MAX_LOG_LEN: usize = 64 * 1024;
 
@@ -79,6 +81,83 @@ pub struct JobEvent {
     pub at: Timestamp,
 }
 
+/// job-cleanup: on `P.events` with routing key `job.cleanup` when a job ended, naming every
+/// output its intermediate stages produced (every stage but `init` and the pipeline's last;
+/// stages a rerun reused were named when the run that did them ended), so that the files they
+/// name can be deleted. A job with many outputs sends several parts, each under 1 MiB.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct JobCleanup {
+    pub job_id: JobId,
+    pub run_id: String,
+    /// How the job ended: `finished`, `failed` or `aborted`.
+    pub status: JobStatus,
+    /// This part, from 1, of `parts`.
+    pub part: usize,
+    pub parts: usize,
+    pub stages: Vec<CleanupStage>,
+    pub at: Timestamp,
+}
+
+/// The outputs of one intermediate stage (or a slice of them, when a part holds only some).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CleanupStage {
+    pub stage_id: StageId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<String>,
+    /// Each entry is an object or `null`: the outputs of the stage's tasks in task order (of the
+    /// tasks that finished, for a stage that did not).
+    #[schemars(with = "Vec<Option<Map<String, Value>>>")]
+    pub outputs: Vec<Value>,
+}
+
+/// Most bytes of outputs one cleanup part carries.
+pub const CLEANUP_PART_BYTES: usize = 1024 * 1024;
+
+/// The outputs of `job`'s intermediate stages, in parts of at most `budget` bytes of outputs
+/// each (an output larger than the budget goes alone); no part when there is nothing to name.
+pub fn cleanup_parts(job: &crate::domain::Job, budget: usize) -> Vec<Vec<CleanupStage>> {
+    let last = job.pipeline.len().checked_sub(1);
+    let mut parts: Vec<Vec<CleanupStage>> = Vec::new();
+    let mut current: Vec<CleanupStage> = Vec::new();
+    let mut bytes = 0;
+    let intermediate = job
+        .stages
+        .iter()
+        .filter(|s| s.reused_from.is_none() && s.id.index().is_some_and(|i| Some(i) != last));
+    for stage in intermediate {
+        // A stage that did not complete has no outputs of its own: its finished tasks' are named.
+        let outputs: Vec<&Value> = if stage.completed.is_some() && stage.error.is_none() {
+            stage.outputs.iter().collect()
+        } else {
+            stage
+                .tasks
+                .iter()
+                .flat_map(|t| t.outputs.iter().flatten())
+                .collect()
+        };
+        for output in outputs.into_iter().filter(|o| !o.is_null()) {
+            let size = crate::domain::size::json_size(output);
+            if bytes + size > budget && bytes > 0 {
+                parts.push(std::mem::take(&mut current));
+                bytes = 0;
+            }
+            match current.last_mut() {
+                Some(entry) if entry.stage_id == stage.id => entry.outputs.push(output.clone()),
+                _ => current.push(CleanupStage {
+                    stage_id: stage.id.clone(),
+                    worker_id: stage.worker_id.clone(),
+                    outputs: vec![output.clone()],
+                }),
+            }
+            bytes += size;
+        }
+    }
+    if !current.is_empty() {
+        parts.push(current);
+    }
+    parts
+}
+
 /// The schema of a result's `outputs`: an object, a list of objects and `null`s, or `null`.
 pub fn outputs_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
@@ -111,6 +190,108 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    use crate::domain::Event;
+    use crate::domain::pipeline::fixtures::seed_pipeline;
+    use crate::fakes::{applied, done};
+
+    /// The seed's pipeline run to stage 04 (two tables), with `end` applied last.
+    fn seed_run(end: Option<Event>) -> crate::domain::Job {
+        let pipeline = seed_pipeline();
+        let job = crate::domain::Job::new(
+            "m",
+            "h",
+            "f",
+            &pipeline.id,
+            pipeline.stages,
+            Map::new(),
+            "r".into(),
+            crate::fakes::at(0),
+        );
+        let mut job = applied(&job, Event::Start, 1).0;
+        let tables = vec![
+            json!({"unique_id": "a", "result_table": "ta"}),
+            json!({"unique_id": "b", "result_table": "tb"}),
+        ];
+        for (n, outputs) in [
+            vec![json!({"csv_file": "c"})],
+            vec![json!({"output_csv": "o"})],
+            tables,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let task = job.current_stage.as_ref().expect("a stage").tasks[0]
+                .task_id
+                .clone();
+            job = applied(&job, done(&task, outputs), 2 + n as i64).0;
+        }
+        let first = job.current_stage.as_ref().expect("04").tasks[0]
+            .task_id
+            .clone();
+        job = applied(&job, done(&first, vec![json!({"sink": "s1"})]), 6).0;
+        match end {
+            Some(event) => applied(&job, event, 7).0,
+            None => job,
+        }
+    }
+
+    fn named(parts: &[Vec<CleanupStage>]) -> Vec<(String, Value)> {
+        parts
+            .iter()
+            .flatten()
+            .flat_map(|s| {
+                s.outputs
+                    .iter()
+                    .map(|o| (s.stage_id.as_str().to_owned(), o.clone()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn cleanup_names_the_intermediate_outputs_and_not_the_last_stages() {
+        let aborted = seed_run(Some(Event::Abort));
+        let parts = cleanup_parts(&aborted, CLEANUP_PART_BYTES);
+        assert_eq!(parts.len(), 1);
+        let stages: Vec<&str> = parts[0].iter().map(|s| s.stage_id.as_str()).collect();
+        assert_eq!(
+            stages,
+            ["01", "02", "03"],
+            "04 is the pipeline's last stage"
+        );
+        assert_eq!(parts[0][2].outputs.len(), 2);
+        assert_eq!(parts[0][0].worker_id.as_deref(), Some("import-csv"));
+        // A stage a rerun reused was named when the run that did it ended.
+        let mut rerun = aborted.clone();
+        let mut reused = (*rerun.stages[1]).clone();
+        reused.reused_from = Some("r0".into());
+        rerun.stages[1] = std::sync::Arc::new(reused);
+        let stages: Vec<String> = named(&cleanup_parts(&rerun, CLEANUP_PART_BYTES))
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        assert_eq!(stages, ["02", "03", "03"]);
+    }
+
+    #[test]
+    fn cleanup_splits_into_parts_under_the_budget_and_keeps_every_output_in_order() {
+        let job = seed_run(Some(Event::Abort));
+        let whole = named(&cleanup_parts(&job, CLEANUP_PART_BYTES));
+        let parts = cleanup_parts(&job, 30);
+        assert!(parts.len() >= 3, "{parts:?}");
+        assert_eq!(named(&parts), whole);
+        for part in &parts {
+            let bytes: usize = part
+                .iter()
+                .flat_map(|s| &s.outputs)
+                .map(crate::domain::size::json_size)
+                .sum();
+            assert!(
+                bytes <= 30 || part.iter().map(|s| s.outputs.len()).sum::<usize>() == 1,
+                "{part:?}"
+            );
+        }
+    }
 
     #[test]
     fn result_with_bad_ids_does_not_parse() {

@@ -12,7 +12,7 @@
 use futures::future::BoxFuture;
 
 use crate::domain::{Job, JobId, Machine, Pipeline, StageId, TaskId, Timestamp};
-use crate::messages::{JobEvent, StageDispatch};
+use crate::messages::{JobCleanup, JobEvent, StageDispatch};
 
 /// What went wrong talking to the job store. [`StoreError::is_transient`] tells whether a
 /// retry of the same operation may succeed.
@@ -232,11 +232,30 @@ pub trait JobStore: Send + Sync {
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 }
 
-/// A job event and its routing key (`job.<status>` or `stage.completed`).
+/// A message for the events exchange and its routing key (`job.<status>`, `stage.completed` or
+/// `job.cleanup`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Announced {
     pub routing_key: String,
-    pub event: JobEvent,
+    pub event: EventBody,
+}
+
+/// What an [`Announced`] carries.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(untagged)]
+pub enum EventBody {
+    Job(JobEvent),
+    Cleanup(JobCleanup),
+}
+
+impl EventBody {
+    /// The AMQP `type` property of the message.
+    pub fn message_type(&self) -> &'static str {
+        match self {
+            Self::Job(_) => crate::messages::EVENT_TYPE,
+            Self::Cleanup(_) => crate::messages::CLEANUP_TYPE,
+        }
+    }
 }
 
 /// What went wrong publishing to the broker.

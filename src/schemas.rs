@@ -11,7 +11,7 @@ use crate::domain::changes::JobChange;
 use crate::domain::{JobView, MachineBody, NewJobBody, PipelineBody};
 use crate::http::bodies::StatusChange;
 use crate::http::error::ErrorBody;
-use crate::messages::{JobEvent, StageDispatch, StageResult};
+use crate::messages::{JobCleanup, JobEvent, StageDispatch, StageResult};
 use crate::services::HistoryView;
 
 fn schema<T: JsonSchema>() -> Value {
@@ -39,6 +39,7 @@ pub fn all() -> Vec<(&'static str, Value)> {
         ("stage-result.schema.json", schema::<StageResult>()),
         ("job-event.schema.json", schema::<JobEvent>()),
         ("job-change.schema.json", schema::<JobChange>()),
+        ("job-cleanup.schema.json", schema::<JobCleanup>()),
     ]
 }
 

@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 
 use super::publisher::{Outgoing, PublishError};
 use super::{Link, Names, topology};
-use crate::messages::{DISPATCH_TYPE, EVENT_TYPE, StageDispatch};
+use crate::messages::{DISPATCH_TYPE, StageDispatch};
 use crate::ports::{Announced, Broker, BrokerError};
 
 impl From<PublishError> for BrokerError {
@@ -119,7 +119,8 @@ impl RabbitBroker {
         let mut messages = Vec::with_capacity(events.len());
         for announced in events {
             let key = announced.routing_key.as_str();
-            let message = Outgoing::json(exchange.clone(), key, EVENT_TYPE, &announced.event)
+            let kind = announced.event.message_type();
+            let message = Outgoing::json(exchange.clone(), key, kind, &announced.event)
                 .map_err(PublishError::from)?;
             messages.push(message);
         }

@@ -13,9 +13,11 @@ use super::Coordinator;
 use super::cache::Mark;
 use super::error::CoordinatorError;
 use crate::domain::{Effect, Job, Notice, StageId, TaskId, TaskRecord, Timestamp};
-use crate::messages::{JobEvent, StageDispatch, WorkerRef};
+use crate::messages::{
+    CLEANUP_PART_BYTES, JobCleanup, JobEvent, StageDispatch, WorkerRef, cleanup_parts,
+};
 use crate::meter;
-use crate::ports::{Announced, DispatchMark};
+use crate::ports::{Announced, DispatchMark, EventBody};
 
 /// Dispatches of one stage published (and confirmed) together.
 const DISPATCH_CHUNK: usize = 1000;
@@ -192,15 +194,42 @@ impl Coordinator {
             Notice::Job(status) => (format!("job.{}", status.as_str()), None),
             Notice::StageCompleted(stage) => ("stage.completed".to_owned(), Some(stage.clone())),
         };
+        let at = self.clock.now();
         let event = JobEvent {
             job_id: job.id.clone(),
             run_id: job.run_id.clone(),
             status: job.status,
             stage_id,
-            at: self.clock.now(),
+            at,
         };
+        let event = EventBody::Job(event);
         self.writers
             .announce(Announced { routing_key, event })
             .await;
+        if matches!(notice, Notice::Job(status) if !status.is_active()) {
+            self.announce_cleanup(job, at).await;
+        }
+    }
+
+    /// `job.cleanup`: the outputs of the ended job's intermediate stages, in parts.
+    async fn announce_cleanup(&self, job: &Job, at: Timestamp) {
+        let parts = cleanup_parts(job, CLEANUP_PART_BYTES);
+        let count = parts.len();
+        for (index, stages) in parts.into_iter().enumerate() {
+            let cleanup = JobCleanup {
+                job_id: job.id.clone(),
+                run_id: job.run_id.clone(),
+                status: job.status,
+                part: index + 1,
+                parts: count,
+                stages,
+                at,
+            };
+            let routing_key = "job.cleanup".to_owned();
+            let event = EventBody::Cleanup(cleanup);
+            self.writers
+                .announce(Announced { routing_key, event })
+                .await;
+        }
     }
 }

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use crate::messages::{JobEvent, StageDispatch};
-use crate::ports::{Announced, Broker, BrokerError};
+use crate::messages::{JobCleanup, JobEvent, StageDispatch};
+use crate::ports::{Announced, Broker, BrokerError, EventBody};
 
 #[derive(Default)]
 struct State {
@@ -16,6 +16,7 @@ struct State {
     dispatches: Vec<(String, StageDispatch)>,
     /// Every confirmed job event, with its routing key.
     events: Vec<(String, JobEvent)>,
+    cleanups: Vec<JobCleanup>,
     /// Errors the next dispatches fail with, one each.
     failures: VecDeque<BrokerError>,
 }
@@ -64,6 +65,11 @@ impl MemoryBroker {
             .collect()
     }
 
+    /// The cleanup events published so far, in order.
+    pub fn cleanups(&self) -> Vec<JobCleanup> {
+        self.lock().cleanups.clone()
+    }
+
     pub fn set_connected(&self, connected: bool) {
         self.connected.store(connected, Ordering::Relaxed);
     }
@@ -91,10 +97,15 @@ impl Broker for MemoryBroker {
     fn notify<'a>(&'a self, events: &'a [Announced]) -> BoxFuture<'a, Result<(), BrokerError>> {
         let result = if self.is_connected() {
             let mut state = self.lock();
-            let announced = events
-                .iter()
-                .map(|a| (a.routing_key.clone(), a.event.clone()));
-            state.events.extend(announced);
+            for announced in events {
+                match &announced.event {
+                    EventBody::Job(event) => {
+                        let key = announced.routing_key.clone();
+                        state.events.push((key, event.clone()));
+                    }
+                    EventBody::Cleanup(cleanup) => state.cleanups.push(cleanup.clone()),
+                }
+            }
             Ok(())
         } else {
             Err(BrokerError::Unavailable("not connected".into()))

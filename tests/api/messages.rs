@@ -127,3 +127,62 @@ async fn a_refused_publish_is_retried_then_reported_not_dropped() {
         .expect("delete");
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn an_ended_job_names_its_intermediate_outputs_for_cleanup() {
+    let app = spawn_app().await;
+    app.register_seed_pipeline().await;
+    let cleanups = app.listen_events("job.cleanup").await;
+    let id = app.start_job("cleanup").await;
+    app.answer_stage(&id, "01", json!({"csv_file": "c.csv"}))
+        .await;
+    app.answer_stage(&id, "02", json!({"output_csv": "o.csv"}))
+        .await;
+    let tables = json!([{"unique_id": "a", "result_table": "ta.csv"}, {"unique_id": "b", "result_table": "tb.csv"}]);
+    app.answer_stage(&id, "03", tables).await;
+    app.answer_stage(&id, "04", json!({"summary": "final.csv"}))
+        .await;
+    app.wait_for_history(&id, Duration::from_secs(10)).await;
+    let message = app
+        .take(&cleanups, Duration::from_secs(5))
+        .await
+        .expect("job.cleanup published");
+    assert_eq!(
+        message
+            .delivery
+            .properties
+            .kind()
+            .as_ref()
+            .map(|k| k.as_str()),
+        Some("job-cleanup")
+    );
+    let event: Value = serde_json::from_slice(&message.delivery.data).expect("json");
+    crate::helpers::assert_schema("job-cleanup", &event);
+    assert_eq!(
+        (event["job_id"].clone(), event["status"].clone()),
+        (json!(id), json!("finished"))
+    );
+    assert_eq!(
+        (event["part"].clone(), event["parts"].clone()),
+        (json!(1), json!(1))
+    );
+    let named: Vec<(Value, Value)> = event["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .map(|s| (s["stage_id"].clone(), s["outputs"].clone()))
+        .collect();
+    assert_eq!(
+        named,
+        [
+            (json!("01"), json!([{"csv_file": "c.csv"}])),
+            (json!("02"), json!([{"output_csv": "o.csv"}])),
+            (
+                json!("03"),
+                json!([{"unique_id": "a", "result_table": "ta.csv"}, {"unique_id": "b", "result_table": "tb.csv"}])
+            ),
+        ],
+        "not the last stage's final outputs"
+    );
+    app.cleanup().await;
+}

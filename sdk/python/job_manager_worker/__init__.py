@@ -26,9 +26,11 @@ dispatches not started, and those still running then, go back to the queue.
 Layout: ``worker`` (the :class:`Worker`, its settings and the handler call), ``session`` (one
 connection: consume, the pool, publish and ack, abort, drain), ``confirms`` (results
 published in confirm mode without waiting for each confirm), ``task`` (:class:`Task`),
-``encoding`` (the stage-result as strict JSON).
+``encoding`` (the stage-result as strict JSON), ``cleanup`` (:func:`subscribe_cleanup` to the
+``job.cleanup`` events that name a finished job's intermediate outputs).
 """
 
+from .cleanup import cleanup_outputs, subscribe_cleanup
 from .worker import Task, Worker, worker
 
-__all__ = ["Task", "Worker", "worker"]
+__all__ = ["Task", "Worker", "cleanup_outputs", "subscribe_cleanup", "worker"]
