@@ -18,6 +18,72 @@ pub async fn cli(base: &str, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// `job-manager job <id> --watch` running, its output read as it comes.
+struct Watcher {
+    child: tokio::process::Child,
+    shown: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Watcher {
+    fn start(base: &str, id: &str) -> Self {
+        use tokio::io::AsyncBufReadExt as _;
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_job-manager"))
+            .args(["job", id, "--watch"])
+            .env("JOB_MANAGER_API_URL", base)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the binary runs");
+        let stdout = child.stdout.take().expect("stdout");
+        let shown = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let into = shown.clone();
+        let reader = tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Ok(mut shown) = into.lock() {
+                    shown.push_str(&line);
+                    shown.push('\n');
+                }
+            }
+        });
+        Self {
+            child,
+            shown,
+            reader,
+        }
+    }
+
+    fn text(&self) -> String {
+        self.shown.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Waits (at most 10 s) until the watcher printed `text`.
+    async fn wait_for(&mut self, text: &str) {
+        let started = std::time::Instant::now();
+        while !self.text().contains(text) {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the watcher never printed {text:?}: {}",
+                self.text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits (at most 10 s) for the watcher to end; its exit status and everything it printed.
+    async fn finish(mut self) -> (std::process::ExitStatus, String) {
+        let status = tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .expect("the watch ends with the job")
+            .expect("waited");
+        let shown = self.shown.clone();
+        let _ = self.reader.await;
+        let text = shown.lock().map(|s| s.clone()).unwrap_or_default();
+        (status, text)
+    }
+}
+
 #[tokio::test]
 async fn operators_apply_pipelines_set_machines_and_follow_and_abort_jobs() {
     let app = spawn_app().await;
@@ -71,18 +137,16 @@ async fn operators_apply_pipelines_set_machines_and_follow_and_abort_jobs() {
         "{out}"
     );
     // `job --watch` follows the job's event stream until it ends.
-    let watcher = tokio::process::Command::new(env!("CARGO_BIN_EXE_job-manager"))
-        .args(["job", &id, "--watch"])
-        .env("JOB_MANAGER_API_URL", &base)
-        .kill_on_drop(true)
-        .output();
-    let watcher = tokio::spawn(watcher);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut watcher = Watcher::start(&base, &id);
+    watcher.wait_for("01    running").await;
     let (ok, out, err) = cli(&base, &["pause", &id]).await;
     assert!(ok, "{err}");
     assert_eq!(out.trim(), format!("job {id} is paused"));
     let (ok, out, _) = cli(&base, &["job", &id]).await;
     assert!(ok && out.contains("01    paused"), "{out}");
+    // Seen by the watcher before the resume (a pause and a resume between two of its reads
+    // would be no change at all).
+    watcher.wait_for("01    paused").await;
     let (ok, out, err) = cli(&base, &["resume", &id]).await;
     assert!(ok, "{err}");
     assert_eq!(out.trim(), format!("job {id} is running"));
@@ -101,14 +165,9 @@ async fn operators_apply_pipelines_set_machines_and_follow_and_abort_jobs() {
         "progress is shown: {err}"
     );
     assert!(out.contains("aborted"), "{out}");
-    let watched = tokio::time::timeout(Duration::from_secs(10), watcher)
-        .await
-        .expect("the watch ends with the job")
-        .expect("joined")
-        .expect("ran");
-    let shown = String::from_utf8_lossy(&watched.stdout);
+    let (status, shown) = watcher.finish().await;
     let views: Vec<&str> = shown.split("---\n").collect();
-    assert!(watched.status.success(), "{shown}");
+    assert!(status.success(), "{shown}");
     assert!(views.len() >= 3, "a view per change: {shown}");
     assert!(views.iter().any(|v| v.contains("01    paused")), "{shown}");
     assert!(
