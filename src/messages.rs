@@ -192,44 +192,19 @@ mod tests {
     use super::*;
 
     use crate::domain::Event;
-    use crate::domain::pipeline::fixtures::seed_pipeline;
-    use crate::fakes::{applied, done};
+    use crate::fakes::{answer_first, applied, seed_job};
 
     /// The seed's pipeline run to stage 04 (two tables), with `end` applied last.
     fn seed_run(end: Option<Event>) -> crate::domain::Job {
-        let pipeline = seed_pipeline();
-        let job = crate::domain::Job::new(
-            "m",
-            "h",
-            "f",
-            &pipeline.id,
-            pipeline.stages,
-            Map::new(),
-            "r".into(),
-            crate::fakes::at(0),
-        );
-        let mut job = applied(&job, Event::Start, 1).0;
+        let mut job = applied(&seed_job("r"), Event::Start, 1).0;
         let tables = vec![
             json!({"unique_id": "a", "result_table": "ta"}),
             json!({"unique_id": "b", "result_table": "tb"}),
         ];
-        for (n, outputs) in [
-            vec![json!({"csv_file": "c"})],
-            vec![json!({"output_csv": "o"})],
-            tables,
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let task = job.current_stage.as_ref().expect("a stage").tasks[0]
-                .task_id
-                .clone();
-            job = applied(&job, done(&task, outputs), 2 + n as i64).0;
-        }
-        let first = job.current_stage.as_ref().expect("04").tasks[0]
-            .task_id
-            .clone();
-        job = applied(&job, done(&first, vec![json!({"sink": "s1"})]), 6).0;
+        job = answer_first(&job, vec![json!({"csv_file": "c"})], 2);
+        job = answer_first(&job, vec![json!({"output_csv": "o"})], 3);
+        job = answer_first(&job, tables, 4);
+        job = answer_first(&job, vec![json!({"sink": "s1"})], 6);
         match end {
             Some(event) => applied(&job, event, 7).0,
             None => job,

@@ -1,24 +1,13 @@
 //! Two reads of a job in, the transitions between them out.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::*;
 use crate::domain::engine::Event;
-use crate::domain::pipeline::fixtures::seed_pipeline;
 use crate::fakes::at;
 
 fn new_job(run: &str) -> Job {
-    let pipeline = seed_pipeline();
-    Job::new(
-        "m",
-        "h",
-        "f",
-        &pipeline.id,
-        pipeline.stages,
-        Map::new(),
-        run.into(),
-        at(0),
-    )
+    crate::fakes::seed_job(run)
 }
 
 fn applied(job: &Job, event: Event, seconds: i64) -> Job {
@@ -27,9 +16,7 @@ fn applied(job: &Job, event: Event, seconds: i64) -> Job {
 
 /// The first task of the stage in flight answered with `outputs`.
 fn answer(job: &Job, outputs: Value, seconds: i64) -> Job {
-    let stage = job.current_stage.as_ref().expect("a stage in flight");
-    let task_id = stage.tasks[0].task_id.clone();
-    applied(job, crate::fakes::done(&task_id, vec![outputs]), seconds)
+    crate::fakes::answer_first(job, vec![outputs], seconds)
 }
 
 /// `(event, stage, task status)` of each change.

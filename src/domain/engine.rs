@@ -8,7 +8,10 @@
 //! tests are in `engine_tests.rs`.
 
 mod control;
+mod ignored;
 mod stages;
+
+pub use self::ignored::Ignored;
 
 use std::sync::Arc;
 
@@ -78,42 +81,6 @@ pub enum Notice {
     Job(JobStatus),
     /// `stage.completed`.
     StageCompleted(StageId),
-}
-
-/// Why an event changed nothing. All are normal under at-least-once delivery.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ignored {
-    /// The job already ended (or has not started, for a result).
-    JobNotActive(JobStatus),
-    /// The task already has its result.
-    Duplicate,
-    /// No task with this id was issued for this job.
-    UnknownTask,
-    /// An error or timeout for an attempt that has been superseded.
-    StaleAttempt,
-    /// The job was started already.
-    AlreadyStarted,
-    /// The result belongs to another run of the job (an earlier run of the same file).
-    OtherRun,
-    /// The job is already in the status asked for (pause or resume).
-    AlreadyInStatus(JobStatus),
-    /// Outputs posted to skip a task that has not failed.
-    NotFailed,
-}
-
-impl Ignored {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::JobNotActive(_) => "job not active",
-            Self::Duplicate => "duplicate result",
-            Self::UnknownTask => "unknown task",
-            Self::StaleAttempt => "stale attempt",
-            Self::AlreadyStarted => "already started",
-            Self::OtherRun => "result of another run",
-            Self::AlreadyInStatus(_) => "already in that status",
-            Self::NotFailed => "the task has not failed",
-        }
-    }
 }
 
 /// What an event does to a job.
@@ -230,15 +197,21 @@ fn find_task(job: &Job, task_id: &TaskId) -> Found {
     }
 }
 
-/// Whether `job` takes `result` at all: it has started, and the result is not another run's.
-fn takes_results(job: &Job, result: &TaskResult) -> Result<(), Ignored> {
+/// The task of the stage in flight that `result` names: its index, and whether the result names
+/// its current attempt. Or why the job does not take the result: it has not started, the result
+/// is another run's, or no task in flight was issued with the id.
+fn task_for(job: &Job, result: &TaskResult) -> Result<(usize, bool), Ignored> {
     if job.status == JobStatus::Pending {
         return Err(Ignored::JobNotActive(job.status));
     }
     if result.run_id.as_ref().is_some_and(|run| run != &job.run_id) {
         return Err(Ignored::OtherRun);
     }
-    Ok(())
+    match find_task(job, &result.task_id) {
+        Found::Current { index, is_latest } => Ok((index, is_latest)),
+        Found::Ended => Err(Ignored::Duplicate),
+        Found::Nowhere => Err(Ignored::UnknownTask),
+    }
 }
 
 fn on_result(
@@ -247,12 +220,7 @@ fn on_result(
     now: Timestamp,
     effects: &mut Vec<Effect>,
 ) -> Result<(), Ignored> {
-    takes_results(job, result)?;
-    let (index, is_latest) = match find_task(job, &result.task_id) {
-        Found::Current { index, is_latest } => (index, is_latest),
-        Found::Ended => return Err(Ignored::Duplicate),
-        Found::Nowhere => return Err(Ignored::UnknownTask),
-    };
+    let (index, is_latest) = task_for(job, result)?;
     let Some(stage) = job.current_stage.as_mut() else {
         return Err(Ignored::UnknownTask);
     };

@@ -4,32 +4,13 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::domain::engine::Event;
-use crate::domain::pipeline::fixtures::seed_pipeline;
-use crate::fakes::{applied, at};
+use crate::fakes::{answer_first, applied, at};
 
 /// A run of the seed's pipeline that ended in stage 03: 01 and 02 completed, then an abort.
 fn earlier() -> Job {
-    let pipeline = seed_pipeline();
-    let job = Job::new(
-        "m",
-        "h",
-        "f.csv",
-        &pipeline.id,
-        pipeline.stages,
-        Map::new(),
-        "run-1".into(),
-        at(0),
-    );
-    let mut job = applied(&job, Event::Start, 1).0;
-    for (seconds, outputs) in [
-        (2, json!({"csv_file": "c"})),
-        (3, json!({"output_csv": "o"})),
-    ] {
-        let task_id = job.current_stage.as_ref().expect("a stage").tasks[0]
-            .task_id
-            .clone();
-        job = applied(&job, crate::fakes::done(&task_id, vec![outputs]), seconds).0;
-    }
+    let mut job = applied(&crate::fakes::seed_job("run-1"), Event::Start, 1).0;
+    job = answer_first(&job, vec![json!({"csv_file": "c"})], 2);
+    job = answer_first(&job, vec![json!({"output_csv": "o"})], 3);
     applied(&job, Event::Abort, 4).0
 }
 
@@ -46,7 +27,7 @@ fn a_rerun_from_03_keeps_01_and_02_as_reused_and_starts_at_03() {
     let earlier = earlier();
     let job = plan(
         &earlier,
-        &request("f.csv"),
+        &request("f"),
         &stage("03"),
         RunPipeline::of(&earlier),
         "run-2".into(),
@@ -102,12 +83,12 @@ fn a_rerun_refuses_what_it_cannot_reuse() {
         .expect_err("refused")
     };
     // Stage 03 never completed in the earlier run: a rerun from 04 would need it.
-    let error = refusal("f.csv", "04", snapshot());
+    let error = refusal("f", "04", snapshot());
     assert_eq!(error.path, "$.from_stage");
     assert!(error.message.contains("stage '03'"), "{}", error.message);
-    assert_eq!(refusal("f.csv", "init", snapshot()).path, "$.from_stage");
+    assert_eq!(refusal("f", "init", snapshot()).path, "$.from_stage");
     assert!(
-        refusal("f.csv", "05", snapshot())
+        refusal("f", "05", snapshot())
             .message
             .contains("4 stage(s)")
     );
@@ -118,13 +99,13 @@ fn a_rerun_refuses_what_it_cannot_reuse() {
         .worker
         .configs
         .insert("delimiter".into(), json!(";"));
-    let error = refusal("f.csv", "02", changed.clone());
+    let error = refusal("f", "02", changed.clone());
     assert_eq!(error.path, "$.pipeline");
     // A rerun from 01 reuses nothing, so any pipeline will do; so does a change of deadline.
     assert!(
         plan(
             &earlier,
-            &request("f.csv"),
+            &request("f"),
             &stage("01"),
             changed,
             "r".into(),
@@ -137,7 +118,7 @@ fn a_rerun_refuses_what_it_cannot_reuse() {
     assert!(
         plan(
             &earlier,
-            &request("f.csv"),
+            &request("f"),
             &stage("03"),
             slower,
             "r".into(),
@@ -152,7 +133,7 @@ fn a_rerun_of_a_rerun_names_the_run_that_did_the_work() {
     let earlier = earlier();
     let second = plan(
         &earlier,
-        &request("f.csv"),
+        &request("f"),
         &stage("03"),
         RunPipeline::of(&earlier),
         "run-2".into(),
@@ -162,7 +143,7 @@ fn a_rerun_of_a_rerun_names_the_run_that_did_the_work() {
     let second = crate::fakes::applied(&second, Event::Abort, 11).0;
     let third = plan(
         &second,
-        &request("f.csv"),
+        &request("f"),
         &stage("03"),
         RunPipeline::of(&second),
         "run-3".into(),
@@ -171,7 +152,7 @@ fn a_rerun_of_a_rerun_names_the_run_that_did_the_work() {
     .expect("a rerun");
     assert_eq!(third.stages[1].reused_from.as_deref(), Some("run-1"));
     // Machine "mh" with an empty hash has the same job id ("m" + "h"), but is another file.
-    let mut twin = request("f.csv");
+    let mut twin = request("f");
     (twin.machine_id, twin.hash) = ("mh".into(), String::new());
     let error = plan(
         &earlier,

@@ -87,3 +87,29 @@ pub fn applied(job: &Job, event: Event, seconds: i64) -> (Job, Vec<crate::domain
         crate::domain::engine::Decision::Ignore(why) => panic!("expected a change, got {why:?}"),
     }
 }
+
+/// A pending job of the seed's pipeline: machine `m`, hash `h`, file `f`, run `run`, created
+/// at [`at`]`(0)`.
+#[cfg(test)]
+pub fn seed_job(run: &str) -> Job {
+    let pipeline = crate::domain::pipeline::fixtures::seed_pipeline();
+    Job::new(
+        "m",
+        "h",
+        "f",
+        &pipeline.id,
+        pipeline.stages,
+        Map::new(),
+        run.into(),
+        at(0),
+    )
+}
+
+/// `job` after the first task of its stage in flight answered with `outputs` at
+/// [`at`]`(seconds)`.
+#[cfg(test)]
+pub fn answer_first(job: &Job, outputs: Vec<Value>, seconds: i64) -> Job {
+    let stage = job.current_stage.as_ref().expect("a stage in flight");
+    let task_id = stage.tasks[0].task_id.clone();
+    applied(job, done(&task_id, outputs), seconds).0
+}

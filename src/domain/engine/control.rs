@@ -7,9 +7,7 @@
 //! have their outputs ends only when the job runs again.
 
 use super::stages::{advance, complete_stage};
-use super::{
-    Effect, Found, Ignored, Notice, TaskResult, find_task, stage_spec_timeout, start, takes_results,
-};
+use super::{Effect, Ignored, Notice, TaskResult, stage_spec_timeout, start, task_for};
 use crate::domain::pipeline::DEFAULT_TIMEOUT_S;
 use crate::domain::{
     Job, JobStatus, StageId, StageRecord, TaskId, TaskRecord, TaskStatus, Timestamp,
@@ -93,12 +91,7 @@ pub(super) fn skip(
     now: Timestamp,
     effects: &mut Vec<Effect>,
 ) -> Result<(), Ignored> {
-    takes_results(job, result)?;
-    let index = match find_task(job, &result.task_id) {
-        Found::Current { index, .. } => index,
-        Found::Ended => return Err(Ignored::Duplicate),
-        Found::Nowhere => return Err(Ignored::UnknownTask),
-    };
+    let (index, _) = task_for(job, result)?;
     let Some(stage) = job.current_stage.as_mut() else {
         return Err(Ignored::UnknownTask);
     };

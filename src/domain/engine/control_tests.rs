@@ -1,27 +1,16 @@
 //! Pause, resume and hold, through the engine's one entry point.
 
-use serde_json::{Map, json};
+use serde_json::json;
 
 use crate::domain::engine::{Decision, Effect, Event, Ignored, Notice, TaskResult, apply};
 use crate::domain::pipeline::OnFailure;
-use crate::domain::pipeline::fixtures::seed_pipeline;
 use crate::domain::{Job, JobStatus, StageId, TaskId, TaskStatus};
 use crate::fakes::{applied, at};
 
 /// A started job of the seed's pipeline (stage 01 in flight, one task), holding on failure
 /// when `hold`, with two attempts per task.
 fn started(hold: bool) -> Job {
-    let pipeline = seed_pipeline();
-    let mut job = Job::new(
-        "m",
-        "h",
-        "f.csv",
-        &pipeline.id,
-        pipeline.stages,
-        Map::new(),
-        "run-1".into(),
-        at(0),
-    );
+    let mut job = crate::fakes::seed_job("run-1");
     for spec in &mut job.pipeline {
         spec.max_attempts = Some(2);
         spec.on_failure = hold.then_some(OnFailure::Hold);
@@ -138,17 +127,7 @@ fn a_retry_while_paused_is_queued_and_dispatched_with_a_fresh_deadline_on_resume
 
 #[test]
 fn a_job_paused_before_it_started_starts_on_resume() {
-    let pipeline = seed_pipeline();
-    let job = Job::new(
-        "m",
-        "h",
-        "f",
-        &pipeline.id,
-        pipeline.stages,
-        Map::new(),
-        "r".into(),
-        at(0),
-    );
+    let job = crate::fakes::seed_job("r");
     let (paused, _) = applied(&job, Event::Pause, 1);
     assert_eq!(ignored(&paused, Event::Start), Ignored::AlreadyStarted);
     let (resumed, effects) = applied(&paused, Event::Resume, 2);
